@@ -1,0 +1,37 @@
+# Two entry points, each doing its own set-up: `make suites` (the bundled contract suites, with the
+# results table) and `make test` (the plugin's own tests). Both create .venv on first use and
+# reinstall only when pyproject.toml changes.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+# torch and torchvision are pinned at install time to the CPU-capable releases this project is
+# tested with; pyproject.toml only declares ranges.
+TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
+
+.PHONY: suites test lint typecheck check benchmark clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(TORCH_PINS) -e '.[all,dev]'
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+suites: $(STAMP)
+	$(BIN)/python -m pytest suites/ --modelopt-json results/suites.json $(ARGS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest --modelopt-strict $(ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests suites
+	$(BIN)/ruff format --check src tests suites
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+check: lint typecheck test
+
+clean:
+	rm -rf $(VENV) results .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,187 @@
+"""Budgets: the vocabulary of a contract, and the verdicts PASS, FAIL and INCONCLUSIVE.
+
+A budget is a metric, a direction and a threshold: ``speedup=">=1.8"``, ``size_ratio=0.3`` (the
+metric's natural direction), ``top1_agreement="99%"``. A measured value may carry a confidence
+interval; then the verdict is FAIL only when the whole interval breaks the budget, PASS only when
+the whole interval keeps it, and INCONCLUSIVE when the budget lies inside the interval or the data
+was too noisy to judge. Inconclusive is never reported as a regression.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from pytest_modelopt.errors import BudgetError
+
+
+class Verdict(str, enum.Enum):
+    PASS = "PASS"
+    FAIL = "FAIL"
+    INCONCLUSIVE = "INCONCLUSIVE"
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    higher_is_better: bool
+    unit: str
+    description: str
+
+    def format(self, value: float) -> str:
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        if self.unit == "x":
+            return f"{value:.3g}x"
+        if self.unit == "%":
+            return f"{value * 100:.2f}%"
+        if self.unit == "B":
+            return f"{value:,.0f} B"
+        return f"{value:.4g}{(' ' + self.unit) if self.unit else ''}"
+
+
+METRICS: dict[str, Metric] = {
+    metric.name: metric
+    for metric in (
+        Metric(
+            "speedup", True, "x", "reference latency / variant latency, median of paired rounds"
+        ),
+        Metric("latency_p50_ms", False, "ms", "median latency of one call"),
+        Metric("latency_p90_ms", False, "ms", "90th percentile latency (needs >= 64 samples)"),
+        Metric("latency_p99_ms", False, "ms", "99th percentile latency (needs >= 662 samples)"),
+        Metric("throughput", True, "items/s", "batch size / median latency"),
+        Metric("size_bytes", False, "B", "bytes on disk of every file of the variant"),
+        Metric("size_ratio", False, "x", "variant bytes / reference bytes"),
+        Metric("gzip_size_ratio", False, "x", "gzip bytes of the variant / of the reference"),
+        Metric("accuracy", True, "%", "task metric on labelled eval data (top-1)"),
+        Metric("accuracy_drop", False, "%", "reference accuracy - variant accuracy"),
+        Metric("top1_agreement", True, "%", "share of eval items where top-1 matches reference"),
+        Metric("max_abs_error", False, "", "largest absolute output difference from reference"),
+    )
+}
+
+_BUDGET = re.compile(r"^\s*(>=|<=|>|<)?\s*([-+]?[0-9.]+(?:e[-+]?\d+)?)\s*(%|x|ms)?\s*$", re.I)
+
+
+@dataclass(frozen=True)
+class Budget:
+    metric: Metric
+    op: str  # ">=" or "<="
+    threshold: float
+
+    @classmethod
+    def parse(cls, metric: str, spec: float | str) -> Budget:
+        """Read ``">=1.8"``, ``"<= 0.3"``, ``"99%"``, ``"1.8x"`` or a bare number."""
+        if metric not in METRICS:
+            known = ", ".join(METRICS)
+            raise BudgetError(f"unknown budget metric {metric!r}; known metrics: {known}")
+        meta = METRICS[metric]
+        if isinstance(spec, bool) or not isinstance(spec, int | float | str):
+            raise BudgetError(f"budget {metric}={spec!r}: give a number or a string like '>=1.2'")
+        match = _BUDGET.match(str(spec))
+        if match is None:
+            raise BudgetError(f"budget {metric}={spec!r} is not a number with an optional >= or <=")
+        op, number, suffix = match.groups()
+        threshold = float(number) / (100 if suffix == "%" else 1)
+        natural = ">=" if meta.higher_is_better else "<="
+        op = {">": ">=", "<": "<="}.get(op or natural, op or natural)
+        return cls(meta, op, threshold)
+
+    def holds(self, value: float) -> bool:
+        return value >= self.threshold if self.op == ">=" else value <= self.threshold
+
+    def __str__(self) -> str:
+        return f"{self.op} {self.metric.format(self.threshold)}"
+
+
+@dataclass(frozen=True)
+class Measured:
+    """A measured value, with its confidence interval when it has one.
+
+    ``undecidable`` gives the reason when the value must not decide a verdict (too noisy, too few
+    samples for a percentile).
+    """
+
+    value: float
+    interval: tuple[float, float] | None = None
+    undecidable: str | None = None
+
+
+@dataclass(frozen=True)
+class Check:
+    budget: Budget
+    measured: Measured
+    verdict: Verdict
+    reason: str = ""
+
+
+def judge(budget: Budget, measured: Measured) -> Check:
+    if measured.undecidable:
+        return Check(budget, measured, Verdict.INCONCLUSIVE, measured.undecidable)
+    if measured.interval is None:
+        verdict = Verdict.PASS if budget.holds(measured.value) else Verdict.FAIL
+        return Check(budget, measured, verdict)
+    low, high = measured.interval
+    if budget.holds(low) and budget.holds(high):
+        return Check(budget, measured, Verdict.PASS)
+    if not budget.holds(low) and not budget.holds(high):
+        return Check(budget, measured, Verdict.FAIL)
+    return Check(
+        budget,
+        measured,
+        Verdict.INCONCLUSIVE,
+        f"the budget lies inside the interval [{budget.metric.format(low)}, "
+        f"{budget.metric.format(high)}]",
+    )
+
+
+def judge_all(budgets: Mapping[str, float | str], metrics: Mapping[str, Measured]) -> list[Check]:
+    parsed = [Budget.parse(name, spec) for name, spec in budgets.items()]
+    checks = []
+    for budget in parsed:
+        if budget.metric.name not in metrics:
+            raise BudgetError(_unavailable(budget.metric.name))
+        checks.append(judge(budget, metrics[budget.metric.name]))
+    return checks
+
+
+def _unavailable(metric: str) -> str:
+    if metric in {"accuracy", "accuracy_drop"}:
+        return (
+            f"budget {metric} needs labelled eval data: give the ModelSpec eval_data as "
+            "(inputs, labels) pairs, or budget top1_agreement instead"
+        )
+    if metric == "top1_agreement":
+        return "budget top1_agreement needs classifier outputs (one score per class)"
+    return f"metric {metric} was not measured for this variant"
+
+
+def format_checks(checks: Iterable[Check], title: str = "") -> str:
+    """One readable table: metric, measured, interval, budget, verdict (and why, if not clear)."""
+    rows = [("metric", "measured", "interval", "budget", "verdict")]
+    reasons = []
+    for check in checks:
+        metric = check.budget.metric
+        interval = check.measured.interval
+        shown = f"[{metric.format(interval[0])}, {metric.format(interval[1])}]" if interval else ""
+        rows.append(
+            (
+                metric.name,
+                metric.format(check.measured.value),
+                shown,
+                str(check.budget),
+                check.verdict.value,
+            )
+        )
+        if check.reason:
+            reasons.append(f"  {metric.name}: {check.verdict.value.lower()}: {check.reason}")
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = [title] if title else []
+    for index, row in enumerate(rows):
+        lines.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+        if index == 0:
+            lines.append("  ".join("-" * width for width in widths))
+    return "\n".join(lines + reasons)

@@ -1,0 +1,193 @@
+"""Settings: every ``--modelopt-*`` option and its ini twin, read once into a frozen dataclass."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from pytest_modelopt.hardware import Hardware
+    from pytest_modelopt.measure import MeasureSettings
+
+STRICT_ENV = "MODELOPT_STRICT"
+MACHINE_ENV = "MODELOPT_MACHINE"
+INCONCLUSIVE_POLICIES = ("fail", "report")
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting: its command-line flag, ini key, type, default and help."""
+
+    name: str
+    type: Callable[[str], Any]
+    default: Any
+    help: str
+    ini_type: str = "string"
+
+    @property
+    def flag(self) -> str:
+        return "--modelopt-" + self.name.replace("_", "-")
+
+    @property
+    def ini(self) -> str:
+        return "modelopt_" + self.name
+
+
+def _bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(f"expected true or false, got {text!r}")
+
+
+def _policy(text: str) -> str:
+    if text not in INCONCLUSIVE_POLICIES:
+        raise ValueError(f"expected one of {', '.join(INCONCLUSIVE_POLICIES)}, got {text!r}")
+    return text
+
+
+def _threads(text: str) -> int | None:
+    if text in {"", "auto"}:
+        return None
+    value = int(text)
+    if value < 1:
+        raise ValueError("threads must be >= 1 or 'auto'")
+    return value
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise ValueError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 < value < 1:
+        raise ValueError(f"expected a number between 0 and 1, got {text!r}")
+    return value
+
+
+OPTIONS = (
+    Option(
+        "strict",
+        _bool,
+        False,
+        f"a technique whose package is missing fails instead of skipping (also ${STRICT_ENV}=1)",
+        ini_type="bool",
+    ),
+    Option("threads", _threads, None, "threads for every runtime, or 'auto' (physical cores)"),
+    Option("max_time", _positive, 10.0, "seconds of timing per variant before a verdict"),
+    Option("warmup", _positive, 1.0, "minimum seconds of warm-up per variant"),
+    Option("precision", _fraction, 0.02, "stop timing once the speedup interval is this narrow"),
+    Option("confidence", _fraction, 0.999, "confidence level of intervals and verdicts"),
+    Option("noise", _positive, 0.25, "IQR/median above which latency is too noisy to judge"),
+    Option(
+        "inconclusive",
+        _policy,
+        "fail",
+        "after one more measurement, an inconclusive verdict fails the test (fail) or is "
+        "reported and passes (report)",
+    ),
+    Option(
+        "machine",
+        str,
+        None,
+        f"name this machine class instead of the detected fingerprint (also ${MACHINE_ENV})",
+    ),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    strict: bool = False
+    threads: int | None = None
+    max_time: float = 10.0
+    warmup: float = 1.0
+    precision: float = 0.02
+    confidence: float = 0.999
+    noise: float = 0.25
+    inconclusive: str = "fail"
+    machine: str | None = None
+    json_path: Path | None = None
+
+    @classmethod
+    def from_pytest_config(cls, config: pytest.Config) -> Settings:
+        values: dict[str, Any] = {}
+        for option in OPTIONS:
+            raw = config.getoption(option.flag)
+            source = option.flag
+            if raw is None:
+                raw, source = config.getini(option.ini), option.ini
+            if raw in (None, "", []):
+                continue
+            try:
+                values[option.name] = raw if isinstance(raw, bool) else option.type(str(raw))
+            except ValueError as error:
+                raise pytest.UsageError(f"{source}: {error}") from None
+        if os.environ.get(STRICT_ENV):
+            values["strict"] = values.get("strict", False) or _bool(os.environ[STRICT_ENV])
+        if os.environ.get(MACHINE_ENV) and not values.get("machine"):
+            values["machine"] = os.environ[MACHINE_ENV]
+        json_path = config.getoption("--modelopt-json")
+        if json_path:
+            values["json_path"] = Path(json_path)
+        return cls(**values)
+
+    def measure_settings(self, hardware: Hardware) -> MeasureSettings:
+        from pytest_modelopt.measure import MeasureSettings
+
+        return MeasureSettings(
+            threads=self.threads or hardware.cpu.physical_cores,
+            warmup_s=self.warmup,
+            max_time_s=self.max_time,
+            target_width=self.precision,
+            confidence=self.confidence,
+            noise_threshold=self.noise,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["json_path"] = str(self.json_path) if self.json_path else None
+        return data
+
+
+def add_options(parser: pytest.Parser) -> None:
+    group = parser.getgroup("modelopt", "model performance contracts (pytest-modelopt)")
+    for option in OPTIONS:
+        default = "auto" if option.name == "threads" else option.default
+        if option.ini_type == "bool":
+            group.addoption(
+                option.flag,
+                action="store_true",
+                default=None,
+                help=f"{option.help}. Default: {default}",
+            )
+        else:
+            group.addoption(option.flag, default=None, help=f"{option.help}. Default: {default}")
+        parser.addini(
+            option.ini,
+            type=option.ini_type,  # type: ignore[arg-type]
+            default=option.default if option.ini_type == "bool" else "",
+            help=f"{option.help}. Default: {default}",
+        )
+    group.addoption(
+        "--modelopt-json",
+        metavar="PATH",
+        default=None,
+        help="write every variant's measurements and verdicts to this JSON file. Default: none",
+    )
+    group.addoption(
+        "--modelopt-hardware",
+        action="store_true",
+        default=False,
+        help="print this machine's full hardware detection as JSON and exit. Default: off",
+    )

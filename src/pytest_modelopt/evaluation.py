@@ -1,0 +1,342 @@
+"""The plain Python API: build a variant of a spec, measure it against the reference, judge it.
+
+    evaluator = Evaluator(spec)
+    result = evaluator.evaluate("torchscript")
+    result.expect(speedup=">=1.2", size_ratio="<=1.05")
+
+The pytest fixtures are thin wrappers over this module; it works without pytest.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pytest_modelopt.budget import Check, Measured, Verdict, format_checks, judge_all
+from pytest_modelopt.errors import BuildError, ContractViolation, ModeloptError, NotApplicable
+from pytest_modelopt.hardware import Hardware, detect_hardware
+from pytest_modelopt.measure import Comparison, Interleaver, MeasureSettings
+from pytest_modelopt.registry import get_technique
+from pytest_modelopt.spec import ModelSpec
+from pytest_modelopt.variants.base import BuildContext, Variant
+
+REFERENCE = "eager"
+INCONCLUSIVE_POLICIES = ("fail", "report")
+
+
+@dataclass
+class VariantResult:
+    """Everything measured of one variant, and the checks of its contract."""
+
+    spec: ModelSpec
+    variant: Variant
+    reference: Variant
+    comparison: Comparison
+    sizes: dict[str, int]
+    accuracy: dict[str, float]
+    settings: MeasureSettings
+    inconclusive: str = "fail"
+    retries: int = 1
+    checks: list[Check] = field(default_factory=list)
+    remeasure: Callable[[], Comparison] | None = field(default=None, repr=False)
+    log: Callable[[str], None] = field(default=lambda message: None, repr=False)
+
+    @property
+    def technique(self) -> str:
+        return self.variant.technique
+
+    @property
+    def label(self) -> str:
+        return f"{self.spec.name}[{self.technique}]"
+
+    @property
+    def metrics(self) -> dict[str, Measured]:
+        metrics = latency_metrics(self.comparison, self.spec.batch_size, self.settings)
+        sizes = self.sizes
+        metrics["size_bytes"] = Measured(sizes["variant_bytes"])
+        metrics["size_ratio"] = Measured(sizes["variant_bytes"] / sizes["reference_bytes"])
+        metrics["gzip_size_ratio"] = Measured(
+            sizes["variant_gzip_bytes"] / sizes["reference_gzip_bytes"]
+        )
+        metrics.update({name: Measured(value) for name, value in self.accuracy.items()})
+        return metrics
+
+    def expect(self, **budgets: float | str) -> list[Check]:
+        """Check budgets; raise ContractViolation naming each metric if any is broken.
+
+        An inconclusive latency verdict is measured once more (``retries``); if still
+        inconclusive, the ``fail`` policy fails the test with the word "inconclusive" and the
+        reason, the ``report`` policy lets it pass and reports it as inconclusive.
+        """
+        checks = judge_all(budgets, self.metrics)
+        for _ in range(self.retries):
+            if not any(c.verdict is Verdict.INCONCLUSIVE for c in checks) or not self.remeasure:
+                break
+            self.log(f"{self.label}: inconclusive, measuring once more")
+            self.comparison = self.remeasure()
+            checks = judge_all(budgets, self.metrics)
+        self.checks += checks
+        failed = [c for c in checks if c.verdict is Verdict.FAIL]
+        undecided = [c for c in checks if c.verdict is Verdict.INCONCLUSIVE]
+        if failed:
+            raise ContractViolation(
+                format_checks(checks, f"{self.label}: contract broken ({_names(failed)})")
+            )
+        if undecided and self.inconclusive == "fail":
+            raise ContractViolation(
+                format_checks(
+                    checks,
+                    f"{self.label}: inconclusive ({_names(undecided)}): the measurements "
+                    "cannot decide the budget on this machine",
+                )
+            )
+        return checks
+
+    @property
+    def verdict(self) -> Verdict | None:
+        verdicts = {check.verdict for check in self.checks}
+        for verdict in (Verdict.FAIL, Verdict.INCONCLUSIVE, Verdict.PASS):
+            if verdict in verdicts:
+                return verdict
+        return None
+
+    def to_dict(self, *, raw: bool = True) -> dict[str, Any]:
+        return {
+            "spec": self.spec.name,
+            "technique": self.technique,
+            "variant": self.variant.describe(),
+            "reference": self.reference.describe(),
+            "latency": self.comparison.to_dict(raw=raw),
+            "sizes": self.sizes,
+            "accuracy": self.accuracy,
+            "metrics": {
+                name: {"value": m.value, "interval": m.interval, "undecidable": m.undecidable}
+                for name, m in self.metrics.items()
+            },
+            "checks": [
+                {
+                    "metric": c.budget.metric.name,
+                    "budget": str(c.budget),
+                    "measured": c.measured.value,
+                    "interval": c.measured.interval,
+                    "verdict": c.verdict.value,
+                    "reason": c.reason,
+                }
+                for c in self.checks
+            ],
+            "verdict": self.verdict.value if self.verdict else None,
+        }
+
+
+class Evaluator:
+    """Builds and measures variants of one spec; the reference is built and run only once."""
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        *,
+        settings: MeasureSettings | None = None,
+        hardware: Hardware | None = None,
+        workdir: Path | None = None,
+        inconclusive: str = "fail",
+        retries: int = 1,
+        log: Callable[[str], None] = lambda message: None,
+    ) -> None:
+        if inconclusive not in INCONCLUSIVE_POLICIES:
+            raise ValueError(f"inconclusive policy must be one of {INCONCLUSIVE_POLICIES}")
+        self.spec = spec
+        self.hardware = hardware or detect_hardware()
+        self.settings = settings or MeasureSettings(threads=self.hardware.cpu.physical_cores)
+        self.workdir = workdir or Path(tempfile.mkdtemp(prefix=f"modelopt-{spec.name}-"))
+        self.inconclusive = inconclusive
+        self.retries = retries
+        self.log = log
+        self._variants: dict[str, Variant] = {}
+        self._reference_outputs: list[np.ndarray] | None = None
+
+    def build(self, technique_name: str, params: Mapping[str, Any] | None = None) -> Variant:
+        """Build a variant (once per technique); raises RequirementMissing if it cannot run here."""
+        if technique_name in self._variants:
+            return self._variants[technique_name]
+        technique = get_technique(technique_name)
+        missing = technique.unmet(self.hardware)
+        if missing is not None:
+            raise missing
+        framework = self.spec.framework
+        if framework not in technique.frameworks:
+            raise NotApplicable(
+                f"{technique_name}: applies to {'/'.join(technique.frameworks)} models; "
+                f"{self.spec.name} is a {framework} model"
+            )
+        workdir = self.workdir / _safe(technique_name)
+        workdir.mkdir(parents=True, exist_ok=True)
+        context = BuildContext(
+            spec=self.spec,
+            model=copy.deepcopy(self.spec.load()),
+            workdir=workdir,
+            hardware=self.hardware,
+            params={**technique.defaults, **(params or {})},
+            log=self.log,
+        )
+        self.log(f"{self.spec.name}[{technique_name}]: building")
+        start = time.perf_counter()
+        try:
+            variant = technique.build(context)
+        except ModeloptError:
+            raise
+        except Exception as error:
+            raise BuildError(
+                f"{technique_name} failed on {self.spec.name}: {type(error).__name__}: {error}"
+            ) from error
+        variant.build_seconds = time.perf_counter() - start
+        self.log(f"{self.spec.name}[{technique_name}]: built in {variant.build_seconds:.1f} s")
+        self._variants[technique_name] = variant
+        return variant
+
+    def evaluate(
+        self, technique_name: str, params: Mapping[str, Any] | None = None
+    ) -> VariantResult:
+        """Build, time against the reference, size and score one variant."""
+        reference = self.build(REFERENCE)
+        variant = self.build(technique_name, params)
+        batch = self.spec.example_input
+        interleaver = Interleaver(
+            lambda: variant.run(batch),
+            lambda: reference.run(batch),
+            self.settings,
+            device=variant.device,
+            log=lambda message: self.log(f"{self.spec.name}[{technique_name}]: {message}"),
+        )
+        self.log(
+            f"{self.spec.name}[{technique_name}]: timing against {REFERENCE} "
+            f"(up to {self.settings.max_time_s:g} s)"
+        )
+        comparison = interleaver.run()
+        self.log(
+            f"{self.spec.name}[{technique_name}]: speedup {comparison.speedup:.3g}x in "
+            f"{comparison.rounds} rounds ({comparison.stopped_by})"
+        )
+        return VariantResult(
+            spec=self.spec,
+            variant=variant,
+            reference=reference,
+            comparison=comparison,
+            sizes=self._sizes(variant, reference),
+            accuracy=self._accuracy(variant),
+            settings=self.settings,
+            inconclusive=self.inconclusive,
+            retries=self.retries,
+            remeasure=interleaver.run,
+            log=self.log,
+        )
+
+    def _sizes(self, variant: Variant, reference: Variant) -> dict[str, int]:
+        return {
+            "variant_bytes": variant.size_bytes(),
+            "variant_gzip_bytes": variant.gzip_bytes(),
+            "reference_bytes": reference.size_bytes(),
+            "reference_gzip_bytes": reference.gzip_bytes(),
+        }
+
+    def _accuracy(self, variant: Variant) -> dict[str, float]:
+        batches = self.spec.accuracy_batches()
+        if self._reference_outputs is None:
+            reference = self._variants[REFERENCE]
+            self._reference_outputs = [to_numpy(reference.run(x)) for x, _ in batches]
+        outputs = [to_numpy(variant.run(x)) for x, _ in batches]
+        return accuracy_metrics(outputs, self._reference_outputs, [y for _, y in batches])
+
+
+def accuracy_metrics(
+    outputs: list[np.ndarray], reference: list[np.ndarray], labels: list[Any]
+) -> dict[str, float]:
+    """Agreement with the reference, and the task metric where labels are given."""
+    out = np.concatenate([o.reshape(len(o), -1) for o in outputs])
+    ref = np.concatenate([r.reshape(len(r), -1) for r in reference])
+    if out.shape != ref.shape:
+        raise BuildError(f"variant output shape {out.shape} differs from reference {ref.shape}")
+    metrics = {"max_abs_error": float(np.max(np.abs(out - ref))) if out.size else 0.0}
+    if out.shape[1] > 1:
+        top1, ref_top1 = out.argmax(axis=1), ref.argmax(axis=1)
+        metrics["top1_agreement"] = float(np.mean(top1 == ref_top1))
+        if all(y is not None for y in labels):
+            truth = np.concatenate([to_numpy(y).reshape(-1) for y in labels])
+            metrics["accuracy"] = float(np.mean(top1 == truth))
+            metrics["reference_accuracy"] = float(np.mean(ref_top1 == truth))
+            metrics["accuracy_drop"] = metrics["reference_accuracy"] - metrics["accuracy"]
+    return metrics
+
+
+def latency_metrics(
+    comparison: Comparison, batch_size: int, settings: MeasureSettings
+) -> dict[str, Measured]:
+    """Speedup with its interval, and the variant's absolute latency percentiles."""
+    from pytest_modelopt.stats import quantile_interval
+
+    noise = comparison.noise
+    noisy = (
+        f"too noisy to judge: IQR/median {noise:.0%} > {settings.noise_threshold:.0%}"
+        if noise > settings.noise_threshold
+        else None
+    )
+    samples = comparison.variant.samples_s
+    summary = comparison.variant.summary()
+    metrics = {
+        "speedup": Measured(comparison.speedup, comparison.speedup_interval, noisy),
+    }
+    for percentile in (50, 90, 99):
+        low, high = quantile_interval(samples, percentile / 100, settings.confidence)
+        reason = noisy
+        if not summary.reliable(percentile):
+            reason = (
+                f"p{percentile} is indicative only: {summary.n} samples, a verdict needs "
+                f"at least {_min_samples(percentile)}"
+            )
+        value = getattr(summary, f"p{percentile}")
+        metrics[f"latency_p{percentile}_ms"] = Measured(
+            value * 1e3, (low * 1e3, high * 1e3), reason
+        )
+    p50_low, p50_high = metrics["latency_p50_ms"].interval or (0.0, math.inf)
+    metrics["throughput"] = Measured(
+        batch_size / summary.p50,
+        (_per_second(batch_size, p50_high), _per_second(batch_size, p50_low)),
+        noisy,
+    )
+    return metrics
+
+
+def to_numpy(output: Any) -> np.ndarray:
+    """A model output (tensor, array, nested list, or a tuple led by one) as a float array."""
+    if isinstance(output, tuple) and output:
+        output = output[0]  # multi-output models: the first output is the prediction
+    if hasattr(output, "detach"):
+        output = output.detach().float().cpu().numpy()
+    return np.asarray(output, dtype=float)
+
+
+def _per_second(batch_size: int, latency_ms: float) -> float:
+    if latency_ms <= 0:
+        return math.inf
+    return batch_size / (latency_ms / 1e3) if math.isfinite(latency_ms) else 0.0
+
+
+def _min_samples(percentile: int) -> int:
+    from pytest_modelopt.stats import MIN_SAMPLES_FOR_PERCENTILE
+
+    return MIN_SAMPLES_FOR_PERCENTILE[percentile]
+
+
+def _names(checks: list[Check]) -> str:
+    return ", ".join(check.budget.metric.name for check in checks)
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)

@@ -1,0 +1,319 @@
+"""What the measurements run on: CPU, NVIDIA GPUs, each backend's devices, and a fingerprint.
+
+Detection imports no ML library: the CPU comes from py-cpuinfo (cached, since it takes about a
+second), GPUs from nvidia-ml-py's ``pynvml``. The backends' own device lists (torch, ONNX Runtime,
+OpenVINO, TensorFlow) are read only by :func:`backend_devices`, on request.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.util
+import json
+import os
+import platform
+import re
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+# The instruction-set extensions that decide which kernels a runtime picks, in canonical spelling.
+ISA_FLAGS = (
+    "avx2",
+    "avx512f",
+    "avx512_vnni",
+    "avx512_bf16",
+    "avx512_fp16",
+    "amx_tile",
+    "amx_int8",
+    "amx_bf16",
+    "neon",
+    "sve",
+    "sve2",
+)
+# Other spellings found in py-cpuinfo and /proc/cpuinfo output.
+_FLAG_ALIASES = {"avx512vnni": "avx512_vnni", "avx512bf16": "avx512_bf16", "asimd": "neon"}
+# Highest first: the first one present names the machine's ISA level in the fingerprint.
+_ISA_LEVELS = (
+    ("amx", ("amx_tile",)),
+    ("avx512bf16", ("avx512_bf16",)),
+    ("avx512vnni", ("avx512_vnni",)),
+    ("avx512", ("avx512f",)),
+    ("avx2", ("avx2",)),
+    ("sve2", ("sve2",)),
+    ("sve", ("sve",)),
+    ("neon", ("neon",)),
+)
+
+
+@dataclass(frozen=True)
+class CPU:
+    brand: str
+    arch: str
+    vendor: str
+    family: int | None
+    model: int | None
+    physical_cores: int
+    logical_cores: int
+    flags: tuple[str, ...]
+
+    @property
+    def isa_level(self) -> str:
+        for level, needed in _ISA_LEVELS:
+            if all(flag in self.flags for flag in needed):
+                return level
+        return "baseline"
+
+
+@dataclass(frozen=True)
+class GPU:
+    index: int
+    name: str
+    memory_mb: int
+    driver: str
+    compute_capability: str
+
+
+@dataclass(frozen=True)
+class Hardware:
+    cpu: CPU
+    gpus: tuple[GPU, ...] = ()
+    notes: tuple[str, ...] = field(default=(), compare=False)
+    machine: str | None = None
+
+    @property
+    def fingerprint(self) -> str:
+        """A stable, readable key for this class of machine, used to key baselines.
+
+        Built from what changes performance (CPU model, ISA level, core count, GPU model), never
+        from anything that drifts between runs such as clock speeds or free memory. A ``machine``
+        name set by the user (a class of CI runners) replaces it.
+        """
+        if self.machine:
+            return _slug(self.machine)
+        parts = [_slug(self.cpu.brand)]
+        if self.cpu.family is not None and self.cpu.model is not None:
+            parts.append(f"f{self.cpu.family}m{self.cpu.model}")
+        parts += [self.cpu.isa_level, f"{self.cpu.physical_cores}c"]
+        if self.gpus:
+            names = sorted({_slug(gpu.name) for gpu in self.gpus})
+            parts.append(f"{len(self.gpus)}x{'+'.join(names)}")
+        return "-".join(parts)
+
+    def has_isa(self, flag: str) -> bool:
+        return flag in self.cpu.flags
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["fingerprint"] = self.fingerprint
+        data["cpu"]["isa_level"] = self.cpu.isa_level
+        return data
+
+    def describe(self) -> str:
+        gpus = ", ".join(g.name for g in self.gpus) or "no NVIDIA GPU"
+        return (
+            f"{self.fingerprint} ({self.cpu.brand}, {self.cpu.physical_cores} physical / "
+            f"{self.cpu.logical_cores} logical cores, {gpus})"
+        )
+
+
+def detect_hardware(
+    *, cache_dir: Path | None = None, machine: str | None = None, gpus: bool = True
+) -> Hardware:
+    """Detect this machine. ``cache_dir`` keeps py-cpuinfo's answer between runs."""
+    cpu = _detect_cpu(cache_dir)
+    found, notes = _detect_nvidia_gpus() if gpus else ((), ())
+    return Hardware(cpu=cpu, gpus=found, notes=notes, machine=machine)
+
+
+def _detect_cpu(cache_dir: Path | None) -> CPU:
+    identity = _cpu_identity()
+    cache_file = cache_dir / f"cpu-{identity}.json" if cache_dir and identity else None
+    if cache_file is not None and cache_file.is_file():
+        try:
+            data = json.loads(cache_file.read_text())
+            return CPU(**{**data, "flags": tuple(data["flags"])})
+        except (ValueError, TypeError, KeyError):
+            pass  # a stale or damaged cache entry is rebuilt below
+    cpu = _cpu_from_cpuinfo()
+    if cache_file is not None:
+        from pytest_modelopt.atomic import atomic_write_text
+
+        atomic_write_text(cache_file, json.dumps(asdict(cpu)))
+    return cpu
+
+
+def _cpu_from_cpuinfo() -> CPU:
+    import cpuinfo
+    import psutil
+
+    info = cpuinfo.get_cpu_info()
+    logical = psutil.cpu_count(logical=True) or os.cpu_count() or 1
+    return CPU(
+        brand=info.get("brand_raw") or platform.processor() or "unknown cpu",
+        arch=info.get("arch_string_raw") or platform.machine(),
+        vendor=info.get("vendor_id_raw", "unknown"),
+        family=info.get("family"),
+        model=info.get("model"),
+        physical_cores=psutil.cpu_count(logical=False) or logical,
+        logical_cores=logical,
+        flags=normalize_flags(info.get("flags", []), info.get("arch_string_raw", "")),
+    )
+
+
+def normalize_flags(raw: list[str], arch: str) -> tuple[str, ...]:
+    """Keep the ISA flags in :data:`ISA_FLAGS`, in canonical spelling."""
+    flags = {_FLAG_ALIASES.get(flag.lower(), flag.lower()) for flag in raw}
+    if arch.lower() in {"aarch64", "arm64"}:
+        flags.add("neon")  # mandatory in ARMv8-A, not always listed
+    return tuple(flag for flag in ISA_FLAGS if flag in flags)
+
+
+def _cpu_identity() -> str | None:
+    """A cheap hash of what py-cpuinfo would report, to key its cache; None if unknown."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    wanted = ("model name", "flags", "features", "cpu family", "model\t", "cpu part")
+    lines = sorted({line for line in text.splitlines() if line.lower().startswith(wanted)})
+    key = "\n".join([platform.machine(), str(os.cpu_count()), *lines])
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def _detect_nvidia_gpus() -> tuple[tuple[GPU, ...], tuple[str, ...]]:
+    """NVIDIA GPUs through NVML. No driver or no nvidia-ml-py means no GPU, never an error."""
+    if importlib.util.find_spec("pynvml") is None:
+        return (), ("nvidia-ml-py is not installed: NVIDIA GPUs were not looked for",)
+    import pynvml
+
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError as error:
+        return (), (f"no NVIDIA driver ({error})",)
+    try:
+        driver = _text(pynvml.nvmlSystemGetDriverVersion())
+        gpus = []
+        for index in range(pynvml.nvmlDeviceGetCount()):
+            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+            major, minor = pynvml.nvmlDeviceGetCudaComputeCapability(handle)
+            gpus.append(
+                GPU(
+                    index=index,
+                    name=_text(pynvml.nvmlDeviceGetName(handle)),
+                    memory_mb=pynvml.nvmlDeviceGetMemoryInfo(handle).total // 2**20,
+                    driver=driver,
+                    compute_capability=f"{major}.{minor}",
+                )
+            )
+        return tuple(gpus), ()
+    finally:
+        pynvml.nvmlShutdown()
+
+
+def gpu_state(index: int = 0) -> dict[str, Any]:
+    """Clocks and temperature of one GPU right now, to record beside a GPU measurement."""
+    import pynvml
+
+    pynvml.nvmlInit()
+    try:
+        handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+        return {
+            "sm_clock_mhz": pynvml.nvmlDeviceGetClockInfo(handle, pynvml.NVML_CLOCK_SM),
+            "memory_clock_mhz": pynvml.nvmlDeviceGetClockInfo(handle, pynvml.NVML_CLOCK_MEM),
+            "temperature_c": pynvml.nvmlDeviceGetTemperature(handle, pynvml.NVML_TEMPERATURE_GPU),
+            "driver": _text(pynvml.nvmlSystemGetDriverVersion()),
+        }
+    finally:
+        pynvml.nvmlShutdown()
+
+
+def backend_devices() -> dict[str, Any]:
+    """Each installed backend's view of the devices; imports the backends, so call it on demand."""
+    probes: dict[str, Callable[[], Any]] = {
+        "torch": _torch_devices,
+        "onnxruntime": _onnxruntime_devices,
+        "openvino": _openvino_devices,
+        "tensorflow": _tensorflow_devices,
+    }
+    devices: dict[str, Any] = {}
+    for module, probe in probes.items():
+        if importlib.util.find_spec(module) is None:
+            devices[module] = None
+            continue
+        try:
+            devices[module] = probe()
+        except Exception as error:  # a broken backend install is reported, not raised
+            devices[module] = {"error": f"{type(error).__name__}: {error}"}
+    return devices
+
+
+def _torch_devices() -> dict[str, Any]:
+    import torch
+
+    cuda = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return {
+        "version": torch.__version__,
+        "cuda": cuda,
+        "threads": torch.get_num_threads(),
+        "quantized_engines": list(torch.backends.quantized.supported_engines),
+    }
+
+
+def _onnxruntime_devices() -> dict[str, Any]:
+    import onnxruntime
+
+    return {
+        "version": onnxruntime.__version__,
+        "providers": onnxruntime.get_available_providers(),
+    }
+
+
+def _openvino_devices() -> dict[str, Any]:
+    import openvino
+
+    core = openvino.Core()
+    return {
+        "version": openvino.get_version(),
+        "devices": {
+            device: core.get_property(device, "FULL_DEVICE_NAME")
+            for device in core.available_devices
+        },
+    }
+
+
+_TF_PROBE = """
+import json, os
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+import tensorflow as tf
+print(json.dumps({"version": tf.__version__,
+                  "devices": [d.name for d in tf.config.list_physical_devices()]}))
+"""
+
+
+def _tensorflow_devices() -> dict[str, Any]:
+    """Asked in a child process: importing TensorFlow into a process that later imports
+    torchvision crashes it (seen with tensorflow-cpu 2.21 and torchvision 0.29), and TensorFlow
+    takes seconds to import."""
+    import subprocess
+    import sys
+
+    probe = subprocess.run(
+        [sys.executable, "-c", _TF_PROBE], capture_output=True, text=True, timeout=120
+    )
+    if probe.returncode != 0:
+        raise RuntimeError(probe.stderr.strip().splitlines()[-1] if probe.stderr else "failed")
+    result: dict[str, Any] = json.loads(probe.stdout.strip().splitlines()[-1])
+    return result
+
+
+@functools.cache
+def _slug(text: str) -> str:
+    text = re.sub(r"\((r|tm)\)|\bcpu\b|@.*$", "", text.lower())
+    return re.sub(r"[^a-z0-9]+", "-", text).strip("-") or "unknown"
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,200 @@
+"""The pytest plugin: options, markers, fixtures, header and hooks. Imports no ML library.
+
+pytest loads this module in every run of a repository that has the package installed, so
+everything heavy (torch, timm, numpy, the runtimes) is imported inside the fixtures that need it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from pytest_modelopt.config import Settings, add_options
+from pytest_modelopt.errors import (
+    ModeloptError,
+    PackageMissing,
+    RequirementMissing,
+    SpecError,
+    UnknownTechniqueError,
+)
+from pytest_modelopt.registry import Requirements, get_technique
+from pytest_modelopt.session import ModeloptSession
+
+if TYPE_CHECKING:
+    from pytest_modelopt.evaluation import VariantResult
+    from pytest_modelopt.hardware import Hardware
+    from pytest_modelopt.spec import ModelSpec
+
+SESSION_KEY = pytest.StashKey[ModeloptSession]()
+MODELOPT_MARKER_KEYWORDS = frozenset({"techniques", "spec"})
+MARKERS = (
+    "modelopt(techniques, spec='modelopt_spec'): run the test once per listed technique; the "
+    "modelopt_variant fixture gives each variant of the ModelSpec returned by the fixture named "
+    "spec, built and measured",
+    "modelopt_requires(gpu=False, backend=None, isa=None, packages=None): skip unless this "
+    "machine has it (a missing package fails under --modelopt-strict)",
+)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    add_options(parser)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for marker in MARKERS:
+        config.addinivalue_line("markers", marker)
+    session = ModeloptSession(config, Settings.from_pytest_config(config))
+    config.stash[SESSION_KEY] = session
+    config.pluginmanager.register(session, "modelopt-session")
+
+
+def pytest_cmdline_main(config: pytest.Config) -> int | None:
+    if not config.getoption("--modelopt-hardware"):
+        return None
+    from pytest_modelopt.hardware import backend_devices
+
+    config._do_configure()  # the stash and cache are set up in configure
+    try:
+        detection = config.stash[SESSION_KEY].hardware.to_dict()
+        detection["backends"] = backend_devices()
+        print(json.dumps(detection, indent=2, sort_keys=True))
+    finally:
+        config._ensure_unconfigure()
+    return 0
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    session = config.stash[SESSION_KEY]
+    strict = ", strict" if session.settings.strict else ""
+    return [f"modelopt: {session.hardware.fingerprint}{strict}"]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "modelopt_technique" not in metafunc.fixturenames:
+        return
+    marker = metafunc.definition.get_closest_marker("modelopt")
+    if marker is None:
+        return  # the modelopt_technique fixture explains what is missing
+    unknown = set(marker.kwargs) - MODELOPT_MARKER_KEYWORDS
+    if unknown or marker.args:
+        pytest.fail(
+            f"{metafunc.definition.nodeid}: @pytest.mark.modelopt takes keywords "
+            f"{sorted(MODELOPT_MARKER_KEYWORDS)}; got unknown "
+            f"{sorted(unknown) or list(marker.args)}",
+            pytrace=False,
+        )
+    techniques = marker.kwargs.get("techniques")
+    if isinstance(techniques, str):
+        techniques = [techniques]
+    if not techniques:
+        pytest.fail(
+            f"{metafunc.definition.nodeid}: @pytest.mark.modelopt needs techniques=[...]",
+            pytrace=False,
+        )
+    for name in techniques:
+        try:
+            get_technique(name)
+        except UnknownTechniqueError as error:
+            pytest.fail(f"{metafunc.definition.nodeid}: {error}", pytrace=False)
+    metafunc.parametrize("modelopt_technique", techniques, ids=techniques)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    markers = list(item.iter_markers("modelopt_requires"))
+    if not markers:
+        return
+    session = item.config.stash[SESSION_KEY]
+    for marker in markers:
+        try:
+            requirements = Requirements.from_marker(**marker.kwargs)
+        except (TypeError, ValueError) as error:
+            pytest.fail(f"{item.nodeid}: modelopt_requires: {error}", pytrace=False)
+        _skip_or_fail(session, requirements, item.nodeid)
+
+
+def _spec_class() -> type:
+    from pytest_modelopt.spec import ModelSpec
+
+    return ModelSpec
+
+
+def _skip_or_fail(session: ModeloptSession, requirements: Requirements, what: str) -> None:
+    try:
+        requirements.check(session.hardware)
+    except RequirementMissing as missing:
+        _skip_or_fail_missing(session, missing)
+
+
+def _skip_or_fail_missing(session: ModeloptSession, missing: RequirementMissing) -> None:
+    if isinstance(missing, PackageMissing) and session.settings.strict:
+        pytest.fail(
+            f"{missing.reason} [--modelopt-strict: a missing package is a failure, not a skip]",
+            pytrace=False,
+        )
+    pytest.skip(missing.reason)
+
+
+@pytest.fixture(scope="session")
+def modelopt_hardware(request: pytest.FixtureRequest) -> Hardware:
+    """This machine's detected hardware, with its fingerprint."""
+    return request.config.stash[SESSION_KEY].hardware
+
+
+@pytest.fixture(scope="session")
+def modelopt_settings(request: pytest.FixtureRequest) -> Settings:
+    """The session's modelopt settings (options and ini keys, read once)."""
+    return request.config.stash[SESSION_KEY].settings
+
+
+@pytest.fixture
+def modelopt_spec() -> ModelSpec:
+    """Override this fixture to say which model a contract is about."""
+    raise SpecError(
+        "define a fixture named modelopt_spec (in the test module or a conftest.py) that returns "
+        "a pytest_modelopt.ModelSpec, e.g. ModelSpec.from_timm('resnet18')"
+    )
+
+
+@pytest.fixture
+def modelopt_technique() -> str:
+    """The technique under test; parametrized by @pytest.mark.modelopt(techniques=[...])."""
+    pytest.fail(
+        "modelopt_variant needs @pytest.mark.modelopt(techniques=[...]) on the test",
+        pytrace=False,
+    )
+
+
+@pytest.fixture(scope="session")
+def _modelopt_workdir(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    return tmp_path_factory.mktemp("modelopt")
+
+
+@pytest.fixture
+def modelopt_variant(
+    request: pytest.FixtureRequest, modelopt_technique: str, _modelopt_workdir: Any
+) -> Iterator[VariantResult]:
+    """The variant built by this test's technique, measured against the fp32 reference.
+
+    The model comes from the fixture named by the marker's ``spec`` keyword (default
+    ``modelopt_spec``). Call ``.expect(speedup=">=1.2", size_ratio="<=0.5", ...)`` on it to check
+    a contract.
+    """
+    marker = request.node.get_closest_marker("modelopt")
+    spec_fixture = marker.kwargs.get("spec", "modelopt_spec") if marker else "modelopt_spec"
+    spec: ModelSpec = request.getfixturevalue(spec_fixture)
+    if not isinstance(spec, _spec_class()):
+        raise SpecError(f"fixture {spec_fixture!r} returned {type(spec).__name__}, not a ModelSpec")
+    session = request.config.stash[SESSION_KEY]
+    evaluator = session.evaluator(spec, _modelopt_workdir / spec.name)
+    try:
+        result = evaluator.evaluate(modelopt_technique)
+    except RequirementMissing as missing:
+        _skip_or_fail_missing(session, missing)
+        raise  # unreachable: skip and fail raise
+    except ModeloptError as error:
+        pytest.fail(str(error), pytrace=False)
+    yield result
+    session.record(request.node.nodeid, result)

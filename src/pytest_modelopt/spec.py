@@ -1,0 +1,157 @@
+"""ModelSpec: what to optimize, with the data to time, calibrate and evaluate it on."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pytest_modelopt.errors import SpecError
+
+Batch = Any  # a tensor, an array, or a tuple of them (passed as positional arguments)
+
+
+@dataclass(eq=False)
+class ModelSpec:
+    """A model and its data.
+
+    ``factory`` returns the fp32 reference model; it is called once, and each technique works on a
+    private copy. ``example_input`` is the batch that latency is measured on;
+    ``calibration_data`` feeds static quantization and BatchNorm recalibration; ``eval_data``
+    holds ``(inputs, labels)`` pairs (labels may be None) for accuracy. Without labels, accuracy
+    means agreement with the reference.
+    """
+
+    name: str
+    factory: Callable[[], Any]
+    example_input: Batch
+    calibration_data: Sequence[Batch] = ()
+    eval_data: Sequence[tuple[Batch, Any]] = ()
+    batch_size: int = 1
+    description: str = ""
+    _model: Any = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.name or not isinstance(self.name, str):
+            raise SpecError(f"ModelSpec needs a non-empty name, got {self.name!r}")
+        if not callable(self.factory):
+            raise SpecError(
+                f"ModelSpec {self.name!r}: factory must be a callable that returns the model, "
+                f"got {type(self.factory).__name__}"
+            )
+        if self.example_input is None:
+            raise SpecError(f"ModelSpec {self.name!r}: example_input is required for timing")
+        if self.batch_size < 1:
+            raise SpecError(f"ModelSpec {self.name!r}: batch_size must be >= 1")
+
+    def load(self) -> Any:
+        """The reference model, built on first use and kept."""
+        if self._model is None:
+            try:
+                model = self.factory()
+            except Exception as error:
+                raise SpecError(
+                    f"ModelSpec {self.name!r}: its factory raised {type(error).__name__}: {error}"
+                ) from error
+            if model is None or not callable(model):
+                raise SpecError(
+                    f"ModelSpec {self.name!r}: factory returned {type(model).__name__}, "
+                    "not a callable model"
+                )
+            self._model = model
+        return self._model
+
+    @property
+    def framework(self) -> str:
+        """``torch`` for torch modules, ``python`` for any other callable."""
+        torch = sys.modules.get("torch")  # a torch module cannot exist unless torch is imported
+        if torch is not None and isinstance(self.load(), torch.nn.Module):
+            return "torch"
+        return "python"
+
+    def accuracy_batches(self) -> list[tuple[Batch, Any]]:
+        """What accuracy is computed on: eval data, else calibration data, else the example."""
+        if self.eval_data:
+            return list(self.eval_data)
+        if self.calibration_data:
+            return [(batch, None) for batch in self.calibration_data]
+        return [(self.example_input, None)]
+
+    @classmethod
+    def from_torch(
+        cls,
+        name: str,
+        factory: Callable[[], Any],
+        example_input: Batch,
+        **kwargs: Any,
+    ) -> ModelSpec:
+        """A spec for any ``torch.nn.Module`` factory."""
+        return cls(name=name, factory=factory, example_input=example_input, **kwargs)
+
+    @classmethod
+    def from_timm(
+        cls,
+        model_name: str,
+        *,
+        pretrained: bool = False,
+        batch_size: int = 1,
+        calibration_batches: int = 8,
+        eval_batches: int = 4,
+        recalibrate_batchnorm: bool | None = None,
+        eval_data: Sequence[tuple[Batch, Any]] = (),
+        input_size: tuple[int, int, int] | None = None,
+        seed: int = 0,
+        name: str | None = None,
+        **model_kwargs: Any,
+    ) -> ModelSpec:
+        """A timm model, with seeded random images as example, calibration and eval inputs.
+
+        With ``pretrained=False`` (no weights can be downloaded), the weights are random and
+        BatchNorm statistics are recomputed on the calibration data, so that activations have a
+        trained model's scale and quantization sees realistic ranges. Accuracy on random weights
+        means nothing: such specs are for speed and size contracts. Pass ``pretrained=True`` (and
+        real ``eval_data``) where weights are available.
+        """
+        import timm
+        import torch
+
+        from pytest_modelopt.torchtools import recalibrate_batchnorm as recalibrate
+
+        if model_name not in timm.list_models() and not pretrained:
+            raise SpecError(f"timm has no model named {model_name!r} (see timm.list_models())")
+        shape = input_size or _timm_input_size(model_name, model_kwargs.get("in_chans"))
+        generator = torch.Generator().manual_seed(seed)
+
+        def images(count: int) -> list[Any]:
+            return [torch.randn(batch_size, *shape, generator=generator) for _ in range(count)]
+
+        example = images(1)[0]
+        calibration = images(calibration_batches)
+        recal = (not pretrained) if recalibrate_batchnorm is None else recalibrate_batchnorm
+
+        def factory() -> Any:
+            torch.manual_seed(seed)
+            model = timm.create_model(model_name, pretrained=pretrained, **model_kwargs)
+            if recal:
+                recalibrate(model, calibration)
+            return model.eval()
+
+        return cls(
+            name=name or model_name,
+            factory=factory,
+            example_input=example,
+            calibration_data=calibration,
+            eval_data=eval_data or [(batch, None) for batch in images(eval_batches)],
+            batch_size=batch_size,
+            description=f"timm {model_name} ({'pretrained' if pretrained else 'random init'})",
+        )
+
+
+def _timm_input_size(model_name: str, in_chans: int | None) -> tuple[int, ...]:
+    """The model's default input (C, H, W) from its pretrained config, channels overridden."""
+    import timm
+
+    config = timm.get_pretrained_cfg(model_name)
+    shape = tuple(config.input_size) if config is not None else (3, 224, 224)
+    return (in_chans, *shape[1:]) if in_chans else shape

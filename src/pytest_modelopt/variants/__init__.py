@@ -1,0 +1,1 @@
+"""Built-in techniques, one module per family; each imports its backend inside build."""

@@ -1,0 +1,102 @@
+"""Variant: a built, runnable artifact; BuildContext: what a technique's build function gets."""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pytest_modelopt.hardware import Hardware
+    from pytest_modelopt.spec import ModelSpec
+
+
+@dataclass
+class BuildContext:
+    """Everything a build function may use.
+
+    ``model`` is a private copy of the fp32 reference model: a technique may change it in place.
+    Files the variant needs go under ``workdir``; ``log`` reports progress to the user.
+    """
+
+    spec: ModelSpec
+    model: Any
+    workdir: Path
+    hardware: Hardware
+    params: dict[str, Any] = field(default_factory=dict)
+    log: Callable[[str], None] = lambda message: None
+
+
+@dataclass
+class Variant:
+    """A built variant of a model.
+
+    ``run(batch)`` returns the model's output for one batch. ``files`` are what would be shipped
+    (all of them count towards the size). ``details`` says how it runs (path taken, engine,
+    providers) and ``notes`` what the user should know (fallbacks, deprecations).
+    """
+
+    technique: str
+    run: Callable[[Any], Any]
+    files: tuple[Path, ...]
+    runtime: str
+    precision: str
+    device: str = "cpu"
+    details: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    build_seconds: float = 0.0
+
+    def size_bytes(self) -> int:
+        return sum(path.stat().st_size for path in self.files)
+
+    def gzip_bytes(self) -> int:
+        """Size after gzip: what sparsity and weight sharing save in a compressed download."""
+        total = 0
+        for path in self.files:
+            compressed = path.with_name(path.name + ".gz")
+            with path.open("rb") as source, gzip.open(compressed, "wb", compresslevel=6) as sink:
+                shutil.copyfileobj(source, sink)
+            total += compressed.stat().st_size
+            compressed.unlink()
+        return total
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "technique": self.technique,
+            "runtime": self.runtime,
+            "precision": self.precision,
+            "device": self.device,
+            "files": [path.name for path in self.files],
+            "details": self.details,
+            "notes": self.notes,
+            "build_seconds": round(self.build_seconds, 4),
+        }
+
+
+class WarningsToNotes:
+    """Collect the warnings a build raises into a variant's notes instead of the user's log.
+
+    Deprecations such as torch.jit's belong to the variant that triggered them; they are shown
+    once in the summary rather than as a wall of repeated warnings.
+    """
+
+    def __init__(self) -> None:
+        self.notes: list[str] = []
+        self._catcher = warnings.catch_warnings(record=True)
+        self._caught: list[warnings.WarningMessage] = []
+
+    def __enter__(self) -> WarningsToNotes:
+        self._caught = self._catcher.__enter__() or []
+        warnings.simplefilter("always")
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._catcher.__exit__(*exc)
+        for caught in self._caught:
+            line = f"{caught.category.__name__}: {str(caught.message).splitlines()[0]}"
+            if line not in self.notes:
+                self.notes.append(line)

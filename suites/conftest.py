@@ -1,0 +1,1 @@
+"""The bundled contract suites: run with `make suites` or `pytest suites/`."""

@@ -1,0 +1,44 @@
+"""Speed and size contracts for timm vision models.
+
+No weights can be downloaded here, so the models have random weights with BatchNorm statistics
+recalibrated on the calibration images: latency and size are real, accuracy is not (agreement with
+the reference is shown, and only a loose floor is enforced). Pass ``pretrained=True`` where the
+weights are available to make the agreement budgets meaningful.
+"""
+
+import pytest
+
+from pytest_modelopt import ModelSpec
+
+TECHNIQUES = ["eager", "torchscript", "dynamic_int8"]
+
+# Each technique's contract. dynamic_int8 quantizes only Linear layers, so on these conv nets it
+# shrinks the classifier head and must not cost speed; TorchScript must not be slower than eager.
+CONTRACTS = {
+    "eager": {"size_ratio": "<=1.0", "top1_agreement": "100%"},
+    "torchscript": {"speedup": ">=0.9", "size_ratio": "<=1.05", "top1_agreement": ">=99%"},
+    "dynamic_int8": {"speedup": ">=0.8", "top1_agreement": ">=90%"},
+}
+
+
+@pytest.fixture(scope="module")
+def resnet18() -> ModelSpec:
+    return ModelSpec.from_timm("resnet18")
+
+
+@pytest.fixture(scope="module")
+def mobilenetv3_small_100() -> ModelSpec:
+    return ModelSpec.from_timm("mobilenetv3_small_100")
+
+
+@pytest.mark.modelopt(spec="resnet18", techniques=TECHNIQUES)
+def test_resnet18(modelopt_variant):
+    modelopt_variant.expect(**CONTRACTS[modelopt_variant.technique])
+
+
+@pytest.mark.modelopt(spec="mobilenetv3_small_100", techniques=TECHNIQUES)
+def test_mobilenetv3_small_100(modelopt_variant):
+    contract = dict(CONTRACTS[modelopt_variant.technique])
+    if modelopt_variant.technique == "dynamic_int8":
+        contract["size_ratio"] = "<=0.8"  # the 1024x1000 head is most of this model's bytes
+    modelopt_variant.expect(**contract)

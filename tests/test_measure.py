@@ -1,0 +1,117 @@
+"""The timing protocol on synthetic workloads whose answer is known."""
+
+import time
+
+import pytest
+
+from pytest_modelopt.budget import Verdict, judge_all
+from pytest_modelopt.evaluation import latency_metrics
+from pytest_modelopt.measure import Comparison, Interleaver, MeasureSettings, Timing
+
+FAST = MeasureSettings(warmup_s=0.05, warmup_calls=5, max_time_s=1.0, min_rounds=20)
+
+
+def sleeper(seconds: float):
+    return lambda: time.sleep(seconds)
+
+
+def test_first_call_is_kept_out_of_the_samples() -> None:
+    calls = []
+
+    def lazy() -> None:
+        time.sleep(0.05 if not calls else 0.001)
+        calls.append(1)
+
+    comparison = Interleaver(lazy, sleeper(0.001), FAST).run()
+    assert comparison.variant.first_call_s >= 0.05
+    assert max(comparison.variant.samples_s) < 0.04
+    assert comparison.variant.warmup_calls >= 5
+
+
+def test_a_clear_slowdown_is_measured_and_fails() -> None:
+    comparison = Interleaver(sleeper(0.004), sleeper(0.002), FAST).run()
+    assert comparison.speedup == pytest.approx(0.5, rel=0.15)
+    low, high = comparison.speedup_interval
+    assert low <= comparison.speedup <= high
+    checks = judge_all({"speedup": ">=0.9"}, latency_metrics(comparison, 1, FAST))
+    assert checks[0].verdict is Verdict.FAIL
+
+
+def test_identical_callables_pass_a_loose_budget() -> None:
+    comparison = Interleaver(sleeper(0.002), sleeper(0.002), FAST).run()
+    checks = judge_all({"speedup": ">=0.8"}, latency_metrics(comparison, 1, FAST))
+    assert checks[0].verdict is Verdict.PASS
+
+
+def test_stops_once_the_interval_is_narrow_enough() -> None:
+    settings = MeasureSettings(warmup_s=0.05, max_time_s=30, target_width=0.2, min_rounds=20)
+    start = time.perf_counter()
+    comparison = Interleaver(sleeper(0.001), sleeper(0.001), settings).run()
+    assert comparison.stopped_by == "precision"
+    assert time.perf_counter() - start < 10
+
+
+def test_time_cap_is_respected() -> None:
+    settings = MeasureSettings(warmup_s=0.05, max_time_s=0.5, target_width=1e-9)
+    start = time.perf_counter()
+    comparison = Interleaver(sleeper(0.001), sleeper(0.001), settings).run()
+    assert comparison.stopped_by == "time cap"
+    assert time.perf_counter() - start < 2.0
+
+
+def test_run_again_adds_rounds() -> None:
+    interleaver = Interleaver(sleeper(0.001), sleeper(0.001), FAST)
+    first = interleaver.run(max_time_s=0.2).rounds
+    assert interleaver.run(max_time_s=0.2).rounds > first
+
+
+def _comparison(variant: list[float], reference: list[float]) -> Comparison:
+    ratios = [r / v for v, r in zip(variant, reference, strict=True)]
+    from pytest_modelopt.stats import median_interval
+
+    return Comparison(
+        variant=Timing(0.0, samples_s=variant),
+        reference=Timing(0.0, samples_s=reference),
+        ratios=ratios,
+        speedup=sorted(ratios)[len(ratios) // 2],
+        speedup_interval=median_interval(ratios, 0.999),
+        confidence=0.999,
+        rounds=len(ratios),
+        elapsed_s=1.0,
+        stopped_by="time cap",
+        threads=None,
+    )
+
+
+def test_very_noisy_samples_are_inconclusive() -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    variant = list(rng.uniform(0.5e-3, 3e-3, 500))
+    reference = list(rng.uniform(0.5e-3, 3e-3, 500))
+    metrics = latency_metrics(_comparison(variant, reference), 1, FAST)
+    check = judge_all({"speedup": ">=0.5"}, metrics)[0]
+    assert check.verdict is Verdict.INCONCLUSIVE
+    assert "too noisy to judge" in check.reason
+
+
+def test_p90_is_indicative_below_64_samples() -> None:
+    samples = [1e-3] * 40
+    metrics = latency_metrics(_comparison(samples, samples), 1, FAST)
+    check = judge_all({"latency_p90_ms": "<=5"}, metrics)[0]
+    assert check.verdict is Verdict.INCONCLUSIVE
+    assert "p90 is indicative only: 40 samples, a verdict needs at least 64" in check.reason
+    assert judge_all({"latency_p50_ms": "<=5"}, metrics)[0].verdict is Verdict.PASS
+
+
+def test_threads_are_fixed_and_recorded() -> None:
+    torch = pytest.importorskip("torch")
+    before = torch.get_num_threads()
+    settings = MeasureSettings(threads=1, warmup_s=0.01, max_time_s=0.1)
+    seen = []
+    comparison = Interleaver(
+        lambda: seen.append(torch.get_num_threads()), lambda: None, settings
+    ).run()
+    assert set(seen) == {1}
+    assert comparison.threads == 1
+    assert torch.get_num_threads() == before

@@ -1,0 +1,111 @@
+"""The built-in torch techniques on tiny real models: each changes what it claims."""
+
+import pytest
+
+torch = pytest.importorskip("torch")
+from torch import nn  # noqa: E402
+
+from pytest_modelopt import Evaluator, MeasureSettings, ModelSpec  # noqa: E402
+from pytest_modelopt.errors import NoEffectError  # noqa: E402
+
+QUICK = MeasureSettings(threads=1, warmup_s=0.02, warmup_calls=3, max_time_s=0.2)
+
+
+class MLP(nn.Module):
+    def __init__(self, linear: type[nn.Linear] = nn.Linear) -> None:
+        super().__init__()
+        self.body = nn.Sequential(linear(16, 64), nn.ReLU(), linear(64, 10))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+class ConvOnly(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x).mean(dim=(2, 3))
+
+
+def trained_mlp(linear: type[nn.Linear] = nn.Linear) -> nn.Module:
+    """A tiny classifier of a real rule: which of the first 10 inputs is the largest."""
+    torch.manual_seed(0)
+    model = MLP(linear)
+    x = torch.randn(2048, 16)
+    y = x[:, :10].argmax(dim=1)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(200):
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.step()
+    return model.eval()
+
+
+def mlp_spec(linear: type[nn.Linear] = nn.Linear) -> ModelSpec:
+    generator = torch.Generator().manual_seed(1)
+    return ModelSpec.from_torch(
+        "mlp",
+        lambda: trained_mlp(linear),
+        example_input=torch.randn(4, 16, generator=generator),
+        eval_data=[(torch.randn(256, 16, generator=generator), None)],
+    )
+
+
+@pytest.fixture(scope="module")
+def evaluator(tmp_path_factory) -> Evaluator:
+    return Evaluator(mlp_spec(), settings=QUICK, workdir=tmp_path_factory.mktemp("mlp"))
+
+
+def test_eager_is_the_reference_itself(evaluator: Evaluator) -> None:
+    result = evaluator.evaluate("eager")
+    assert result.sizes["variant_bytes"] == result.sizes["reference_bytes"]
+    assert result.accuracy["top1_agreement"] == 1.0
+    assert result.accuracy["max_abs_error"] == 0.0
+
+
+def test_torchscript_is_a_frozen_traced_module(evaluator: Evaluator) -> None:
+    result = evaluator.evaluate("torchscript")
+    (path,) = result.variant.files
+    loaded = torch.jit.load(str(path))
+    assert isinstance(loaded, torch.jit.ScriptModule)
+    assert result.variant.details["frozen"]
+    assert result.variant.details["optimize_for_inference"]
+    assert result.sizes["variant_bytes"] > 0.9 * result.sizes["reference_bytes"]  # weights saved
+    assert result.accuracy["max_abs_error"] < 1e-5
+
+
+@pytest.mark.filterwarnings("ignore:TypedStorage is deprecated:UserWarning")
+def test_dynamic_int8_quantizes_linear_weights(evaluator: Evaluator) -> None:
+    result = evaluator.evaluate("dynamic_int8")
+    state = torch.load(result.variant.files[0], weights_only=False)
+    packed = [key for key in state if key.endswith("_packed_params._packed_params")]
+    assert len(packed) == 2  # both Linear layers now hold packed int8 weights
+    assert result.variant.details["quantized_layers"] == 2
+    assert result.sizes["variant_bytes"] < 0.7 * result.sizes["reference_bytes"]
+    assert result.accuracy["top1_agreement"] >= 0.95  # a trained model keeps its predictions
+
+
+def test_dynamic_int8_quantizes_timm_linear_subclass(tmp_path) -> None:
+    timm_layers = pytest.importorskip("timm.layers")
+    evaluator = Evaluator(mlp_spec(timm_layers.Linear), settings=QUICK, workdir=tmp_path)
+    variant = evaluator.build("dynamic_int8")
+    assert variant.details["quantized_layers"] == 2
+    assert any("timm.layers.linear.Linear quantized as" in note for note in variant.notes)
+
+
+def test_dynamic_int8_that_changes_nothing_fails_with_the_reason(tmp_path) -> None:
+    spec = ModelSpec.from_torch("convnet", ConvOnly, example_input=torch.randn(1, 3, 8, 8))
+    evaluator = Evaluator(spec, settings=QUICK, workdir=tmp_path)
+    with pytest.raises(
+        NoEffectError, match=r"dynamic_int8 changed nothing in convnet: it has no nn\.Linear"
+    ):
+        evaluator.build("dynamic_int8")
+
+
+def test_expect_on_real_variant(evaluator: Evaluator) -> None:
+    result = evaluator.evaluate("dynamic_int8")
+    checks = result.expect(size_ratio="<=0.7", top1_agreement=">=95%", max_abs_error="<=1")
+    assert all(check.verdict.value == "PASS" for check in checks)
+    assert result.to_dict()["verdict"] == "PASS"

@@ -184,6 +184,7 @@ class Evaluator:
             workdir=workdir,
             hardware=self.hardware,
             params={**technique.defaults, **(params or {})},
+            threads=self.settings.threads,
             log=self.log,
         )
         self.log(f"{self.spec.name}[{technique_name}]: building")
@@ -213,6 +214,7 @@ class Evaluator:
             lambda: reference.run(batch),
             self.settings,
             device=variant.device,
+            cross_runtime=variant.runtime_family != reference.runtime_family,
             log=lambda message: self.log(f"{self.spec.name}[{technique_name}]: {message}"),
         )
         self.log(

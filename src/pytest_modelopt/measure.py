@@ -7,9 +7,14 @@ Protocol, in order:
    initialization and JIT compilation never land in the samples.
 3. Warm-up, alternating both callables, for at least ``warmup_s`` and ``warmup_calls`` calls each,
    and longer while the rolling median of either is still moving.
-4. Rounds: each round times one call of each, in a random order, with GC off. The per-round ratio
-   reference/variant is what the speedup is estimated from: both calls of a round see the same
-   machine state, so slow drift (thermal, a neighbour's load) cancels out.
+4. Rounds: each round times the variant and the reference once each, in a random order, with GC
+   off. The per-round ratio reference/variant is what the speedup is estimated from: both halves
+   of a round see the same machine state, so slow drift (thermal, a neighbour's load) cancels.
+   Between two runtimes (torch and ONNX Runtime, say), a round times a *block* of calls of each:
+   each runtime's idle thread pool keeps spinning for a while after its last call and slows the
+   other's next calls (eager mobilenetv3 measured 14 ms alternated call by call with ONNX Runtime,
+   6 ms alone), so the first calls of each block, for at least ``transition_s``, are discarded,
+   and the round's ratio is the ratio of the two blocks' medians.
 5. Rounds continue until the confidence interval of the median ratio is narrower than
    ``target_width`` (relative), or the time cap is reached. Raw samples are kept.
 
@@ -46,6 +51,8 @@ class MeasureSettings:
     confidence: float = 0.999
     noise_threshold: float = 0.25
     seed: int = 0
+    block_s: float = 0.03
+    transition_s: float = 0.01
 
 
 @dataclass
@@ -56,6 +63,8 @@ class Timing:
     warmup_calls: int = 0
     warmup_s: float = 0.0
     samples_s: list[float] = field(default_factory=list)
+    block_calls: int = 1
+    discarded_calls: int = 0
 
     def summary(self) -> Summary:
         return summarize(self.samples_s)
@@ -75,6 +84,7 @@ class Comparison:
     elapsed_s: float
     stopped_by: str
     threads: int | None
+    cross_runtime: bool = False
 
     @property
     def noise(self) -> float:
@@ -90,6 +100,7 @@ class Comparison:
             "elapsed_s": self.elapsed_s,
             "stopped_by": self.stopped_by,
             "threads": self.threads,
+            "cross_runtime": self.cross_runtime,
             "noise": self.noise,
         }
         for side in ("variant", "reference"):
@@ -98,6 +109,8 @@ class Comparison:
                 "first_call_s": timing.first_call_s,
                 "warmup_calls": timing.warmup_calls,
                 "warmup_s": timing.warmup_s,
+                "block_calls": timing.block_calls,
+                "discarded_calls": timing.discarded_calls,
                 "stats": timing.summary().to_dict(),
             }
             if raw:
@@ -115,9 +128,11 @@ class Interleaver:
         settings: MeasureSettings,
         *,
         device: str = "cpu",
+        cross_runtime: bool = False,
         log: Callable[[str], None] = lambda message: None,
     ) -> None:
         self._calls = (variant, reference)
+        self._cross_runtime = cross_runtime
         self.settings = settings
         self._timer = _synchronized_timer() if device.startswith("cuda") else time.perf_counter
         self._log = log
@@ -146,9 +161,10 @@ class Interleaver:
         warm: tuple[list[float], list[float]] = ([], [])
         deadline = time.perf_counter() + max(settings.warmup_s * 5, budget * 0.3)
         start = time.perf_counter()
+        chunk = 5 if self._cross_runtime else 1
         while True:
             for call, samples in zip(self._calls, warm, strict=True):
-                samples.append(self._time(call))
+                samples.extend(self._time(call) for _ in range(chunk))
             enough = (
                 time.perf_counter() - start >= settings.warmup_s
                 and len(warm[0]) >= settings.warmup_calls
@@ -157,6 +173,10 @@ class Interleaver:
                 break
         for timing, samples in zip(timings, warm, strict=True):
             timing.warmup_calls, timing.warmup_s = len(samples), float(sum(samples))
+            if self._cross_runtime:
+                typical = max(float(np.median(samples[-10:])), 1e-7)
+                timing.block_calls = max(2, math.ceil(settings.block_s / typical))
+                timing.discarded_calls = max(1, math.ceil(settings.transition_s / typical))
         self._log(f"warmed up: {len(warm[0])} calls each in {time.perf_counter() - start:.1f} s")
         return timings  # type: ignore[return-value]
 
@@ -167,13 +187,11 @@ class Interleaver:
         next_check = len(self._ratios) + settings.min_rounds
         while True:
             if self._rng.random() < 0.5:
-                v = self._time(self._calls[0])
-                r = self._time(self._calls[1])
+                v = self._block(self._calls[0], variant)
+                r = self._block(self._calls[1], reference)
             else:
-                r = self._time(self._calls[1])
-                v = self._time(self._calls[0])
-            variant.samples_s.append(v)
-            reference.samples_s.append(r)
+                r = self._block(self._calls[1], reference)
+                v = self._block(self._calls[0], variant)
             self._ratios.append(r / v if v > 0 else math.inf)
             if len(self._ratios) >= next_check:
                 estimate = float(np.median(self._ratios))
@@ -183,6 +201,14 @@ class Interleaver:
                 next_check = len(self._ratios) + max(10, len(self._ratios) // 10)
             if time.perf_counter() >= deadline:
                 return "time cap"
+
+    def _block(self, call: Call, timing: Timing) -> float:
+        """Time one block of calls; keep the samples after the transition; return their median."""
+        for _ in range(timing.discarded_calls):
+            self._time(call)
+        block = [self._time(call) for _ in range(timing.block_calls)]
+        timing.samples_s.extend(block)
+        return block[0] if len(block) == 1 else float(np.median(block))
 
     def _time(self, call: Call) -> float:
         timer = self._timer
@@ -204,6 +230,7 @@ class Interleaver:
             elapsed_s=self._elapsed,
             stopped_by=stopped_by,
             threads=self._threads,
+            cross_runtime=self._cross_runtime,
         )
 
 

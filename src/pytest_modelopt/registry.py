@@ -47,6 +47,8 @@ BUILTIN_MODULES = (
     "pytest_modelopt.variants.torch_eager",
     "pytest_modelopt.variants.torchscript",
     "pytest_modelopt.variants.quantization",
+    "pytest_modelopt.variants.onnx_runtime",
+    "pytest_modelopt.variants.openvino",
 )
 ENTRY_POINT_GROUP = "pytest_modelopt.techniques"
 

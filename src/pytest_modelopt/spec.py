@@ -98,6 +98,7 @@ class ModelSpec:
         batch_size: int = 1,
         calibration_batches: int = 8,
         eval_batches: int = 4,
+        eval_batch_size: int = 8,
         recalibrate_batchnorm: bool | None = None,
         eval_data: Sequence[tuple[Batch, Any]] = (),
         input_size: tuple[int, int, int] | None = None,
@@ -123,8 +124,8 @@ class ModelSpec:
         shape = input_size or _timm_input_size(model_name, model_kwargs.get("in_chans"))
         generator = torch.Generator().manual_seed(seed)
 
-        def images(count: int) -> list[Any]:
-            return [torch.randn(batch_size, *shape, generator=generator) for _ in range(count)]
+        def images(count: int, size: int = batch_size) -> list[Any]:
+            return [torch.randn(size, *shape, generator=generator) for _ in range(count)]
 
         example = images(1)[0]
         calibration = images(calibration_batches)
@@ -142,7 +143,7 @@ class ModelSpec:
             factory=factory,
             example_input=example,
             calibration_data=calibration,
-            eval_data=eval_data or [(batch, None) for batch in images(eval_batches)],
+            eval_data=eval_data or [(b, None) for b in images(eval_batches, eval_batch_size)],
             batch_size=batch_size,
             description=f"timm {model_name} ({'pretrained' if pretrained else 'random init'})",
         )

@@ -21,6 +21,7 @@ class BuildContext:
 
     ``model`` is a private copy of the fp32 reference model: a technique may change it in place.
     Files the variant needs go under ``workdir``; ``log`` reports progress to the user.
+    ``threads`` is the harness's thread count: runtimes with their own pools use it too.
     """
 
     spec: ModelSpec
@@ -28,6 +29,7 @@ class BuildContext:
     workdir: Path
     hardware: Hardware
     params: dict[str, Any] = field(default_factory=dict)
+    threads: int | None = None
     log: Callable[[str], None] = lambda message: None
 
 
@@ -49,6 +51,11 @@ class Variant:
     details: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     build_seconds: float = 0.0
+
+    @property
+    def runtime_family(self) -> str:
+        """Variants of one family share thread pools (``torch`` and ``torch.jit``, say)."""
+        return self.runtime.split()[0].split(".")[0]
 
     def size_bytes(self) -> int:
         return sum(path.stat().st_size for path in self.files)

@@ -1,0 +1,372 @@
+"""How right are the engine's verdicts? A benchmark of the measurement engine itself.
+
+    python benchmarks/verdict_quality.py            # the full run (about 25 minutes on 2 cores)
+    python benchmarks/verdict_quality.py --quick    # fewer trials, for a smoke test
+
+Measures (a) harness overhead per timed call against a bare perf_counter loop; (b) A/A: a
+workload against itself, giving the false-alarm rate of a 1% regression gate and its
+Clopper-Pearson upper bound; (c) detection of injected +2%, +5%, +10%, +20% slowdowns, made of
+extra compute that competes for the CPU like a real regression (a calibrated extra matmul) and,
+as a second series, of sleep; (d) ratio bias: for each runtime pair the suites use, the engine's
+speedup against the ratio of medians measured in isolated processes; (e) time to a verdict.
+(a) to (c) run on a synthetic ~1 ms matmul and on a real pair (eager torch vs ONNX Runtime on
+mobilenetv3_small_100). The last line is the summary:
+
+    verdict-quality: aa_false_alarm=X% detect_2=A% detect_5=Y% detect_10=Z% detect_20=W% ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import torch
+from scipy import stats
+
+from pytest_modelopt import Evaluator, MeasureSettings, ModelSpec
+from pytest_modelopt.budget import Verdict, judge_all
+from pytest_modelopt.evaluation import latency_metrics
+from pytest_modelopt.measure import Interleaver, fixed_threads
+
+GATE = 0.99  # the regression gate: FAIL when the variant is surely more than 1% slower
+SLOWDOWNS = (0.02, 0.05, 0.10, 0.20)
+PAIRS = [
+    (model, technique)
+    for model in ("mobilenetv3_small_100", "resnet18")
+    for technique in ("onnxruntime", "openvino", "torchscript")
+]
+Call = Callable[[], Any]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer trials (a smoke test)")
+    parser.add_argument("--aa", type=int, default=1000, help="A/A comparisons (synthetic)")
+    parser.add_argument("--trials", type=int, default=100, help="trials per injected slowdown")
+    parser.add_argument("--real-trials", type=int, default=40, help="trials per level, real pair")
+    parser.add_argument("--cap", type=float, default=1.0, help="time cap per comparison, s")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", help="also write every figure to this file")
+    parser.add_argument(
+        "--isolated", nargs=2, metavar=("MODEL", "TECHNIQUE"), help=argparse.SUPPRESS
+    )
+    args = parser.parse_args()
+    warnings.simplefilter("ignore")
+    if args.isolated:
+        print(json.dumps(isolated_median(*args.isolated, threads=args.threads)))
+        return
+    if args.quick:
+        args.aa, args.trials, args.real_trials, args.cap = 100, 20, 10, 0.5
+    torch.set_num_threads(args.threads)
+    settings = MeasureSettings(
+        threads=args.threads, warmup_s=0.1, warmup_calls=10, max_time_s=args.cap, target_width=0.01
+    )
+    figures: dict[str, Any] = {"settings": vars(args)}
+    rows: list[tuple[str, ...]] = []
+
+    overhead = harness_overhead_us(settings)
+    figures["overhead_us"] = overhead
+    rows.append(("(a) overhead per timed call", f"{overhead:.2f} us", "target < 1 us"))
+
+    base = matmul_workload(1e-3, args.threads)
+    synthetic = gate_quality("synthetic 1 ms matmul", base, base, settings, args.aa, args.trials)
+    figures["synthetic"] = synthetic
+    rows += synthetic["rows"]
+
+    real = real_pair_quality(settings, args.real_trials, args.threads)
+    figures["real_pair"] = real
+    rows += real["rows"]
+
+    bias = ratio_bias(args.threads, max_time_s=max(4.0, args.cap * 4))
+    figures["ratio_bias"] = bias
+    for pair in bias["pairs"]:
+        rows.append(
+            (
+                f"(d) {pair['model']} eager/{pair['technique']}",
+                f"engine {pair['engine']:.3f}x, isolated {pair['isolated']:.3f}x",
+                f"bias {pair['bias'] * 100:.1f}%",
+            )
+        )
+
+    print_table(rows)
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(figures, handle, indent=2, default=float)
+    compute = synthetic["compute"]
+    print(
+        "verdict-quality: "
+        f"aa_false_alarm={synthetic['aa']['fail_rate'] * 100:.2f}% "
+        + " ".join(f"detect_{int(x * 100)}={compute[x]['fail_rate'] * 100:.0f}%" for x in SLOWDOWNS)
+        + f" ratio_bias={bias['max_bias'] * 100:.1f}% overhead_us={overhead:.2f}"
+    )
+
+
+# -- workloads ---------------------------------------------------------------------------------
+
+
+def median_time(call: Call, seconds: float = 0.5) -> float:
+    for _ in range(5):
+        call()
+    samples = []
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        start = time.perf_counter()
+        call()
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples)
+
+
+def matmul_workload(target_s: float, threads: int) -> Call:
+    """A square fp32 matmul sized to take about target_s on this machine."""
+    with fixed_threads(threads):
+        size = 64
+        while True:
+            a = torch.randn(size, size)
+            if median_time(lambda a=a: torch.mm(a, a), 0.2) >= target_s or size > 4096:
+                break
+            size = int(size * 1.15)
+    a = torch.randn(size, size)
+    return lambda: torch.mm(a, a)
+
+
+def compute_injection(base: Call, fraction: float, threads: int) -> tuple[Call, float]:
+    """base plus an extra matmul costing about fraction of base's time; returns the actual
+    injected fraction measured alone (ratio of medians)."""
+    with fixed_threads(threads):
+        base_s = median_time(base)
+        size, extra = 8, None
+        while True:
+            b = torch.randn(size, size)
+            extra_s = median_time(lambda b=b: torch.mm(b, b), 0.1)
+            if extra_s >= fraction * base_s or size > 4096:
+                extra = b
+                break
+            size = int(size * 1.05) + 1
+
+        def slowed() -> None:
+            base()
+            torch.mm(extra, extra)
+
+        actual = median_time(slowed) / median_time(base) - 1
+    return slowed, actual
+
+
+def sleep_injection(base: Call, fraction: float, threads: int) -> tuple[Call, float]:
+    with fixed_threads(threads):
+        pause = fraction * median_time(base)
+
+        def slowed() -> None:
+            base()
+            time.sleep(pause)
+
+        actual = median_time(slowed) / median_time(base) - 1
+    return slowed, actual
+
+
+# -- (a) overhead ------------------------------------------------------------------------------
+
+
+def harness_overhead_us(settings: MeasureSettings) -> float:
+    """Engine wall time per timed call of a no-op, minus a bare perf_counter loop's."""
+
+    def noop() -> None:
+        return None
+
+    calls = 200_000
+    start = time.perf_counter()
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        noop()
+        time.perf_counter() - t0
+    bare = (time.perf_counter() - start) / calls
+    quick = replace(settings, max_time_s=1.0, target_width=1e-9, warmup_s=0.01)
+    comparison = Interleaver(noop, noop, quick).run()
+    timed = 2 * (comparison.rounds + comparison.variant.warmup_calls + 1)
+    return (comparison.elapsed_s / timed - bare) * 1e6
+
+
+# -- (b), (c), (e) gate quality ----------------------------------------------------------------
+
+
+def verdict(
+    variant: Call, reference: Call, settings: MeasureSettings, gate: float, **kw: Any
+) -> tuple[Verdict, float, float]:
+    comparison = Interleaver(variant, reference, settings, **kw).run()
+    check = judge_all({"speedup": f">={gate}"}, latency_metrics(comparison, 1, settings))[0]
+    return check.verdict, comparison.speedup, comparison.elapsed_s
+
+
+def tally(outcomes: list[tuple[Verdict, float, float]]) -> dict[str, Any]:
+    n = len(outcomes)
+    fails = sum(v is Verdict.FAIL for v, _, _ in outcomes)
+    inconclusive = sum(v is Verdict.INCONCLUSIVE for v, _, _ in outcomes)
+    upper = stats.binomtest(fails, n).proportion_ci(0.95, method="exact").high if n else 1.0
+    return {
+        "n": n,
+        "fail_rate": fails / n,
+        "fail_upper95": upper,
+        "inconclusive_rate": inconclusive / n,
+        "median_speedup": statistics.median(s for _, s, _ in outcomes),
+        "median_seconds": statistics.median(t for _, _, t in outcomes),
+    }
+
+
+def gate_quality(
+    label: str,
+    variant: Call,
+    reference: Call,
+    settings: MeasureSettings,
+    aa_trials: int,
+    trials: int,
+    *,
+    gate: float = GATE,
+    cross_runtime: bool = False,
+) -> dict[str, Any]:
+    threads = settings.threads or 1
+    result: dict[str, Any] = {"rows": []}
+    aa = tally(
+        [
+            verdict(
+                variant, reference, replace(settings, seed=i), gate, cross_runtime=cross_runtime
+            )
+            for i in range(aa_trials)
+        ]
+    )
+    result["aa"] = aa
+    result["rows"].append(
+        (
+            f"(b) {label}: A/A false alarms",
+            f"{aa['fail_rate'] * 100:.2f}% of {aa['n']} "
+            f"(95% upper {aa['fail_upper95'] * 100:.2f}%)",
+            f"inconclusive {aa['inconclusive_rate'] * 100:.1f}%, "
+            f"{aa['median_seconds']:.2f} s each (e)",
+        )
+    )
+    for kind, inject in (("compute", compute_injection), ("sleep", sleep_injection)):
+        result[kind] = {}
+        for fraction in SLOWDOWNS:
+            slowed, actual = inject(variant, fraction, threads)
+            outcome = tally(
+                [
+                    verdict(
+                        slowed,
+                        reference,
+                        replace(settings, seed=i),
+                        gate,
+                        cross_runtime=cross_runtime,
+                    )
+                    for i in range(trials)
+                ]
+            )
+            outcome["actual_slowdown"] = actual
+            result[kind][fraction] = outcome
+            result["rows"].append(
+                (
+                    f"(c) {label}: +{fraction * 100:.0f}% {kind} (actual +{actual * 100:.1f}%)",
+                    f"detected {outcome['fail_rate'] * 100:.0f}% of {outcome['n']}",
+                    f"inconclusive {outcome['inconclusive_rate'] * 100:.0f}%, "
+                    f"{outcome['median_seconds']:.2f} s each (e)",
+                )
+            )
+    return result
+
+
+def real_pair_quality(settings: MeasureSettings, trials: int, threads: int) -> dict[str, Any]:
+    """Eager vs ONNX Runtime on mobilenetv3_small_100: the gate is the pair's own speedup (the
+    median over the A/A trials) less 1%; slowdowns are injected into the ONNX Runtime side."""
+    spec = ModelSpec.from_timm("mobilenetv3_small_100")
+    evaluator = Evaluator(spec, settings=settings)
+    eager = evaluator.build("eager")
+    ort = evaluator.build("onnxruntime")
+    batch = spec.example_input
+    variant, reference = (lambda: ort.run(batch)), (lambda: eager.run(batch))
+    probe = [
+        verdict(variant, reference, replace(settings, seed=i), 0.0, cross_runtime=True)
+        for i in range(max(5, trials // 4))
+    ]
+    own = statistics.median(s for _, s, _ in probe)
+    result = gate_quality(
+        "real eager vs onnxruntime",
+        variant,
+        reference,
+        settings,
+        trials * 2,
+        trials,
+        gate=own * GATE,
+        cross_runtime=True,
+    )
+    result["own_speedup"] = own
+    return result
+
+
+# -- (d) ratio bias ----------------------------------------------------------------------------
+
+
+def isolated_median(model: str, technique: str, *, threads: int) -> dict[str, float]:
+    """Run in a child process: build one variant and time it alone."""
+    torch.set_num_threads(threads)
+    spec = ModelSpec.from_timm(model)
+    evaluator = Evaluator(spec, settings=MeasureSettings(threads=threads))
+    variant = evaluator.build(technique)
+    batch = spec.example_input
+    with fixed_threads(threads):
+        median_time(lambda: variant.run(batch), 1.0)  # warm-up
+        return {"median_s": median_time(lambda: variant.run(batch), 3.0)}
+
+
+def isolated(model: str, technique: str, threads: int) -> float:
+    out = subprocess.run(
+        [sys.executable, __file__, "--isolated", model, technique, "--threads", str(threads)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return float(json.loads(out.stdout.strip().splitlines()[-1])["median_s"])
+
+
+def ratio_bias(threads: int, max_time_s: float, repeats: int = 3) -> dict[str, Any]:
+    """Isolated-process medians, alternated (eager, variant, eager, ...) so that drift between
+    processes affects both; against the engine's speedup measured in one process."""
+    pairs = []
+    for model in sorted({m for m, _ in PAIRS}):
+        spec = ModelSpec.from_timm(model)
+        evaluator = Evaluator(
+            spec, settings=MeasureSettings(threads=threads, max_time_s=max_time_s)
+        )
+        for _, technique in (p for p in PAIRS if p[0] == model):
+            eager_runs, variant_runs = [], []
+            for _ in range(repeats):
+                eager_runs.append(isolated(model, "eager", threads))
+                variant_runs.append(isolated(model, technique, threads))
+            iso = statistics.median(eager_runs) / statistics.median(variant_runs)
+            engine = evaluator.evaluate(technique).comparison.speedup
+            pairs.append(
+                {
+                    "model": model,
+                    "technique": technique,
+                    "engine": engine,
+                    "isolated": iso,
+                    "bias": abs(engine / iso - 1),
+                    "isolated_spread": float(np.ptp(eager_runs) / np.median(eager_runs)),
+                }
+            )
+    return {"pairs": pairs, "max_bias": max(p["bias"] for p in pairs)}
+
+
+def print_table(rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+"""Tiny real models for the technique tests: trained in a second, on a rule they can learn."""
+
+import torch
+from torch import nn
+
+from pytest_modelopt import MeasureSettings, ModelSpec
+
+QUICK = MeasureSettings(threads=1, warmup_s=0.02, warmup_calls=3, max_time_s=0.2)
+
+
+class MLP(nn.Module):
+    def __init__(self, linear: type[nn.Linear] = nn.Linear) -> None:
+        super().__init__()
+        self.body = nn.Sequential(linear(16, 64), nn.ReLU(), linear(64, 10))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+class ConvOnly(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x).mean(dim=(2, 3))
+
+
+def trained_mlp(linear: type[nn.Linear] = nn.Linear) -> nn.Module:
+    """A tiny classifier of a real rule: which of the first 10 inputs is the largest."""
+    torch.manual_seed(0)
+    model = MLP(linear)
+    x = torch.randn(2048, 16)
+    y = x[:, :10].argmax(dim=1)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(200):
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.step()
+    return model.eval()
+
+
+def mlp_spec(linear: type[nn.Linear] = nn.Linear) -> ModelSpec:
+    generator = torch.Generator().manual_seed(1)
+    return ModelSpec.from_torch(
+        "mlp",
+        lambda: trained_mlp(linear),
+        example_input=torch.randn(4, 16, generator=generator),
+        eval_data=[(torch.randn(256, 16, generator=generator), None)],
+    )

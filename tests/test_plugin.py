@@ -1,6 +1,7 @@
 """The plugin as a user meets it: options, markers, header, contracts, skips, strict mode."""
 
 import json
+import sys
 
 import pytest
 
@@ -288,6 +289,27 @@ def test_results_json(project: pytest.Pytester) -> None:
     assert len(fast["latency"]["variant"]["samples_s"]) == fast["latency"]["rounds"]
     assert fast["checks"][0]["verdict"] == "PASS"
     assert by_technique["fake_slow"]["latency"]["speedup"] < 1
+
+
+def test_results_json_is_read_by_pytest_benchmark_compare(project: pytest.Pytester) -> None:
+    project.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.modelopt(techniques=["fake_fast"])
+        def test_toy(modelopt_variant):
+            pass
+        """
+    )
+    project.runpytest("--modelopt-json=results.json").assert_outcomes(passed=1)
+    document = json.loads((project.path / "results.json").read_text())
+    (entry,) = document["benchmarks"]
+    assert entry["param"] == "fake_fast"
+    assert entry["stats"]["rounds"] == document["results"][0]["latency"]["rounds"]
+    assert entry["extra_info"]["speedup"] == document["results"][0]["latency"]["speedup"]
+    compared = project.run(sys.executable, "-m", "pytest_benchmark", "compare", "results.json")
+    assert compared.ret == 0
+    compared.stdout.fnmatch_lines(["*test_toy?fake_fast?*"])
 
 
 def test_hardware_option_prints_json(pytester: pytest.Pytester, modelopt_hardware) -> None:

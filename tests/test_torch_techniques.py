@@ -65,3 +65,15 @@ def test_expect_on_real_variant(evaluator: Evaluator) -> None:
     checks = result.expect(size_ratio="<=0.7", top1_agreement=">=95%", max_abs_error="<=1")
     assert all(check.verdict.value == "PASS" for check in checks)
     assert result.to_dict()["verdict"] == "PASS"
+
+
+def test_results_carry_memory_first_call_and_roofline(evaluator: Evaluator) -> None:
+    result = evaluator.evaluate("torchscript")
+    variant = result.variant
+    assert variant.first_call_seconds > 0
+    assert variant.memory["build_peak_mb"] >= 0
+    assert "peak_memory_mb" in result.metrics
+    efficiency = result.efficiency
+    assert efficiency["precision"] == "fp32"
+    assert efficiency["flops_per_call"] == 2 * 4 * (16 * 64 + 64 * 10)
+    assert 0 < efficiency["fraction_of_peak"] < 2

@@ -57,9 +57,11 @@ METRICS: dict[str, Metric] = {
         Metric("size_ratio", False, "x", "variant bytes / reference bytes"),
         Metric("gzip_size_ratio", False, "x", "gzip bytes of the variant / of the reference"),
         Metric("accuracy", True, "%", "task metric on labelled eval data (top-1)"),
-        Metric("accuracy_drop", False, "%", "reference accuracy - variant accuracy"),
+        Metric("accuracy_drop", False, "%", "reference accuracy - variant accuracy, in points"),
+        Metric("relative_accuracy_drop", False, "%", "accuracy_drop / reference accuracy"),
         Metric("top1_agreement", True, "%", "share of eval items where top-1 matches reference"),
         Metric("max_abs_error", False, "", "largest absolute output difference from reference"),
+        Metric("peak_memory_mb", False, "MB", "host memory a first call adds at its peak"),
     )
 }
 
@@ -149,7 +151,7 @@ def judge_all(budgets: Mapping[str, float | str], metrics: Mapping[str, Measured
 
 
 def _unavailable(metric: str) -> str:
-    if metric in {"accuracy", "accuracy_drop"}:
+    if metric in {"accuracy", "accuracy_drop", "relative_accuracy_drop"}:
         return (
             f"budget {metric} needs labelled eval data: give the ModelSpec eval_data as "
             "(inputs, labels) pairs, or budget top1_agreement instead"

@@ -10,7 +10,9 @@ The pytest fixtures are thin wrappers over this module; it works without pytest.
 from __future__ import annotations
 
 import copy
+import functools
 import math
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping
@@ -21,9 +23,11 @@ from typing import Any
 import numpy as np
 
 from pytest_modelopt.budget import Check, Measured, Verdict, format_checks, judge_all
+from pytest_modelopt.efficiency import count_flops, peak_ops_per_second, precision_class, roofline
 from pytest_modelopt.errors import BuildError, ContractViolation, ModeloptError, NotApplicable
-from pytest_modelopt.hardware import Hardware, detect_hardware
+from pytest_modelopt.hardware import Hardware, detect_hardware, gpu_state
 from pytest_modelopt.measure import Comparison, Interleaver, MeasureSettings
+from pytest_modelopt.memory import PeakMemory
 from pytest_modelopt.registry import get_technique
 from pytest_modelopt.spec import ModelSpec
 from pytest_modelopt.variants.base import BuildContext, Variant
@@ -43,6 +47,8 @@ class VariantResult:
     sizes: dict[str, int]
     accuracy: dict[str, float]
     settings: MeasureSettings
+    efficiency: dict[str, Any] = field(default_factory=dict)
+    gpu_state: dict[str, Any] | None = None
     inconclusive: str = "fail"
     retries: int = 1
     checks: list[Check] = field(default_factory=list)
@@ -67,6 +73,7 @@ class VariantResult:
             sizes["variant_gzip_bytes"] / sizes["reference_gzip_bytes"]
         )
         metrics.update({name: Measured(value) for name, value in self.accuracy.items()})
+        metrics["peak_memory_mb"] = Measured(self.variant.memory["run_peak_mb"])
         return metrics
 
     def expect(self, **budgets: float | str) -> list[Check]:
@@ -117,6 +124,8 @@ class VariantResult:
             "latency": self.comparison.to_dict(raw=raw),
             "sizes": self.sizes,
             "accuracy": self.accuracy,
+            "efficiency": self.efficiency,
+            "gpu_state": self.gpu_state,
             "metrics": {
                 name: {"value": m.value, "interval": m.interval, "undecidable": m.undecidable}
                 for name, m in self.metrics.items()
@@ -148,6 +157,7 @@ class Evaluator:
         workdir: Path | None = None,
         inconclusive: str = "fail",
         retries: int = 1,
+        cache_dir: Path | None = None,
         log: Callable[[str], None] = lambda message: None,
     ) -> None:
         if inconclusive not in INCONCLUSIVE_POLICIES:
@@ -159,6 +169,7 @@ class Evaluator:
         self.inconclusive = inconclusive
         self.retries = retries
         self.log = log
+        self.cache_dir = cache_dir
         self._variants: dict[str, Variant] = {}
         self._reference_outputs: list[np.ndarray] | None = None
 
@@ -190,7 +201,8 @@ class Evaluator:
         self.log(f"{self.spec.name}[{technique_name}]: building")
         start = time.perf_counter()
         try:
-            variant = technique.build(context)
+            with PeakMemory() as build_memory:
+                variant = technique.build(context)
         except ModeloptError:
             raise
         except Exception as error:
@@ -198,9 +210,25 @@ class Evaluator:
                 f"{technique_name} failed on {self.spec.name}: {type(error).__name__}: {error}"
             ) from error
         variant.build_seconds = time.perf_counter() - start
+        variant.memory["build_peak_mb"] = build_memory.host_mb
+        self._first_call(variant)
         self.log(f"{self.spec.name}[{technique_name}]: built in {variant.build_seconds:.1f} s")
         self._variants[technique_name] = variant
         return variant
+
+    def _first_call(self, variant: Variant) -> None:
+        """Time the variant's very first call (lazy initialization, JIT) and its peak memory."""
+        gpu = variant.device.startswith("cuda")
+        with PeakMemory(gpu=gpu) as run_memory:
+            start = time.perf_counter()
+            variant.run(self.spec.example_input)
+            if gpu:
+                sys.modules["torch"].cuda.synchronize()
+            variant.first_call_seconds = time.perf_counter() - start
+        variant.memory["run_peak_mb"] = run_memory.host_mb
+        variant.memory["memory_method"] = run_memory.method  # type: ignore[assignment]
+        if run_memory.gpu_mb is not None:
+            variant.memory["gpu_peak_mb"] = run_memory.gpu_mb
 
     def evaluate(
         self, technique_name: str, params: Mapping[str, Any] | None = None
@@ -233,12 +261,35 @@ class Evaluator:
             comparison=comparison,
             sizes=self._sizes(variant, reference),
             accuracy=self._accuracy(variant),
+            efficiency=self._efficiency(variant, comparison),
+            gpu_state=gpu_state(0) if variant.device.startswith("cuda") else None,
             settings=self.settings,
             inconclusive=self.inconclusive,
             retries=self.retries,
             remeasure=interleaver.run,
             log=self.log,
         )
+
+    @functools.cached_property
+    def flops_per_call(self) -> int | None:
+        """Operations of one call of the reference on the example input (torch models)."""
+        return count_flops(self.spec.load(), self.spec.example_input)
+
+    def _efficiency(self, variant: Variant, comparison: Comparison) -> dict[str, Any]:
+        """Achieved operations per second against this machine's peak for the precision."""
+        if self.spec.framework != "torch":
+            return {}
+        precision = precision_class(variant.precision)
+        peak = None
+        if not variant.device.startswith("cuda"):
+            peak = peak_ops_per_second(
+                precision,
+                threads=self.settings.threads or self.hardware.cpu.physical_cores,
+                fingerprint=self.hardware.fingerprint,
+                cache_dir=self.cache_dir,
+            )
+        figures = roofline(self.flops_per_call, comparison.variant.summary().p50, peak)
+        return {"precision": precision, **figures}
 
     def _sizes(self, variant: Variant, reference: Variant) -> dict[str, int]:
         return {
@@ -274,6 +325,10 @@ def accuracy_metrics(
             metrics["accuracy"] = float(np.mean(top1 == truth))
             metrics["reference_accuracy"] = float(np.mean(ref_top1 == truth))
             metrics["accuracy_drop"] = metrics["reference_accuracy"] - metrics["accuracy"]
+            if metrics["reference_accuracy"] > 0:
+                metrics["relative_accuracy_drop"] = (
+                    metrics["accuracy_drop"] / metrics["reference_accuracy"]
+                )
     return metrics
 
 

@@ -37,6 +37,47 @@ def environment() -> dict[str, Any]:
     return {"python": platform.python_version(), "platform": platform.platform(), **versions}
 
 
+def benchmark_entry(nodeid: str, result: VariantResult) -> dict[str, Any]:
+    """One variant in pytest-benchmark's ``benchmarks`` schema, so that its tools (for example
+    ``pytest-benchmark compare``) read our results: statistics computed by its own Stats class."""
+    from pytest_benchmark.stats import Stats
+
+    stats = Stats()
+    for sample in result.comparison.variant.samples_s:
+        stats.update(sample)
+    comparison = result.comparison
+    return {
+        "group": result.spec.name,
+        "name": nodeid.split("::")[-1],
+        "fullname": nodeid,
+        "params": {"technique": result.technique},
+        "param": result.technique,
+        "extra_info": {
+            "speedup": comparison.speedup,
+            "speedup_interval": list(comparison.speedup_interval),
+            "reference_median_s": comparison.reference.summary().p50,
+            "size_bytes": result.sizes["variant_bytes"],
+            "verdict": result.verdict.value if result.verdict else None,
+        },
+        "options": {"timer": "perf_counter", "disable_gc": True, "interleaved_with": "eager"},
+        "stats": {**stats.as_dict(), "iterations": 1},
+    }
+
+
+def benchmark_header(created: str) -> dict[str, Any]:
+    """pytest-benchmark's top-level fields (machine_info and commit_info from its functions)."""
+    import pytest_benchmark
+    from pytest_benchmark.plugin import pytest_benchmark_generate_machine_info
+    from pytest_benchmark.utils import get_commit_info
+
+    return {
+        "machine_info": pytest_benchmark_generate_machine_info(),
+        "commit_info": get_commit_info(),
+        "datetime": created,
+        "version": pytest_benchmark.__version__,
+    }
+
+
 def results_table(
     results: Iterable[tuple[str, VariantResult]],
 ) -> list[tuple[str, dict[str, bool]]]:
@@ -50,6 +91,7 @@ def results_table(
         "size",
         "gzip",
         "accuracy",
+        "of peak",
         "verdict",
     )
     rows = [header]
@@ -67,6 +109,7 @@ def results_table(
                 f"{sizes['variant_bytes'] / sizes['reference_bytes']:.2f}x",
                 f"{sizes['variant_gzip_bytes'] / sizes['reference_gzip_bytes']:.2f}x",
                 _accuracy(result.accuracy),
+                _fraction(result.efficiency.get("fraction_of_peak")),
                 result.verdict.value if result.verdict else "-",
             )
         )
@@ -84,3 +127,7 @@ def _accuracy(accuracy: dict[str, float]) -> str:
     if "top1_agreement" in accuracy:
         return f"agree {accuracy['top1_agreement']:.1%}"
     return f"max err {accuracy['max_abs_error']:.2g}"
+
+
+def _fraction(value: float | None) -> str:
+    return f"{value:.0%}" if value is not None else "-"

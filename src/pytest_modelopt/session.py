@@ -35,10 +35,14 @@ class ModeloptSession:
     @property
     def hardware(self) -> Hardware:
         if self._hardware is None:
-            cache = getattr(self.config, "cache", None)  # absent under -p no:cacheprovider
-            cache_dir = cache.mkdir("modelopt") if cache is not None else None
-            self._hardware = detect_hardware(cache_dir=cache_dir, machine=self.settings.machine)
+            self._hardware = detect_hardware(
+                cache_dir=self._cache_dir(), machine=self.settings.machine
+            )
         return self._hardware
+
+    def _cache_dir(self) -> Path | None:
+        cache = getattr(self.config, "cache", None)  # absent under -p no:cacheprovider
+        return cache.mkdir("modelopt") if cache is not None else None
 
     def log(self, message: str) -> None:
         """Progress of long work, printed live through pytest's terminal reporter."""
@@ -60,6 +64,7 @@ class ModeloptSession:
                 hardware=self.hardware,
                 workdir=workdir,
                 inconclusive=self.settings.inconclusive,
+                cache_dir=self._cache_dir(),
                 log=self.log,
             )
             self._evaluators[key] = (spec, evaluator)  # the spec is kept so its id stays unique
@@ -88,11 +93,18 @@ class ModeloptSession:
             terminalreporter.write_line(f"results written to {self.settings.json_path}")
 
     def write_json(self, path: Path) -> None:
-        from pytest_modelopt.report import environment
+        from pytest_modelopt.report import (
+            benchmark_entry,
+            benchmark_header,
+            environment,
+        )
 
+        created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
         document: dict[str, Any] = {
+            **benchmark_header(created),
+            "benchmarks": [benchmark_entry(nodeid, result) for nodeid, result in self.results],
             "schema": RESULTS_SCHEMA,
-            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "created": created,
             "fingerprint": self.hardware.fingerprint,
             "hardware": self.hardware.to_dict(),
             "environment": environment(),

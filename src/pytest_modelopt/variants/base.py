@@ -51,6 +51,8 @@ class Variant:
     details: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     build_seconds: float = 0.0
+    first_call_seconds: float = 0.0
+    memory: dict[str, float] = field(default_factory=dict)
 
     @property
     def runtime_family(self) -> str:
@@ -81,6 +83,8 @@ class Variant:
             "details": self.details,
             "notes": self.notes,
             "build_seconds": round(self.build_seconds, 4),
+            "first_call_seconds": round(self.first_call_seconds, 6),
+            "memory": self.memory,
         }
 
 

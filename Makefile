@@ -25,13 +25,16 @@ test: $(STAMP)
 	$(BIN)/python -m pytest --modelopt-strict $(ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests suites
-	$(BIN)/ruff format --check src tests suites
+	$(BIN)/ruff check src tests suites benchmarks
+	$(BIN)/ruff format --check src tests suites benchmarks
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
 check: lint typecheck test
+
+benchmark: $(STAMP)
+	$(BIN)/python benchmarks/verdict_quality.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) results .pytest_cache .mypy_cache .ruff_cache

@@ -1,6 +1,6 @@
 """How right are the engine's verdicts? A benchmark of the measurement engine itself.
 
-    python benchmarks/verdict_quality.py            # the full run (about 25 minutes on 2 cores)
+    python benchmarks/verdict_quality.py            # the full run (about 40 minutes on 2 cores)
     python benchmarks/verdict_quality.py --quick    # fewer trials, for a smoke test
 
 Measures (a) harness overhead per timed call against a bare perf_counter loop; (b) A/A: a
@@ -55,7 +55,7 @@ def main() -> None:
     parser.add_argument("--aa", type=int, default=1000, help="A/A comparisons (synthetic)")
     parser.add_argument("--trials", type=int, default=100, help="trials per injected slowdown")
     parser.add_argument("--real-trials", type=int, default=40, help="trials per level, real pair")
-    parser.add_argument("--cap", type=float, default=1.0, help="time cap per comparison, s")
+    parser.add_argument("--cap", type=float, default=0.6, help="time cap per comparison, s")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", help="also write every figure to this file")
     parser.add_argument(
@@ -111,7 +111,8 @@ def main() -> None:
             (
                 f"(d) {pair['model']} eager/{pair['technique']}",
                 f"engine {pair['engine']:.3f}x, isolated {pair['isolated']:.3f}x",
-                f"bias {pair['bias'] * 100:.1f}%",
+                f"bias {pair['bias'] * 100:.1f}% (isolated eager medians spread "
+                f"{pair['isolated_spread'] * 100:.1f}%)",
             )
         )
 
@@ -361,7 +362,7 @@ def isolated_median(model: str, technique: str, *, threads: int) -> dict[str, fl
     batch = spec.example_input
     with fixed_threads(threads):
         median_time(lambda: variant.run(batch), 1.0)  # warm-up
-        return {"median_s": median_time(lambda: variant.run(batch), 3.0)}
+        return {"median_s": median_time(lambda: variant.run(batch), 2.0)}
 
 
 def isolated(model: str, technique: str, threads: int) -> float:
@@ -374,7 +375,7 @@ def isolated(model: str, technique: str, threads: int) -> float:
     return float(json.loads(out.stdout.strip().splitlines()[-1])["median_s"])
 
 
-def ratio_bias(threads: int, max_time_s: float, repeats: int = 3) -> dict[str, Any]:
+def ratio_bias(threads: int, max_time_s: float, repeats: int = 5) -> dict[str, Any]:
     """Isolated-process medians, alternated (eager, variant, eager, ...) so that drift between
     processes affects both; against the engine's speedup measured in one process."""
     pairs = []
@@ -392,6 +393,8 @@ def ratio_bias(threads: int, max_time_s: float, repeats: int = 3) -> dict[str, A
             engine = evaluator.evaluate(technique).comparison.speedup
             pairs.append(
                 {
+                    "eager_runs_s": eager_runs,
+                    "variant_runs_s": variant_runs,
                     "model": model,
                     "technique": technique,
                     "engine": engine,

@@ -17,6 +17,9 @@ from dataclasses import dataclass
 
 from pytest_modelopt.errors import BudgetError
 
+# What an inconclusive verdict does after one more measurement: fail the test, or pass and report.
+INCONCLUSIVE_POLICIES = ("fail", "report")
+
 
 class Verdict(str, enum.Enum):
     PASS = "PASS"

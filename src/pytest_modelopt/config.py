@@ -10,13 +10,14 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from pytest_modelopt.budget import INCONCLUSIVE_POLICIES
+
 if TYPE_CHECKING:
     from pytest_modelopt.hardware import Hardware
     from pytest_modelopt.measure import MeasureSettings
 
 STRICT_ENV = "MODELOPT_STRICT"
 MACHINE_ENV = "MODELOPT_MACHINE"
-INCONCLUSIVE_POLICIES = ("fail", "report")
 
 
 @dataclass(frozen=True)

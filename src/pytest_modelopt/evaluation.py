@@ -22,7 +22,14 @@ from typing import Any
 
 import numpy as np
 
-from pytest_modelopt.budget import Check, Measured, Verdict, format_checks, judge_all
+from pytest_modelopt.budget import (
+    INCONCLUSIVE_POLICIES,
+    Check,
+    Measured,
+    Verdict,
+    format_checks,
+    judge_all,
+)
 from pytest_modelopt.efficiency import count_flops, peak_ops_per_second, precision_class, roofline
 from pytest_modelopt.errors import BuildError, ContractViolation, ModeloptError, NotApplicable
 from pytest_modelopt.hardware import Hardware, detect_hardware, gpu_state
@@ -33,7 +40,6 @@ from pytest_modelopt.spec import ModelSpec
 from pytest_modelopt.variants.base import BuildContext, Variant
 
 REFERENCE = "eager"
-INCONCLUSIVE_POLICIES = ("fail", "report")
 
 
 @dataclass
@@ -226,7 +232,7 @@ class Evaluator:
                 sys.modules["torch"].cuda.synchronize()
             variant.first_call_seconds = time.perf_counter() - start
         variant.memory["run_peak_mb"] = run_memory.host_mb
-        variant.memory["memory_method"] = run_memory.method  # type: ignore[assignment]
+        variant.memory["memory_method"] = run_memory.method
         if run_memory.gpu_mb is not None:
             variant.memory["gpu_peak_mb"] = run_memory.gpu_mb
 

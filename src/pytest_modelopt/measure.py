@@ -52,8 +52,8 @@ class MeasureSettings:
     confidence: float = 0.999
     noise_threshold: float = 0.25
     seed: int = 0
-    block_s: float = 0.04
-    transition_s: float = 0.03
+    block_s: float = 0.05
+    transition_s: float = 0.04
 
 
 @dataclass

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import pytest
 
@@ -54,15 +54,12 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_cmdline_main(config: pytest.Config) -> int | None:
     if not config.getoption("--modelopt-hardware"):
         return None
-    from pytest_modelopt.hardware import backend_devices
+    from pytest_modelopt.hardware import backend_devices, detect_hardware
 
-    config._do_configure()  # the stash and cache are set up in configure
-    try:
-        detection = config.stash[SESSION_KEY].hardware.to_dict()
-        detection["backends"] = backend_devices()
-        print(json.dumps(detection, indent=2, sort_keys=True))
-    finally:
-        config._ensure_unconfigure()
+    settings = Settings.from_pytest_config(config)
+    detection = detect_hardware(machine=settings.machine).to_dict()
+    detection["backends"] = backend_devices()
+    print(json.dumps(detection, indent=2, sort_keys=True))
     return 0
 
 
@@ -112,7 +109,10 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
             requirements = Requirements.from_marker(**marker.kwargs)
         except (TypeError, ValueError) as error:
             pytest.fail(f"{item.nodeid}: modelopt_requires: {error}", pytrace=False)
-        _skip_or_fail(session, requirements, item.nodeid)
+        try:
+            requirements.check(session.hardware)
+        except RequirementMissing as missing:
+            _skip_or_fail(session, missing)
 
 
 def _spec_class() -> type:
@@ -121,14 +121,8 @@ def _spec_class() -> type:
     return ModelSpec
 
 
-def _skip_or_fail(session: ModeloptSession, requirements: Requirements, what: str) -> None:
-    try:
-        requirements.check(session.hardware)
-    except RequirementMissing as missing:
-        _skip_or_fail_missing(session, missing)
-
-
-def _skip_or_fail_missing(session: ModeloptSession, missing: RequirementMissing) -> None:
+def _skip_or_fail(session: ModeloptSession, missing: RequirementMissing) -> NoReturn:
+    """Missing hardware skips; a missing package skips, or fails under strict mode."""
     if isinstance(missing, PackageMissing) and session.settings.strict:
         pytest.fail(
             f"{missing.reason} [--modelopt-strict: a missing package is a failure, not a skip]",
@@ -192,8 +186,7 @@ def modelopt_variant(
     try:
         result = evaluator.evaluate(modelopt_technique)
     except RequirementMissing as missing:
-        _skip_or_fail_missing(session, missing)
-        raise  # unreachable: skip and fail raise
+        _skip_or_fail(session, missing)
     except ModeloptError as error:
         pytest.fail(str(error), pytrace=False)
     yield result

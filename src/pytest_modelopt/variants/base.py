@@ -52,7 +52,7 @@ class Variant:
     notes: list[str] = field(default_factory=list)
     build_seconds: float = 0.0
     first_call_seconds: float = 0.0
-    memory: dict[str, float] = field(default_factory=dict)
+    memory: dict[str, Any] = field(default_factory=dict)
 
     @property
     def runtime_family(self) -> str:

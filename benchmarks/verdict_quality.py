@@ -128,7 +128,7 @@ def main() -> None:
             f"detect_{int(x * 100)}={compute.get(x, {'fail_rate': nan})['fail_rate'] * 100:.0f}%"
             for x in SLOWDOWNS
         )
-        + f" ratio_bias={bias['max_bias'] * 100:.1f}% overhead_us={overhead:.2f}"
+        + f" ratio_bias={bias['max_bias'] * 100:.1f}% overhead_us={overhead + bookkeeping:.2f}"
     )
 
 

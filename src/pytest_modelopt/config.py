@@ -13,6 +13,7 @@ import pytest
 from pytest_modelopt.budget import INCONCLUSIVE_POLICIES
 
 if TYPE_CHECKING:
+    from pytest_modelopt.baselines import Tolerances
     from pytest_modelopt.hardware import Hardware
     from pytest_modelopt.measure import MeasureSettings
 
@@ -63,6 +64,34 @@ def _threads(text: str) -> int | None:
     return value
 
 
+def _tolerance(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < 1:
+        raise ValueError(f"expected a fraction >= 0 and < 1 (0.05 is 5%), got {text!r}")
+    return value
+
+
+def _optional_tolerance(text: str) -> float | None:
+    return None if text.strip().lower() in {"", "off", "none"} else _tolerance(text)
+
+
+def _slowdowns(text: str) -> tuple[tuple[str, float], ...]:
+    """``"technique=0.3,other=1"``: extra compute, as a fraction of each call's own time."""
+    pairs = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, fraction = item.partition("=")
+        try:
+            value = float(fraction) if sep else -1.0
+        except ValueError:
+            value = -1.0
+        if not name.strip() or value <= 0:
+            raise ValueError(
+                f"expected technique=fraction (for example fake_fast=0.3), got {item!r}"
+            )
+        pairs.append((name.strip(), value))
+    return tuple(pairs)
+
+
 def _positive(text: str) -> float:
     value = float(text)
     if value <= 0:
@@ -104,6 +133,43 @@ OPTIONS = (
         None,
         f"name this machine class instead of the detected fingerprint (also ${MACHINE_ENV})",
     ),
+    Option(
+        "baseline_dir",
+        str,
+        None,
+        "directory of the baselines, one subdirectory per fingerprint; relative paths are "
+        "relative to the rootdir (default: <rootdir>/baselines)",
+    ),
+    Option(
+        "speedup_tolerance",
+        _tolerance,
+        0.05,
+        "a speedup regresses when its whole interval lies below the baseline's speedup times "
+        "(1 - this)",
+    ),
+    Option(
+        "size_tolerance", _tolerance, 0.01, "a size regresses above the baseline's times (1 + this)"
+    ),
+    Option(
+        "accuracy_tolerance",
+        _tolerance,
+        0.005,
+        "accuracy and top1_agreement regress below the baseline's minus this (0.005: 0.5 points)",
+    ),
+    Option(
+        "latency_tolerance",
+        _optional_tolerance,
+        None,
+        "also gate absolute p50 latency against the baseline's times (1 + this), on the same "
+        "detected hardware only; off by default",
+    ),
+    Option(
+        "inject_slowdown",
+        _slowdowns,
+        (),
+        "testing aid: technique=fraction[,...] adds that fraction of each call's time as extra "
+        "compute to the named technique's calls",
+    ),
 )
 
 
@@ -118,7 +184,16 @@ class Settings:
     noise: float = 0.25
     inconclusive: str = "fail"
     machine: str | None = None
+    baseline_dir: str | None = None
+    speedup_tolerance: float = 0.05
+    size_tolerance: float = 0.01
+    accuracy_tolerance: float = 0.005
+    latency_tolerance: float | None = None
+    inject_slowdown: tuple[tuple[str, float], ...] = ()
     json_path: Path | None = None
+    save_baseline: bool = False
+    prune_baselines: bool = False
+    rootdir: Path = Path()
 
     @classmethod
     def from_pytest_config(cls, config: pytest.Config) -> Settings:
@@ -141,7 +216,29 @@ class Settings:
         json_path = config.getoption("--modelopt-json")
         if json_path:
             values["json_path"] = Path(json_path)
+        values["save_baseline"] = bool(config.getoption("--modelopt-save-baseline"))
+        values["prune_baselines"] = bool(config.getoption("--modelopt-prune-baselines"))
+        values["rootdir"] = Path(config.rootpath)
         return cls(**values)
+
+    @property
+    def baseline_root(self) -> Path:
+        return self.rootdir / (self.baseline_dir or "baselines")
+
+    def tolerances(self) -> Tolerances:
+        from pytest_modelopt.baselines import Tolerances
+
+        return Tolerances(
+            speedup=self.speedup_tolerance,
+            size=self.size_tolerance,
+            accuracy=self.accuracy_tolerance,
+            latency=self.latency_tolerance,
+        )
+
+    def recorded_settings(self) -> dict[str, Any]:
+        """The settings that change a measurement, stored with each baseline entry."""
+        names = ("max_time", "warmup", "precision", "confidence", "noise")
+        return {name: getattr(self, name) for name in names}
 
     def measure_settings(self, hardware: Hardware) -> MeasureSettings:
         from pytest_modelopt.measure import MeasureSettings
@@ -158,13 +255,17 @@ class Settings:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["json_path"] = str(self.json_path) if self.json_path else None
+        data["rootdir"] = str(self.rootdir)
+        data["inject_slowdown"] = dict(self.inject_slowdown)
         return data
 
 
 def add_options(parser: pytest.Parser) -> None:
     group = parser.getgroup("modelopt", "model performance contracts (pytest-modelopt)")
     for option in OPTIONS:
-        default = "auto" if option.name == "threads" else option.default
+        default = {"threads": "auto", "latency_tolerance": "off", "inject_slowdown": "none"}.get(
+            option.name, option.default
+        )
         if option.ini_type == "bool":
             group.addoption(
                 option.flag,
@@ -185,6 +286,22 @@ def add_options(parser: pytest.Parser) -> None:
         metavar="PATH",
         default=None,
         help="write every variant's measurements and verdicts to this JSON file. Default: none",
+    )
+    group.addoption(
+        "--modelopt-save-baseline",
+        action="store_true",
+        default=False,
+        help="record this run's measurements as the baselines of this fingerprint: entries of "
+        "the tests that ran are added or replaced, all other entries are kept. Command line "
+        "only, so that CI never records baselines by accident. Default: off (compare)",
+    )
+    group.addoption(
+        "--modelopt-prune-baselines",
+        action="store_true",
+        default=False,
+        help="delete this fingerprint's baseline entries (and files left empty) of tests that "
+        "were not collected; refused unless the run is full (no -k, -m, node ids or "
+        "deselection). Default: off (unused baselines are only reported)",
     )
     group.addoption(
         "--modelopt-hardware",

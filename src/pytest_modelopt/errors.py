@@ -12,7 +12,9 @@ Every error says which model, which technique and what to do about it::
     │   └── NotApplicable         the technique does not apply to this kind of model (a skip)
     ├── BuildError                a technique failed to build a variant of a model
     │   └── NoEffectError         a technique ran but left the model unchanged
-    └── ContractViolation         measured metrics broke a budget (also an AssertionError)
+    ├── InvalidFileError          a baseline or results file that cannot be read or is malformed
+    └── ContractViolation         measured metrics broke a budget or regressed from the baseline
+                                  (also an AssertionError)
 """
 
 from __future__ import annotations
@@ -63,6 +65,14 @@ class BuildError(ModeloptError):
 
 class NoEffectError(BuildError):
     """A technique ran without changing the model: never let it pass as an optimization."""
+
+
+class InvalidFileError(ModeloptError, ValueError):
+    """A baseline or results file that cannot be read, or does not have the expected shape.
+
+    The message names the file, the place in it and the problem; such a file is never skipped
+    or overwritten.
+    """
 
 
 class ContractViolation(ModeloptError, AssertionError):

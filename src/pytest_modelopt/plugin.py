@@ -14,6 +14,7 @@ import pytest
 
 from pytest_modelopt.config import Settings, add_options
 from pytest_modelopt.errors import (
+    ContractViolation,
     ModeloptError,
     PackageMissing,
     RequirementMissing,
@@ -24,11 +25,14 @@ from pytest_modelopt.registry import Requirements, get_technique
 from pytest_modelopt.session import ModeloptSession
 
 if TYPE_CHECKING:
+    from pytest_modelopt.baselines import Tolerances
     from pytest_modelopt.evaluation import VariantResult
     from pytest_modelopt.hardware import Hardware
     from pytest_modelopt.spec import ModelSpec
 
 SESSION_KEY = pytest.StashKey[ModeloptSession]()
+RESULT_KEY = pytest.StashKey["VariantResult"]()
+TOLERANCES_KEY = pytest.StashKey["Tolerances"]()
 MODELOPT_MARKER_KEYWORDS = frozenset({"techniques", "spec"})
 MARKERS = (
     "modelopt(techniques, spec='modelopt_spec'): run the test once per listed technique; the "
@@ -36,6 +40,9 @@ MARKERS = (
     "spec, built and measured",
     "modelopt_requires(gpu=False, backend=None, isa=None, packages=None): skip unless this "
     "machine has it (a missing package fails under --modelopt-strict)",
+    "modelopt_baseline(speedup_tolerance=None, size_tolerance=None, accuracy_tolerance=None, "
+    "latency_tolerance=None): this test's regression tolerances against its stored baseline, "
+    "replacing the modelopt_*_tolerance ini keys",
 )
 
 
@@ -100,10 +107,12 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
+    session = item.config.stash[SESSION_KEY]
+    if "modelopt_variant" in getattr(item, "fixturenames", ()):
+        item.stash[TOLERANCES_KEY] = _tolerances(item, session)
     markers = list(item.iter_markers("modelopt_requires"))
     if not markers:
         return
-    session = item.config.stash[SESSION_KEY]
     for marker in markers:
         try:
             requirements = Requirements.from_marker(**marker.kwargs)
@@ -113,6 +122,42 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
             requirements.check(session.hardware)
         except RequirementMissing as missing:
             _skip_or_fail(session, missing)
+
+
+def _tolerances(item: pytest.Item, session: ModeloptSession) -> Tolerances:
+    """The ini tolerances, with the closest modelopt_baseline marker's keywords applied."""
+    tolerances = session.settings.tolerances()
+    marker = item.get_closest_marker("modelopt_baseline")
+    if marker is None:
+        return tolerances
+    if marker.args:
+        pytest.fail(
+            f"{item.nodeid}: @pytest.mark.modelopt_baseline takes keywords only, got "
+            f"{list(marker.args)}",
+            pytrace=False,
+        )
+    try:
+        return tolerances.override(item.nodeid, **marker.kwargs)
+    except ValueError as error:
+        pytest.fail(str(error), pytrace=False)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    """After a test body passes, compare its variant with the stored baseline: a regression
+    fails this test, with the table of what moved."""
+    outcome = yield
+    result = item.stash.get(RESULT_KEY, None)
+    if result is not None:
+        session = item.config.stash[SESSION_KEY]
+        regression = None
+        try:
+            session.compare_with_baseline(item.nodeid, result, item.stash[TOLERANCES_KEY])
+        except ContractViolation as violation:
+            regression = str(violation)
+        if regression:
+            pytest.fail(regression, pytrace=False)
+    return outcome
 
 
 def _spec_class() -> type:
@@ -182,12 +227,17 @@ def modelopt_variant(
     if not isinstance(spec, _spec_class()):
         raise SpecError(f"fixture {spec_fixture!r} returned {type(spec).__name__}, not a ModelSpec")
     session = request.config.stash[SESSION_KEY]
-    evaluator = session.evaluator(spec, _modelopt_workdir / spec.name)
+    nodeid = request.node.nodeid
+    problem = None
     try:
-        result = evaluator.evaluate(modelopt_technique)
+        session.check_baseline_file(nodeid)
+        result = session.evaluate(nodeid, spec, modelopt_technique, _modelopt_workdir / spec.name)
     except RequirementMissing as missing:
         _skip_or_fail(session, missing)
     except ModeloptError as error:
-        pytest.fail(str(error), pytrace=False)
+        problem = str(error)
+    if problem is not None:  # failed outside the except block: no chained traceback
+        pytest.fail(problem, pytrace=False)
+    request.node.stash[RESULT_KEY] = result
     yield result
-    session.record(request.node.nodeid, result)
+    session.record(nodeid, result)

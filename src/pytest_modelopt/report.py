@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import importlib.metadata
+import math
 import platform
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -24,7 +25,14 @@ TRACKED_DISTRIBUTIONS = (
     "tensorflow-cpu",
     "ai-edge-litert",
 )
-_MARKUP = {"PASS": {"green": True}, "FAIL": {"red": True, "bold": True}}
+_MARKUP = {
+    "PASS": {"green": True},
+    "passed": {"green": True},
+    "FAIL": {"red": True, "bold": True},
+    "regressed": {"red": True, "bold": True},
+    "INCONCLUSIVE": {"yellow": True},
+    "inconclusive": {"yellow": True},
+}
 
 
 def environment() -> dict[str, Any]:
@@ -78,10 +86,10 @@ def benchmark_header(created: str) -> dict[str, Any]:
     }
 
 
-def results_table(
-    results: Iterable[tuple[str, VariantResult]],
-) -> list[tuple[str, dict[str, bool]]]:
-    """One line per variant: test, technique, latency, speedup with interval, sizes, accuracy."""
+def results_table(records: Iterable[Mapping[str, Any]]) -> list[tuple[str, dict[str, bool]]]:
+    """One line per variant: test, technique, latency, speedup with interval, sizes, accuracy,
+    contract verdict and baseline comparison. Records are ``VariantResult.to_dict()`` with the
+    test id (the results JSON's ``results``), so workers' results print like local ones."""
     header = (
         "test",
         "technique",
@@ -93,32 +101,47 @@ def results_table(
         "accuracy",
         "of peak",
         "verdict",
+        "baseline",
     )
     rows = [header]
-    for nodeid, result in results:
-        comparison = result.comparison
-        low, high = comparison.speedup_interval
-        sizes = result.sizes
+    for record in records:
+        latency = record["latency"]
+        low, high = (_number(x) for x in latency["speedup_interval"])
+        sizes = record["sizes"]
         rows.append(
             (
-                nodeid.split("::")[-1].split("[")[0],
-                result.technique,
-                f"{comparison.variant.summary().p50 * 1e3:.3g}",
-                f"{comparison.reference.summary().p50 * 1e3:.3g}",
-                f"{comparison.speedup:.2f}x [{low:.2f}, {high:.2f}]",
+                record["test"].split("::")[-1].split("[")[0],
+                record["technique"],
+                f"{latency['variant']['stats']['p50'] * 1e3:.3g}",
+                f"{latency['reference']['stats']['p50'] * 1e3:.3g}",
+                f"{latency['speedup']:.2f}x [{low:.2f}, {high:.2f}]",
                 f"{sizes['variant_bytes'] / sizes['reference_bytes']:.2f}x",
                 f"{sizes['variant_gzip_bytes'] / sizes['reference_gzip_bytes']:.2f}x",
-                _accuracy(result.accuracy),
-                _fraction(result.efficiency.get("fraction_of_peak")),
-                result.verdict.value if result.verdict else "-",
+                _accuracy(record["accuracy"]),
+                _fraction(record.get("efficiency", {}).get("fraction_of_peak")),
+                record.get("verdict") or "-",
+                record.get("baseline", {}).get("status", "-"),
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = []
     for index, row in enumerate(rows):
         text = "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
-        lines.append((text.rstrip(), _MARKUP.get(row[-1], {}) if index else {"bold": True}))
+        lines.append((text.rstrip(), _row_markup(row[-2:]) if index else {"bold": True}))
     return lines
+
+
+def _row_markup(states: tuple[str, ...]) -> dict[str, bool]:
+    """The worst of the contract verdict and the baseline comparison colours the row."""
+    for worst in (("FAIL", "regressed"), ("INCONCLUSIVE", "inconclusive"), ("PASS", "passed")):
+        for state in states:
+            if state in worst:
+                return _MARKUP[state]
+    return {}
+
+
+def _number(value: float | None) -> float:
+    return math.inf if value is None else value
 
 
 def _accuracy(accuracy: dict[str, float]) -> str:

@@ -1,0 +1,516 @@
+"""Baselines: the last accepted measurements of each test, stored per hardware fingerprint.
+
+Layout: ``<root>/<fingerprint>/<module>-<hash>.json``, one file per test module, keyed inside by
+test id. Files are written with sorted keys (a diff reads well), atomically (temp file, fsync,
+rename), and only by the process that ran the session (the xdist controller). A file that cannot
+be read or has the wrong shape is an error naming it, never skipped and never overwritten.
+
+Regression rules (each a :class:`~pytest_modelopt.budget.Budget` judged by the engine's
+``judge``, so an interval decides and INCONCLUSIVE exists):
+
+- ``speedup``: the new interval against ``stored speedup * (1 - speedup_tolerance)``: FAIL only
+  when the whole interval lies below it.
+- ``latency_p50_ms``: only with a latency tolerance (off by default) and only when the detected
+  hardware matches the stored one, the new interval against ``stored p50 * (1 + tolerance)``.
+- ``size_bytes``: at most ``stored * (1 + size_tolerance)``.
+- ``accuracy`` and ``top1_agreement``: at least ``stored - accuracy_tolerance`` (points).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pytest_modelopt.atomic import atomic_write_text
+from pytest_modelopt.budget import METRICS, Budget, Check, Measured, Verdict, judge
+from pytest_modelopt.errors import InvalidFileError
+from pytest_modelopt.validate import finite_or_none, load_json
+
+if TYPE_CHECKING:
+    from pytest_modelopt.hardware import Hardware
+
+SCHEMA = 1
+OBTAINED_SUFFIX = ".obtained.json"
+ACCURACY_METRICS = ("accuracy", "top1_agreement")
+
+_MEASURED = {"value": "number", "interval?": "interval", "n?": "int"}
+ENTRY_SHAPE = {
+    "spec": "str",
+    "technique": "str",
+    "recorded": "str",
+    "speedup": {**_MEASURED, "interval": "interval", "confidence": "number"},
+    "latency_p50_ms": _MEASURED,
+    "reference_p50_ms": _MEASURED,
+    "size_bytes": "int",
+    "reference_bytes": "int",
+    "accuracy": ("map", "number"),
+    "settings": "dict",
+    "environment": ("map", "str"),
+}
+FILE_SHAPE = {
+    "schema": "int",
+    "fingerprint": "str",
+    "module": "str",
+    "hardware": {"fingerprint": "str", "detected_fingerprint": "str", "cpu": "dict"},
+    "entries": ("map", ENTRY_SHAPE),
+}
+
+
+# -- tolerances ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Tolerances:
+    """How far a metric may move from its baseline before it is a regression."""
+
+    speedup: float = 0.05
+    size: float = 0.01
+    accuracy: float = 0.005
+    latency: float | None = None
+
+    MARKER_KEYWORDS: ClassVar[tuple[str, ...]] = (
+        "speedup_tolerance",
+        "size_tolerance",
+        "accuracy_tolerance",
+        "latency_tolerance",
+    )
+
+    def override(self, where: str, **keywords: Any) -> Tolerances:
+        """These tolerances with a marker's keywords applied; a bad keyword is a clear error."""
+        unknown = sorted(set(keywords) - set(self.MARKER_KEYWORDS))
+        if unknown:
+            raise ValueError(
+                f"{where}: @pytest.mark.modelopt_baseline takes {', '.join(self.MARKER_KEYWORDS)}"
+                f"; got unknown {', '.join(unknown)}"
+            )
+        changes: dict[str, float | None] = {}
+        for keyword, value in keywords.items():
+            if value is None and keyword == "latency_tolerance":
+                changes["latency"] = None
+                continue
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+                raise ValueError(
+                    f"{where}: modelopt_baseline({keyword}={value!r}): give a number >= 0 "
+                    "(a fraction: 0.05 is 5%; accuracy_tolerance is in points of 1.0)"
+                )
+            changes[keyword.removesuffix("_tolerance")] = float(value)
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+
+# -- entries ---------------------------------------------------------------------------------
+
+
+def entry_from_record(
+    record: Mapping[str, Any], *, recorded: str, settings: Mapping[str, Any], environment: Any
+) -> dict[str, Any]:
+    """A baseline entry from one result record (``VariantResult.to_dict()`` with its test id)."""
+    latency = record["latency"]
+    metrics = record["metrics"]
+    p50 = metrics["latency_p50_ms"]
+    reference = latency["reference"]["stats"]
+    return {
+        "spec": record["spec"],
+        "technique": record["technique"],
+        "recorded": recorded,
+        "speedup": {
+            "value": latency["speedup"],
+            "interval": _interval(latency["speedup_interval"]),
+            "n": latency["rounds"],
+            "confidence": latency["confidence"],
+            "undecidable": metrics["speedup"].get("undecidable"),
+        },
+        "latency_p50_ms": {
+            "value": p50["value"],
+            "interval": _interval(p50["interval"]),
+            "n": latency["variant"]["stats"]["n"],
+            "undecidable": p50.get("undecidable"),
+        },
+        "reference_p50_ms": {"value": reference["p50"] * 1e3, "n": reference["n"]},
+        "size_bytes": record["sizes"]["variant_bytes"],
+        "reference_bytes": record["sizes"]["reference_bytes"],
+        "accuracy": {
+            name: value
+            for name, value in record["accuracy"].items()
+            if isinstance(value, int | float)
+        },
+        "settings": {**settings, "threads": latency.get("threads")},
+        "environment": {key: str(value) for key, value in dict(environment).items()},
+    }
+
+
+def _interval(interval: Any) -> list[float | None] | None:
+    if interval is None:
+        return None
+    low, high = interval
+    return [finite_or_none(low), finite_or_none(high)]
+
+
+def _measured(data: Mapping[str, Any], keep_reason: bool) -> Measured:
+    interval = data.get("interval")
+    bounds = None
+    if interval is not None:
+        low, high = interval
+        bounds = (
+            float("-inf") if low is None else low,
+            float("inf") if high is None else high,
+        )
+    reason = data.get("undecidable") if keep_reason else None
+    return Measured(data["value"], bounds, reason)
+
+
+@dataclass(frozen=True)
+class BaselineCheck:
+    """One metric of a test compared with its baseline."""
+
+    check: Check
+    baseline: Measured
+
+    @property
+    def verdict(self) -> Verdict:
+        return self.check.verdict
+
+    @property
+    def metric(self) -> str:
+        return self.check.budget.metric.name
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "metric": self.metric,
+            "baseline": self.baseline.value,
+            "baseline_interval": _interval(self.baseline.interval),
+            "measured": self.check.measured.value,
+            "interval": _interval(self.check.measured.interval),
+            "limit": str(self.check.budget),
+            "verdict": self.verdict.value,
+            "reason": self.check.reason,
+        }
+
+
+def compare(
+    stored: Mapping[str, Any],
+    new: Mapping[str, Any],
+    tolerances: Tolerances,
+    *,
+    same_hardware: bool,
+) -> list[BaselineCheck]:
+    """The regression checks of a new entry against a stored one (see the module docstring)."""
+    checks = []
+
+    def add(metric: str, op: str, threshold: float, old: Measured, measured: Measured) -> None:
+        budget = Budget(METRICS[metric], op, threshold)
+        checks.append(BaselineCheck(judge(budget, measured), old))
+
+    old_speedup = _measured(stored["speedup"], keep_reason=False)
+    add(
+        "speedup",
+        ">=",
+        old_speedup.value * (1 - tolerances.speedup),
+        old_speedup,
+        _measured(new["speedup"], keep_reason=True),
+    )
+    if tolerances.latency is not None and same_hardware:
+        old_p50 = _measured(stored["latency_p50_ms"], keep_reason=False)
+        add(
+            "latency_p50_ms",
+            "<=",
+            old_p50.value * (1 + tolerances.latency),
+            old_p50,
+            _measured(new["latency_p50_ms"], keep_reason=True),
+        )
+    old_size = stored["size_bytes"]
+    add(
+        "size_bytes",
+        "<=",
+        old_size * (1 + tolerances.size),
+        Measured(old_size),
+        Measured(new["size_bytes"]),
+    )
+    for metric in ACCURACY_METRICS:
+        if metric in stored["accuracy"] and metric in new["accuracy"]:
+            old = stored["accuracy"][metric]
+            add(
+                metric,
+                ">=",
+                old - tolerances.accuracy,
+                Measured(old),
+                Measured(new["accuracy"][metric]),
+            )
+    return checks
+
+
+def format_baseline_checks(checks: Iterable[BaselineCheck], title: str) -> str:
+    """A table: metric, baseline [interval], measured [interval], limit, verdict; then reasons."""
+    rows = [("metric", "baseline", "measured", "limit", "verdict")]
+    reasons = []
+    for item in checks:
+        metric = item.check.budget.metric
+        rows.append(
+            (
+                metric.name,
+                _with_interval(metric, item.baseline),
+                _with_interval(metric, item.check.measured),
+                str(item.check.budget),
+                item.verdict.value,
+            )
+        )
+        if item.check.reason:
+            reasons.append(f"  {metric.name}: {item.verdict.value.lower()}: {item.check.reason}")
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = [title]
+    for index, row in enumerate(rows):
+        lines.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+        if index == 0:
+            lines.append("  ".join("-" * width for width in widths))
+    return "\n".join(lines + reasons)
+
+
+def _with_interval(metric: Any, measured: Measured) -> str:
+    text = metric.format(measured.value)
+    if measured.interval is not None:
+        low, high = measured.interval
+        text += f" [{metric.format(low)}, {metric.format(high)}]"
+    return text
+
+
+# -- files -----------------------------------------------------------------------------------
+
+
+def module_of(nodeid: str) -> str:
+    return nodeid.split("::")[0]
+
+
+def baseline_filename(module: str) -> str:
+    """A readable, safe file name for a test module, with a short hash so names never collide."""
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", module.removesuffix(".py")).strip("._-")[:80]
+    digest = hashlib.sha256(module.encode()).hexdigest()[:8]
+    return f"{stem or 'tests'}-{digest}.json"
+
+
+def hardware_record(hardware: Hardware) -> dict[str, Any]:
+    """What a baseline file says about the machine that recorded it (drifting notes left out)."""
+    data = hardware.to_dict()
+    data.pop("notes", None)
+    data["detected_fingerprint"] = dataclasses.replace(hardware, machine=None).fingerprint
+    parsed: dict[str, Any] = json.loads(json.dumps(data))  # as it reads back: lists, not tuples
+    return parsed
+
+
+def hardware_differences(stored: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    """The fields in which two hardware records differ, as ``field: stored -> current``."""
+    left, right = _flatten(stored), _flatten(current)
+    keys = sorted(set(left) | set(right))
+    return [
+        f"{key}: {left.get(key, '-')} (baseline) != {right.get(key, '-')} (this run)"
+        for key in keys
+        if left.get(key) != right.get(key) and not key.startswith("cpu.flags")
+    ]
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, dict):
+        flat: dict[str, Any] = {}
+        for key, value in data.items():
+            flat.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+        return flat
+    if isinstance(data, list) and data and isinstance(data[0], dict):
+        flat = {}
+        for index, value in enumerate(data):
+            flat.update(_flatten(value, f"{prefix}[{index}]"))
+        return flat
+    return {prefix: data}
+
+
+def load_baseline_file(path: Path, fingerprint: str) -> dict[str, Any]:
+    """Read and validate one baseline file; any problem is an InvalidFileError naming it."""
+    data: dict[str, Any] = load_json(path, FILE_SHAPE, "baseline")
+    if data["schema"] != SCHEMA:
+        raise InvalidFileError(
+            f"baseline {path}: schema {data['schema']}, this pytest-modelopt reads schema "
+            f"{SCHEMA}: re-record it with --modelopt-save-baseline or upgrade pytest-modelopt"
+        )
+    if data["fingerprint"] != fingerprint:
+        raise InvalidFileError(
+            f"baseline {path}: recorded on fingerprint {data['fingerprint']!r} but stored under "
+            f"{fingerprint!r} (moved by hand?): a baseline from another machine is never compared"
+        )
+    if baseline_filename(data["module"]) != path.name:
+        raise InvalidFileError(
+            f"baseline {path}: holds module {data['module']!r}, whose file would be "
+            f"{baseline_filename(data['module'])}"
+        )
+    for test in data["entries"]:
+        if module_of(test) != data["module"]:
+            raise InvalidFileError(
+                f"baseline {path}: entry {test!r} is not a test of module {data['module']!r}"
+            )
+    return data
+
+
+def dump(document: Mapping[str, Any]) -> str:
+    return json.dumps(document, indent=2, sort_keys=True, allow_nan=False) + "\n"
+
+
+@dataclass
+class SaveReport:
+    """What a save or prune did, for the terminal summary."""
+
+    written: list[str] = field(default_factory=list)
+    removed_entries: list[str] = field(default_factory=list)
+    removed_files: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+class BaselineStore:
+    """The baselines of one fingerprint under ``root``; reads are cached, writes are atomic."""
+
+    def __init__(self, root: Path, hardware: Hardware) -> None:
+        self.root = root
+        self.hardware = hardware
+        self.fingerprint = hardware.fingerprint
+        self.directory = root / self.fingerprint
+        self._files: dict[Path, dict[str, Any]] = {}
+
+    def path_for(self, module: str) -> Path:
+        return self.directory / baseline_filename(module)
+
+    def exists(self) -> bool:
+        return self.directory.is_dir() and any(self.baseline_files())
+
+    def baseline_files(self) -> list[Path]:
+        if not self.directory.is_dir():
+            return []
+        return sorted(
+            path
+            for path in self.directory.glob("*.json")
+            if not path.name.endswith(OBTAINED_SUFFIX)
+        )
+
+    def load(self, module: str) -> dict[str, Any] | None:
+        """The module's baseline file, validated; None when there is none."""
+        path = self.path_for(module)
+        if path not in self._files:
+            if not path.exists():
+                return None
+            self._files[path] = load_baseline_file(path, self.fingerprint)
+        return self._files[path]
+
+    def entry(self, nodeid: str) -> dict[str, Any] | None:
+        document = self.load(module_of(nodeid))
+        return None if document is None else document["entries"].get(nodeid)
+
+    def same_hardware(self, module: str) -> tuple[bool, list[str]]:
+        """Whether the detected hardware matches the one that recorded this module's baseline
+        (it may not under a --modelopt-machine name that covers a class of machines)."""
+        document = self.load(module)
+        if document is None:
+            return False, []
+        current = hardware_record(self.hardware)
+        stored = document["hardware"]
+        same = stored["detected_fingerprint"] == current["detected_fingerprint"]
+        return same, [] if same else hardware_differences(stored, current)
+
+    def other_fingerprints(self) -> dict[str, list[str]]:
+        """Fingerprints that have baselines under root, each with how its hardware differs."""
+        found: dict[str, list[str]] = {}
+        if not self.root.is_dir():
+            return found
+        current = hardware_record(self.hardware)
+        for directory in sorted(self.root.iterdir()):
+            if not directory.is_dir() or directory.name == self.fingerprint:
+                continue
+            files = [p for p in directory.glob("*.json") if not p.name.endswith(OBTAINED_SUFFIX)]
+            if not files:
+                continue
+            try:
+                stored = json.loads(files[0].read_text(encoding="utf-8"))["hardware"]
+                found[directory.name] = hardware_differences(stored, current)
+            except (OSError, ValueError, KeyError, TypeError):
+                found[directory.name] = [f"{files[0]} is unreadable: fields not shown"]
+        return found
+
+    # -- writes (controller only) ---------------------------------------------------------------
+
+    def document(self, module: str, entries: Mapping[str, Any]) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA,
+            "fingerprint": self.fingerprint,
+            "module": module,
+            "hardware": hardware_record(self.hardware),
+            "entries": dict(entries),
+        }
+
+    def save(self, entries: Mapping[str, Mapping[str, Any]], report: SaveReport) -> None:
+        """Record or update these entries (test id -> entry); other entries are kept."""
+        by_module: dict[str, dict[str, Any]] = {}
+        for nodeid, entry in entries.items():
+            by_module.setdefault(module_of(nodeid), {})[nodeid] = entry
+        for module, updates in sorted(by_module.items()):
+            path = self.path_for(module)
+            try:
+                existing = self.load(module)
+            except InvalidFileError as error:
+                report.errors.append(f"{error} [not overwritten]")
+                continue
+            merged = dict(existing["entries"]) if existing else {}
+            merged.update(updates)
+            self._write(path, self.document(module, merged))
+            path.with_name(path.name.removesuffix(".json") + OBTAINED_SUFFIX).unlink(
+                missing_ok=True
+            )
+            report.written.append(f"{path} ({len(updates)} recorded, {len(merged)} in all)")
+
+    def write_obtained(self, module: str, updates: Mapping[str, Any]) -> Path:
+        """The module's baseline as this run would record it, beside it, for diffing."""
+        path = self.path_for(module)
+        existing = self.load(module)
+        merged = dict(existing["entries"]) if existing else {}
+        merged.update(updates)
+        obtained = path.with_name(path.name.removesuffix(".json") + OBTAINED_SUFFIX)
+        atomic_write_text(obtained, dump(self.document(module, merged)))
+        return obtained
+
+    def unused(self, collected: set[str], in_scope: Any) -> tuple[list[str], list[Path]]:
+        """Entries of this fingerprint whose test was not collected (within ``in_scope``,
+        a predicate on module paths), and files none of whose tests were collected."""
+        entries, files = [], []
+        for path in self.baseline_files():
+            document = load_baseline_file(path, self.fingerprint)
+            if not in_scope(document["module"]):
+                continue
+            stale = [test for test in document["entries"] if test not in collected]
+            if len(stale) == len(document["entries"]):
+                files.append(path)
+            entries += stale
+        return sorted(entries), files
+
+    def prune(self, collected: set[str], in_scope: Any, report: SaveReport) -> None:
+        """Remove entries and files of tests that were not collected (a full run only)."""
+        for path in self.baseline_files():
+            try:
+                document = load_baseline_file(path, self.fingerprint)
+            except InvalidFileError as error:
+                report.errors.append(f"{error} [not pruned]")
+                continue
+            if not in_scope(document["module"]):
+                continue
+            entries = document["entries"]
+            stale = [test for test in entries if test not in collected]
+            if not stale:
+                continue
+            report.removed_entries += stale
+            if len(stale) == len(entries):
+                path.unlink()
+                report.removed_files.append(str(path))
+                continue
+            kept = {test: entry for test, entry in entries.items() if test not in stale}
+            self._write(path, {**document, "entries": kept})
+
+    def _write(self, path: Path, document: dict[str, Any]) -> None:
+        atomic_write_text(path, dump(document))
+        self._files[path] = document

@@ -1,0 +1,378 @@
+"""Baselines per fingerprint: save, compare, regressions that fail the test that regressed,
+broken files that are errors, unused entries, another fingerprint's baselines, xdist."""
+
+import itertools
+import json
+from pathlib import Path
+
+import pytest
+
+from pytest_modelopt.baselines import (
+    BaselineStore,
+    Tolerances,
+    baseline_filename,
+    compare,
+    load_baseline_file,
+)
+from pytest_modelopt.budget import Verdict
+from pytest_modelopt.errors import InvalidFileError
+from pytest_modelopt.hardware import CPU, Hardware
+
+# The fake techniques time in 0.3 s; on a loaded 2-core machine their speedup moves by tens of
+# percent between runs, so these projects gate with a 50% tolerance and an injected slowdown of
+# 4x (speedup 10x -> 2.5x): what is tested is the plumbing, not the engine's resolution.
+BASELINE_INI = """
+[pytest]
+modelopt_max_time = 0.3
+modelopt_warmup = 0.05
+modelopt_noise = 5
+modelopt_speedup_tolerance = 0.5
+"""
+FAST_TEST = """
+import pytest
+
+@pytest.mark.modelopt(techniques=["fake_fast"])
+def test_toy(modelopt_variant):
+    modelopt_variant.expect(size_ratio="<=1")
+"""
+TWO_TECHNIQUES = FAST_TEST.replace('["fake_fast"]', '["fake_fast", "eager"]')
+
+
+@pytest.fixture
+def baseline_project(project: pytest.Pytester) -> pytest.Pytester:
+    project.makeini(BASELINE_INI)
+    return project
+
+
+def baseline_files(project: pytest.Pytester) -> list[Path]:
+    return sorted(
+        p for p in (project.path / "baselines").rglob("*.json") if "obtained" not in p.name
+    )
+
+
+def test_readme_walkthrough(baseline_project: pytest.Pytester) -> None:
+    """README: save a baseline, change nothing and compare, slow a variant down, break the file."""
+    project = baseline_project
+    project.makepyfile(test_toy=FAST_TEST)
+
+    result = project.runpytest()
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["no baseline for * in *baselines: contracts were checked*"])
+    assert not (project.path / "baselines").exists(), "a baseline must never appear implicitly"
+
+    result = project.runpytest("--modelopt-save-baseline")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["baseline saved: *test_toy-*.json (1 recorded, 1 in all)"])
+    (saved,) = baseline_files(project)
+    document = json.loads(saved.read_text())
+    assert saved.read_text() == json.dumps(document, indent=2, sort_keys=True) + "\n"
+    entry = document["entries"]["test_toy.py::test_toy[fake_fast]"]
+    assert document["schema"] == 1
+    assert entry["speedup"]["n"] > 0
+    assert len(entry["speedup"]["interval"]) == 2
+    assert "python" in entry["environment"]
+    assert entry["settings"]["max_time"] == 0.3
+
+    result = project.runpytest()
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["compared with the baseline for *: 1 passed"])
+
+    result = project.runpytest("--modelopt-inject-slowdown=fake_fast=3")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*toy?fake_fast?: regression against the baseline for * (speedup)*",
+            "*metric*baseline*measured*limit*verdict*",
+            "*speedup*x ?*x, *x?*x ?*x, *x?*>= *x*FAIL*",
+            "*size_bytes*PASS*",
+            "FAILED test_toy.py::test_toy?fake_fast? - Failed: toy?fake_fast?: regression*",
+        ]
+    )
+    obtained = saved.with_name(saved.name.replace(".json", ".obtained.json"))
+    regressed = json.loads(obtained.read_text())["entries"]["test_toy.py::test_toy[fake_fast]"]
+    assert regressed["speedup"]["value"] < entry["speedup"]["value"] / 2
+    assert saved.read_text() == json.dumps(document, indent=2, sort_keys=True) + "\n"
+
+    saved.write_text(saved.read_text().replace('"speedup": {', '"speedup": "fast", "x": {', 1))
+    broken = saved.read_text()
+    for args in ([], ["--modelopt-save-baseline"]):
+        result = project.runpytest(*args)
+        result.assert_outcomes(errors=1)
+        result.stdout.fnmatch_lines(
+            [f"*baseline {saved}: entries*fake_fast*speedup: expected an object, got str*"]
+        )
+        assert saved.read_text() == broken, "an invalid baseline must never be overwritten"
+
+
+def test_save_updates_measured_entries_and_keeps_others(baseline_project: pytest.Pytester) -> None:
+    project = baseline_project
+    project.makepyfile(test_toy=TWO_TECHNIQUES)
+    project.runpytest("--modelopt-save-baseline").assert_outcomes(passed=2)
+    (path,) = baseline_files(project)
+    before = json.loads(path.read_text())["entries"]
+    project.runpytest("--modelopt-save-baseline", "-k", "fake_fast").assert_outcomes(passed=1)
+    after = json.loads(path.read_text())["entries"]
+    assert set(after) == set(before)
+    eager = "test_toy.py::test_toy[eager]"
+    assert after[eager] == before[eager]
+    fast = "test_toy.py::test_toy[fake_fast]"
+    assert after[fast]["speedup"] != before[fast]["speedup"]
+
+
+def test_unused_entries_reported_and_pruned_only_on_a_full_run(
+    baseline_project: pytest.Pytester,
+) -> None:
+    project = baseline_project
+    project.makepyfile(test_toy=TWO_TECHNIQUES, test_gone=FAST_TEST)
+    project.runpytest("--modelopt-save-baseline").assert_outcomes(passed=3)
+    assert len(baseline_files(project)) == 2
+    (project.path / "test_gone.py").unlink()
+    project.makepyfile(test_toy=FAST_TEST)
+
+    result = project.runpytest()
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "unused baselines for *: 2 entries of tests that were not collected "
+            "(test_gone.py::test_toy?fake_fast?, test_toy.py::test_toy?eager?; files with none "
+            "left: test_gone-*.json); delete them with --modelopt-prune-baselines on a full run"
+        ]
+    )
+    assert len(baseline_files(project)) == 2
+
+    result = project.runpytest("--modelopt-prune-baselines", "-k", "fake")
+    result.stdout.fnmatch_lines(
+        ["ERROR: --modelopt-prune-baselines refused: not a full run (-k fake): nothing was deleted"]
+    )
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    assert len(baseline_files(project)) == 2
+
+    result = project.runpytest("--modelopt-prune-baselines")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["pruned 2 unused baseline entries*files deleted: *test_gone-*"])
+    (kept,) = baseline_files(project)
+    assert list(json.loads(kept.read_text())["entries"]) == ["test_toy.py::test_toy[fake_fast]"]
+
+
+def test_baseline_of_another_fingerprint_is_never_compared(
+    baseline_project: pytest.Pytester,
+) -> None:
+    project = baseline_project
+    project.makepyfile(test_toy=FAST_TEST)
+    project.runpytest("--modelopt-save-baseline", "--modelopt-machine=box-a").assert_outcomes(
+        passed=1
+    )
+    result = project.runpytest("--modelopt-machine=box-b", "--modelopt-inject-slowdown=fake_fast=3")
+    result.assert_outcomes(passed=1)  # 4x slower, but box-a's baseline is not box-b's
+    result.stdout.fnmatch_lines(
+        [
+            "no baseline for box-b in *",
+            "baselines of another fingerprint, never compared here: box-a (differs: "
+            "fingerprint: box-a (baseline) != box-b (this run); "
+            "machine: box-a (baseline) != box-b (this run))",
+        ]
+    )
+
+
+def test_file_moved_to_another_fingerprint_is_an_error(baseline_project: pytest.Pytester) -> None:
+    project = baseline_project
+    project.makepyfile(test_toy=FAST_TEST)
+    project.runpytest("--modelopt-save-baseline", "--modelopt-machine=box-a").assert_outcomes(
+        passed=1
+    )
+    (path,) = baseline_files(project)
+    moved = project.path / "baselines" / "box-b" / path.name
+    moved.parent.mkdir()
+    path.rename(moved)
+    result = project.runpytest("--modelopt-machine=box-b")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(
+        ["*recorded on fingerprint 'box-a' but stored under 'box-b' (moved by hand?)*"]
+    )
+
+
+def test_marker_tolerance_overrides_ini_and_is_validated(
+    baseline_project: pytest.Pytester,
+) -> None:
+    project = baseline_project
+    project.makepyfile(test_toy=FAST_TEST)
+    project.runpytest("--modelopt-save-baseline").assert_outcomes(passed=1)
+    project.makepyfile(
+        test_toy=FAST_TEST.replace(
+            "def test_toy", "@pytest.mark.modelopt_baseline(speedup_tolerance=0.9)\ndef test_toy"
+        )
+    )
+    project.runpytest("--modelopt-inject-slowdown=fake_fast=3").assert_outcomes(passed=1)
+
+    project.makepyfile(
+        test_toy=FAST_TEST.replace(
+            "def test_toy", "@pytest.mark.modelopt_baseline(speed_tolerance=0.1)\ndef test_toy"
+        )
+    )
+    result = project.runpytest()
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(
+        ["*@pytest.mark.modelopt_baseline takes speedup_tolerance, *; got unknown speed_tolerance"]
+    )
+    project.makepyfile(
+        test_toy=FAST_TEST.replace(
+            "def test_toy", "@pytest.mark.modelopt_baseline(size_tolerance='1%')\ndef test_toy"
+        )
+    )
+    result = project.runpytest()
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*modelopt_baseline(size_tolerance='1%'): give a number >= 0*"])
+
+
+def test_bad_slowdown_option_is_a_usage_error(project: pytest.Pytester) -> None:
+    project.makepyfile(test_toy=FAST_TEST)
+    result = project.runpytest("--modelopt-inject-slowdown=fake_fast")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*expected technique=fraction (for example fake_fast=0.3)*"])
+
+
+XDIST_TEST = """
+import pytest
+
+@pytest.mark.modelopt(techniques=["fake_fast", "eager"])
+def test_toy(modelopt_variant):
+    modelopt_variant.expect(size_ratio="<=1")
+"""
+
+
+def test_xdist_loses_no_result_and_never_overlaps_timing(
+    baseline_project: pytest.Pytester,
+) -> None:
+    pytest.importorskip("xdist")
+    project = baseline_project
+    project.makepyfile(test_a=XDIST_TEST, test_b=XDIST_TEST, test_c=XDIST_TEST)
+    result = project.runpytest("-n", "2", "--modelopt-save-baseline", "--modelopt-json=r.json")
+    result.assert_outcomes(passed=6)
+    document = json.loads((project.path / "r.json").read_text())
+    tests = sorted(record["test"] for record in document["results"])
+    assert tests == sorted(
+        f"test_{m}.py::test_toy[{t}]" for m in "abc" for t in ("fake_fast", "eager")
+    )
+    assert {record["worker"] for record in document["results"]} == {"gw0", "gw1"}
+    sections = sorted(s for record in document["results"] for s in record["timed_sections"])
+    assert len(sections) >= 6
+    for (_, end), (start, _) in itertools.pairwise(sections):
+        assert start >= end, f"timed sections overlap: {sections}"
+    files = baseline_files(project)
+    assert len(files) == 3
+    for path in files:
+        assert len(json.loads(path.read_text())["entries"]) == 2
+    result = project.runpytest("-n", "2")
+    result.assert_outcomes(passed=6)
+    result.stdout.fnmatch_lines(["compared with the baseline for *: 6 passed"])
+
+
+# -- the rules, without pytest runs -----------------------------------------------------------
+
+
+def entry(speedup=(10.0, 9.0, 11.0), p50=(1.0, 0.9, 1.1), size=100, accuracy=0.9) -> dict:
+    return {
+        "spec": "toy",
+        "technique": "t",
+        "recorded": "2026-01-01T00:00:00+00:00",
+        "speedup": {
+            "value": speedup[0],
+            "interval": list(speedup[1:]),
+            "n": 50,
+            "confidence": 0.999,
+        },
+        "latency_p50_ms": {"value": p50[0], "interval": list(p50[1:]), "n": 50},
+        "reference_p50_ms": {"value": 10.0, "n": 50},
+        "size_bytes": size,
+        "reference_bytes": 400,
+        "accuracy": {"accuracy": accuracy, "top1_agreement": 1.0},
+        "settings": {},
+        "environment": {},
+    }
+
+
+def verdicts(stored: dict, new: dict, tolerances: Tolerances, same: bool = True) -> dict:
+    return {c.metric: c.verdict for c in compare(stored, new, tolerances, same_hardware=same)}
+
+
+def test_speedup_fails_only_when_the_whole_interval_is_below_the_limit() -> None:
+    tol = Tolerances(speedup=0.05)
+    stored = entry()  # limit 9.5
+    assert verdicts(stored, entry(speedup=(9.0, 8.5, 9.4)), tol)["speedup"] is Verdict.FAIL
+    assert verdicts(stored, entry(speedup=(9.4, 9.0, 9.8)), tol)["speedup"] is Verdict.INCONCLUSIVE
+    assert verdicts(stored, entry(speedup=(9.8, 9.6, 10.0)), tol)["speedup"] is Verdict.PASS
+    unbounded = entry(speedup=(9.8, 9.6, 10.0))
+    unbounded["speedup"]["interval"] = [None, None]
+    assert verdicts(stored, unbounded, tol)["speedup"] is Verdict.INCONCLUSIVE
+
+
+def test_size_and_accuracy_have_tight_tolerances() -> None:
+    tol = Tolerances()
+    stored = entry()
+    assert verdicts(stored, entry(size=101), tol)["size_bytes"] is Verdict.PASS
+    assert verdicts(stored, entry(size=102), tol)["size_bytes"] is Verdict.FAIL
+    assert verdicts(stored, entry(accuracy=0.896), tol)["accuracy"] is Verdict.PASS
+    assert verdicts(stored, entry(accuracy=0.894), tol)["accuracy"] is Verdict.FAIL
+
+
+def test_absolute_latency_only_when_asked_and_on_the_same_hardware() -> None:
+    slower = entry(p50=(2.0, 1.9, 2.1))
+    assert "latency_p50_ms" not in verdicts(entry(), slower, Tolerances())
+    tol = Tolerances(latency=0.1)
+    assert verdicts(entry(), slower, tol)["latency_p50_ms"] is Verdict.FAIL
+    assert "latency_p50_ms" not in verdicts(entry(), slower, tol, same=False)
+
+
+def test_marker_keywords_are_checked() -> None:
+    tol = Tolerances()
+    assert tol.override("t", speedup_tolerance=0.2, latency_tolerance=0.1) == Tolerances(
+        speedup=0.2, latency=0.1
+    )
+    with pytest.raises(ValueError, match="got unknown speed"):
+        tol.override("t", speed=0.1)
+    with pytest.raises(ValueError, match=r"size_tolerance=-1\): give a number >= 0"):
+        tol.override("t", size_tolerance=-1)
+
+
+def test_file_names_are_safe_readable_and_distinct() -> None:
+    odd = "tests/dir with space/test_ünïcode[x]::y.py"
+    name = baseline_filename(odd)
+    assert name.startswith("tests_dir_with_space_test_")
+    assert name.endswith(".json")
+    assert all(c.isascii() and (c.isalnum() or c in "_.-") for c in name)
+    assert baseline_filename("a/b.py") != baseline_filename("a_b.py")
+    assert len(baseline_filename("x" * 500 + ".py")) < 100
+
+
+def fake_hardware(machine=None) -> Hardware:
+    cpu = CPU("Test CPU", "x86_64", "GenuineIntel", 6, 85, 4, 8, ("avx2",))
+    return Hardware(cpu=cpu, machine=machine)
+
+
+def test_store_roundtrip_and_validation(tmp_path: Path) -> None:
+    store = BaselineStore(tmp_path, fake_hardware())
+    from pytest_modelopt.baselines import SaveReport
+
+    report = SaveReport()
+    store.save({"t.py::test[a]": entry(), "u.py::test[b]": entry(size=7)}, report)
+    assert len(report.written) == 2
+    assert not report.errors
+    fresh = BaselineStore(tmp_path, fake_hardware())
+    assert fresh.entry("u.py::test[b]")["size_bytes"] == 7
+    assert fresh.entry("u.py::test[zz]") is None
+    path = fresh.path_for("t.py")
+    text = path.read_text()
+    path.write_text(text.replace('"size_bytes": 100', '"size_bytes": -3'))
+    with pytest.raises(InvalidFileError, match=r"size_bytes: expected a non-negative integer"):
+        load_baseline_file(path, store.fingerprint)
+    path.write_text(text.replace('"schema": 1', '"schema": 7'))
+    with pytest.raises(InvalidFileError, match="schema 7, this pytest-modelopt reads schema 1"):
+        load_baseline_file(path, store.fingerprint)
+    path.write_text(text.replace('"value": 10.0', '"value": NaN', 1))
+    with pytest.raises(InvalidFileError, match="not valid JSON: NaN is not allowed"):
+        load_baseline_file(path, store.fingerprint)
+    report = SaveReport()
+    store = BaselineStore(tmp_path, fake_hardware())
+    store.save({"t.py::test[a]": entry()}, report)
+    assert len(report.errors) == 1
+    assert "[not overwritten]" in report.errors[0]

@@ -301,12 +301,16 @@ def hardware_record(hardware: Hardware) -> dict[str, Any]:
     return parsed
 
 
-def hardware_differences(stored: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
-    """The fields in which two hardware records differ, as ``field: stored -> current``."""
+def hardware_differences(
+    stored: Mapping[str, Any],
+    current: Mapping[str, Any],
+    names: tuple[str, str] = ("baseline", "this run"),
+) -> list[str]:
+    """The fields in which two hardware records differ, as ``field: a (baseline) != b (...)``."""
     left, right = _flatten(stored), _flatten(current)
     keys = sorted(set(left) | set(right))
     return [
-        f"{key}: {left.get(key, '-')} (baseline) != {right.get(key, '-')} (this run)"
+        f"{key}: {left.get(key, '-')} ({names[0]}) != {right.get(key, '-')} ({names[1]})"
         for key in keys
         if left.get(key) != right.get(key) and not key.startswith("cpu.flags")
     ]

@@ -1,9 +1,10 @@
 """Checking a loaded JSON document against a declared shape, with errors that name the place.
 
-A shape is a tag (``"str"``, ``"int"``, ``"number"``, ``"number?"``, ``"interval"``, ``"dict"``,
-``"list"``, ``"any"``), a dict of keys to shapes (a key ending in ``?`` is optional; other keys
-are allowed and ignored), or ``("map", shape)`` / ``("list", shape)`` for a str-keyed mapping or
-a list whose values all have ``shape``.
+A shape is a tag (``"str"``, ``"int"``, ``"number"``, ``"interval"``, ``"dict"``, ``"list"``,
+``"any"``; ``"str?"``, ``"number?"`` and ``"interval?"`` also accept null), a dict of keys to
+shapes (a key ending in ``?`` is optional; other keys are allowed and ignored), or
+``("map", shape)`` / ``("list", shape)`` for a str-keyed mapping or a list whose values all
+have ``shape``.
 """
 
 from __future__ import annotations
@@ -79,8 +80,11 @@ def _check_tag(value: Any, tag: str, where: str) -> None:
         ok = isinstance(value, dict)
     elif tag == "list":
         ok = isinstance(value, list)
-    elif tag == "interval":
-        _check_interval(value, where)
+    elif tag == "str?":
+        ok = value is None or isinstance(value, str)
+    elif tag in {"interval", "interval?"}:
+        if value is not None or tag == "interval":
+            _check_interval(value, where)
         return
     else:  # pragma: no cover - a programming error in a declared shape
         raise AssertionError(f"unknown shape tag {tag!r}")

@@ -1,0 +1,185 @@
+"""The ``modelopt`` command: compare two runs, report one, merge many into a matrix.
+
+    modelopt compare OLD.json NEW.json       table of changes with verdicts; exit 1 on a regression
+    modelopt report run.json [--html out.html]
+    modelopt merge results/*.json --html matrix.html
+
+Inputs are results files written by ``pytest --modelopt-json``. A file that cannot be read or
+is malformed stops the command with exit status 2 and a message naming the file and the problem.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pytest_modelopt.errors import InvalidFileError
+
+EXIT_REGRESSION = 1
+EXIT_BAD_INPUT = 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        result: int = args.command(args)
+    except InvalidFileError as error:
+        print(f"modelopt: error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return result
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="modelopt", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    compare = commands.add_parser("compare", help="what changed between two runs, with verdicts")
+    compare.add_argument("old", type=Path, help="the earlier results JSON")
+    compare.add_argument("new", type=Path, help="the later results JSON")
+    compare.add_argument("--speedup-tolerance", type=float, default=0.05)
+    compare.add_argument("--size-tolerance", type=float, default=0.01)
+    compare.add_argument("--accuracy-tolerance", type=float, default=0.005)
+    compare.add_argument(
+        "--latency-tolerance", type=float, default=None, help="also gate absolute p50 latency"
+    )
+    compare.set_defaults(command=_compare)
+
+    report = commands.add_parser("report", help="one run as a table, or as an HTML report")
+    report.add_argument("run", type=Path, help="a results JSON")
+    report.add_argument("--html", type=Path, help="write a self-contained HTML report here")
+    report.set_defaults(command=_report)
+
+    merge = commands.add_parser(
+        "merge", help="many runs (machines, dates) as a variant x hardware matrix in HTML"
+    )
+    merge.add_argument("runs", type=Path, nargs="+", help="results JSON files")
+    merge.add_argument("--html", type=Path, required=True, help="the HTML file to write")
+    merge.add_argument("--title", default="pytest-modelopt: variant x hardware matrix")
+    merge.set_defaults(command=_merge)
+    return parser
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from pytest_modelopt.baselines import (
+        Tolerances,
+        compare,
+        entry_from_record,
+        hardware_differences,
+    )
+    from pytest_modelopt.budget import Verdict
+    from pytest_modelopt.results import load_run
+
+    old, new = load_run(args.old), load_run(args.new)
+    tolerances = Tolerances(
+        speedup=args.speedup_tolerance,
+        size=args.size_tolerance,
+        accuracy=args.accuracy_tolerance,
+        latency=args.latency_tolerance,
+    )
+    same_fingerprint = old.fingerprint == new.fingerprint
+    lines = [f"old: {old.path} ({old.label})", f"new: {new.path} ({new.label})"]
+    if not same_fingerprint:
+        differences = hardware_differences(old.hardware, new.hardware, ("old", "new"))
+        lines.append(
+            f"different fingerprints ({old.fingerprint} != {new.fingerprint}): values are shown, "
+            "not judged; differs: " + ("; ".join(differences) or "name only")
+        )
+    old_records = {r["test"]: r for r in old.records}
+    new_records = {r["test"]: r for r in new.records}
+    rows: list[tuple[str, ...]] = [("test", "metric", "old", "new", "change", "limit", "verdict")]
+    regressions = 0
+    for test in sorted(set(old_records) | set(new_records)):
+        if test not in new_records:
+            rows.append((test, "-", "present", "missing", "", "", "REMOVED"))
+            continue
+        if test not in old_records:
+            rows.append((test, "-", "missing", "present", "", "", "NEW"))
+            continue
+        before_entry, after_entry = (
+            entry_from_record(r[test], recorded="", settings={}, environment={})
+            for r in (old_records, new_records)
+        )
+        same_hardware = same_fingerprint and _detected(old) == _detected(new)
+        checks = compare(before_entry, after_entry, tolerances, same_hardware=same_hardware)
+        for check in checks:
+            metric = check.check.budget.metric
+            before, after = check.baseline.value, check.check.measured.value
+            change = f"{(after - before) / before:+.1%}" if before else ""
+            verdict = check.verdict.value if same_fingerprint else "not judged"
+            if same_fingerprint and check.verdict is Verdict.FAIL:
+                regressions += 1
+            rows.append(
+                (
+                    test if metric.name == "speedup" else "",
+                    metric.name,
+                    _show(metric, check.baseline),
+                    _show(metric, check.check.measured),
+                    change,
+                    str(check.check.budget),
+                    verdict,
+                )
+            )
+    lines += _table(rows)
+    lines.append(
+        f"{regressions} regression(s)" if same_fingerprint else "not judged: different hardware"
+    )
+    print("\n".join(lines))
+    return EXIT_REGRESSION if regressions else 0
+
+
+def _detected(run: Any) -> Any:
+    return run.hardware.get("detected_fingerprint", run.fingerprint)
+
+
+def _show(metric: Any, measured: Any) -> str:
+    text: str = metric.format(measured.value)
+    if measured.interval is not None:
+        low, high = measured.interval
+        text += f" [{metric.format(low)}, {metric.format(high)}]"
+    return text
+
+
+def _table(rows: list[tuple[str, ...]]) -> list[str]:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = []
+    for index, row in enumerate(rows):
+        cells = zip(row, widths, strict=True)
+        lines.append("  ".join(cell.ljust(width) for cell, width in cells).rstrip())
+        if index == 0:
+            lines.append("  ".join("-" * width for width in widths))
+    return lines
+
+
+def _report(args: argparse.Namespace) -> int:
+    from pytest_modelopt.report import results_table
+    from pytest_modelopt.results import load_run
+
+    run = load_run(args.run)
+    if args.html:
+        from pytest_modelopt.htmlreport import render
+
+        args.html.write_text(render([run], f"pytest-modelopt: {run.label}"), encoding="utf-8")
+        print(f"report written to {args.html}")
+        return 0
+    print(f"{run.path}: {run.label}")
+    print("\n".join(line for line, _ in results_table(run.records)))
+    return 0
+
+
+def _merge(args: argparse.Namespace) -> int:
+    from pytest_modelopt.htmlreport import render
+    from pytest_modelopt.results import load_run
+
+    runs = [load_run(path) for path in args.runs]
+    args.html.write_text(render(runs, args.title), encoding="utf-8")
+    fingerprints = sorted({run.fingerprint for run in runs})
+    print(f"matrix of {len(runs)} runs ({', '.join(fingerprints)}) written to {args.html}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,384 @@
+"""One self-contained HTML page from one or many runs: the variant x hardware matrix, per-model
+Pareto plots (latency against accuracy and size), trends when the runs span dates, and each
+run's details. Plots are drawn with matplotlib (imported here, lazily) and embedded as base64
+PNG: the file needs nothing else to open, anywhere."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import html
+import io
+import math
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from pytest_modelopt.results import Run, accuracy_of
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf")
+VERSIONS = ("torch", "onnxruntime", "openvino", "tensorflow", "tensorflow-cpu", "pytest-modelopt")
+STYLE = """
+body { font-family: system-ui, -apple-system, Segoe UI, Helvetica, Arial, sans-serif;
+       margin: 24px; color: #222; max-width: 1400px; }
+h1 { font-size: 22px; margin-bottom: 4px; } h2 { font-size: 18px; margin-top: 28px; }
+h3 { font-size: 15px; margin-bottom: 6px; }
+p.meta { color: #666; margin-top: 0; }
+table { border-collapse: collapse; margin: 8px 0 16px; font-size: 13px; }
+th, td { border: 1px solid #ddd; padding: 5px 8px; text-align: left; vertical-align: top; }
+th { background: #f4f4f4; }
+td.cell { min-width: 150px; }
+td.pass { background: #eaf7ea; } td.fail { background: #fde8e8; }
+td.inconclusive { background: #fff6dd; } td.none { color: #999; }
+.big { font-size: 15px; font-weight: 600; } .small { color: #555; font-size: 12px; }
+.verdict { font-size: 11px; font-weight: 600; letter-spacing: 0.03em; }
+img { max-width: 100%; border: 1px solid #eee; }
+"""
+
+
+def render(runs: list[Run], title: str) -> str:
+    """The report of ``runs`` (one or many machines, one or many dates) as HTML text."""
+    latest = _latest_per_fingerprint(runs)
+    parts = [
+        "<!doctype html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{_e(title)}</title><style>{STYLE}</style></head><body>",
+        f"<h1>{_e(title)}</h1>",
+        f'<p class="meta">{len(runs)} run(s) on {len(latest)} fingerprint(s); generated '
+        f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC. Each cell: speedup against "
+        "the fp32 reference measured in the same session [confidence interval], p50 latency, "
+        "size ratio, accuracy (or top-1 agreement with the reference).</p>",
+        _machines(runs),
+        "<h2>Variant x hardware matrix</h2>",
+    ]
+    for spec in _specs(latest.values()):
+        parts.append(_matrix(spec, latest))
+    parts.append("<h2>Pareto plots: latency against accuracy and size</h2>")
+    for spec in _specs(latest.values()):
+        parts.append(f"<h3>{_e(spec)}</h3>")
+        parts.append(_img(_pareto_png(spec, latest), f"Pareto plot of {spec}"))
+    trends = _trend_series(runs)
+    if trends:
+        parts.append("<h2>Trends over time</h2>")
+        for spec, series in sorted(trends.items()):
+            parts.append(f"<h3>{_e(spec)}</h3>")
+            parts.append(_img(_trend_png(spec, series), f"speedup of {spec} over time"))
+    parts.append("<h2>Runs in detail</h2>")
+    for run in sorted(runs, key=lambda r: (r.fingerprint, r.created)):
+        parts.append(_details(run))
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def _e(text: Any) -> str:
+    return html.escape(str(text))
+
+
+def _latest_per_fingerprint(runs: Iterable[Run]) -> dict[str, Run]:
+    latest: dict[str, Run] = {}
+    for run in sorted(runs, key=lambda r: r.created):
+        latest[run.fingerprint] = run
+    return dict(sorted(latest.items()))
+
+
+def _specs(runs: Iterable[Run]) -> list[str]:
+    return sorted({record["spec"] for run in runs for record in run.records})
+
+
+def _machines(runs: list[Run]) -> str:
+    rows = [
+        "<h2>Machines</h2><table><tr><th>fingerprint</th><th>hardware</th><th>runs</th>"
+        "<th>library versions</th></tr>"
+    ]
+    for fingerprint, group in _group(runs).items():
+        last = group[-1]
+        cpu = last.hardware.get("cpu", {})
+        gpus = ", ".join(g.get("name", "?") for g in last.hardware.get("gpus", [])) or "no GPU"
+        hardware = (
+            f"{cpu.get('brand', '?')}, {cpu.get('physical_cores', '?')} cores, "
+            f"{cpu.get('isa_level', '?')}; {gpus}"
+        )
+        dates = ", ".join(f"{run.created:%Y-%m-%d %H:%M}" for run in group)
+        versions = ", ".join(
+            f"{name} {last.environment[name]}" for name in VERSIONS if name in last.environment
+        )
+        rows.append(
+            f"<tr><td><b>{_e(fingerprint)}</b></td><td>{_e(hardware)}</td><td>{_e(dates)}</td>"
+            f"<td>{_e(versions)}</td></tr>"
+        )
+    return "\n".join(rows) + "</table>"
+
+
+def _group(runs: Iterable[Run]) -> dict[str, list[Run]]:
+    groups: dict[str, list[Run]] = {}
+    for run in sorted(runs, key=lambda r: (r.fingerprint, r.created)):
+        groups.setdefault(run.fingerprint, []).append(run)
+    return groups
+
+
+def _matrix(spec: str, latest: dict[str, Run]) -> str:
+    techniques = sorted(
+        {r["technique"] for run in latest.values() for r in run.records if r["spec"] == spec}
+    )
+    head = "".join(f"<th>{_e(fp)}</th>" for fp in latest)
+    rows = [f"<h3>{_e(spec)}</h3><table><tr><th>technique</th>{head}</tr>"]
+    for technique in techniques:
+        cells = []
+        for run in latest.values():
+            record = next(
+                (r for r in run.records if r["spec"] == spec and r["technique"] == technique),
+                None,
+            )
+            cells.append(_cell(record))
+        rows.append(f"<tr><th>{_e(technique)}</th>{''.join(cells)}</tr>")
+    return "\n".join(rows) + "</table>"
+
+
+def _cell(record: dict[str, Any] | None) -> str:
+    if record is None:
+        return '<td class="cell none">not run</td>'
+    latency = record["latency"]
+    low, high = latency["speedup_interval"]
+    sizes = record["sizes"]
+    ratio = sizes["variant_bytes"] / sizes["reference_bytes"] if sizes["reference_bytes"] else 0
+    accuracy = accuracy_of(record)
+    shown = (
+        f"{'acc' if accuracy[0] == 'accuracy' else 'agree'} {accuracy[1]:.1%}" if accuracy else ""
+    )
+    state = _state(record)
+    return (
+        f'<td class="cell {state}"><span class="big">{latency["speedup"]:.2f}x</span> '
+        f'<span class="small">[{_bound(low)}, {_bound(high)}]</span><br>'
+        f'<span class="small">p50 {latency["variant"]["stats"]["p50"] * 1e3:.3g} ms · size '
+        f"{ratio:.2f}x · {shown}</span><br>"
+        f'<span class="verdict">{_e(_state_text(record))}</span></td>'
+    )
+
+
+def _bound(value: float | None) -> str:
+    return "∞" if value is None else f"{value:.2f}"
+
+
+def _state(record: dict[str, Any]) -> str:
+    verdict = record.get("verdict")
+    baseline = record.get("baseline", {}).get("status")
+    if verdict == "FAIL" or baseline == "regressed":
+        return "fail"
+    if verdict == "INCONCLUSIVE" or baseline == "inconclusive":
+        return "inconclusive"
+    return "pass" if verdict == "PASS" or baseline == "passed" else ""
+
+
+def _state_text(record: dict[str, Any]) -> str:
+    parts = [f"contract {record['verdict']}" if record.get("verdict") else "no contract"]
+    baseline = record.get("baseline", {}).get("status")
+    if baseline:
+        parts.append(baseline if "baseline" in baseline else f"baseline {baseline}")
+    return " · ".join(parts)
+
+
+def _img(png: bytes, alt: str) -> str:
+    data = base64.b64encode(png).decode("ascii")
+    return f'<img alt="{_e(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _figure(width: float, height: float) -> Any:
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), dpi=100, layout="constrained")
+
+
+def _png(figure: Any) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def _pareto_png(spec: str, latest: dict[str, Run]) -> bytes:
+    figure = _figure(12, 4.6)
+    by_accuracy, by_size = figure.subplots(1, 2)
+    accuracy_name = "accuracy"
+    unit, scale = _size_unit(
+        r["sizes"]["variant_bytes"] for run in latest.values() for r in run.records
+    )
+    for index, (fingerprint, run) in enumerate(latest.items()):
+        colour = COLOURS[index % len(COLOURS)]
+        points = []
+        for record in (r for r in run.records if r["spec"] == spec):
+            accuracy = accuracy_of(record)
+            latency_ms = record["latency"]["variant"]["stats"]["p50"] * 1e3
+            if accuracy is None or latency_ms <= 0:
+                continue
+            accuracy_name = accuracy[0]
+            size = record["sizes"]["variant_bytes"] / scale
+            points.append((latency_ms, accuracy[1], size, record["technique"]))
+        if not points:
+            continue
+        largest = max(p[2] for p in points) or 1.0
+        areas = [40 + 360 * p[2] / largest for p in points]
+        by_accuracy.scatter(
+            [p[0] for p in points],
+            [p[1] for p in points],
+            s=areas,
+            color=colour,
+            alpha=0.6,
+            label=fingerprint,
+            edgecolors="black",
+            linewidths=0.5,
+        )
+        by_size.scatter(
+            [p[0] for p in points],
+            [p[2] for p in points],
+            s=60,
+            color=colour,
+            alpha=0.7,
+            label=fingerprint,
+            edgecolors="black",
+            linewidths=0.5,
+        )
+        _front(by_accuracy, [(p[0], p[1]) for p in points], colour, higher_is_better=True)
+        _front(by_size, [(p[0], p[2]) for p in points], colour, higher_is_better=False)
+        offset = (6, 6 + 11 * index)  # labels of different machines do not sit on each other
+        for latency_ms, accuracy_value, size, technique in points:
+            for axes, y in ((by_accuracy, accuracy_value), (by_size, size)):
+                axes.annotate(
+                    technique,
+                    (latency_ms, y),
+                    fontsize=8,
+                    xytext=offset,
+                    textcoords="offset points",
+                    color=colour,
+                )
+    by_accuracy.set(
+        xscale="log",
+        xlabel="p50 latency (ms, log)",
+        ylabel=accuracy_name.replace("_", " "),
+        title=f"{spec}: latency vs {accuracy_name.replace('_', ' ')} (marker area: size)",
+    )
+    by_size.set(
+        xscale="log",
+        xlabel="p50 latency (ms, log)",
+        ylabel=f"size on disk ({unit})",
+        title=f"{spec}: latency vs size",
+    )
+    for axes in (by_accuracy, by_size):
+        axes.grid(True, alpha=0.3)
+        if axes.get_legend_handles_labels()[0]:
+            axes.legend(fontsize=8, title="fingerprint", title_fontsize=8)
+    return _png(figure)
+
+
+def _size_unit(sizes: Iterable[int]) -> tuple[str, float]:
+    largest = max(sizes, default=0)
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if largest >= scale:
+            return unit, scale
+    return "bytes", 1.0
+
+
+def _front(
+    axes: Axes, points: list[tuple[float, float]], colour: str, *, higher_is_better: bool
+) -> None:
+    """The Pareto front (faster and better than every point it leaves out), dashed."""
+    best = -math.inf if higher_is_better else math.inf
+    front = []
+    for latency, value in sorted(points):
+        if (value > best) if higher_is_better else (value < best):
+            front.append((latency, value))
+            best = value
+    if len(front) > 1:
+        axes.step(
+            [p[0] for p in front],
+            [p[1] for p in front],
+            where="post",
+            color=colour,
+            linestyle="--",
+            linewidth=1,
+            alpha=0.8,
+        )
+
+
+def _trend_series(runs: list[Run]) -> dict[str, dict[str, list[tuple[dt.datetime, Any]]]]:
+    """spec -> 'technique @ fingerprint' -> [(date, record)], when a fingerprint has runs on at
+    least two dates."""
+    trends: dict[str, dict[str, list[tuple[dt.datetime, Any]]]] = {}
+    for fingerprint, group in _group(runs).items():
+        if len({run.created.date() for run in group}) < 2:
+            continue
+        for run in group:
+            for record in run.records:
+                key = f"{record['technique']} @ {fingerprint}"
+                trends.setdefault(record["spec"], {}).setdefault(key, []).append(
+                    (run.created, record)
+                )
+    return trends
+
+
+def _trend_png(spec: str, series: dict[str, list[tuple[dt.datetime, Any]]]) -> bytes:
+    figure = _figure(12, 4)
+    axes = figure.subplots()
+    for index, (name, points) in enumerate(sorted(series.items())):
+        dates = [date for date, _ in points]
+        speedups = [record["latency"]["speedup"] for _, record in points]
+        lows = [record["latency"]["speedup_interval"][0] for _, record in points]
+        highs = [record["latency"]["speedup_interval"][1] for _, record in points]
+        below = [s - (low if low is not None else s) for s, low in zip(speedups, lows, strict=True)]
+        above = [
+            (high if high is not None else s) - s for s, high in zip(speedups, highs, strict=True)
+        ]
+        axes.errorbar(
+            dates,
+            speedups,
+            yerr=[below, above],
+            marker="o",
+            capsize=3,
+            color=COLOURS[index % len(COLOURS)],
+            label=name,
+        )
+    axes.set(
+        ylabel="speedup vs fp32 reference",
+        title=f"{spec}: speedup over time (bars: confidence interval)",
+    )
+    axes.grid(True, alpha=0.3)
+    axes.legend(fontsize=8)
+    figure.autofmt_xdate()
+    return _png(figure)
+
+
+def _details(run: Run) -> str:
+    rows = [
+        f"<h3>{_e(run.label)} <span class='small'>({_e(run.path.name)})</span></h3>",
+        "<table><tr><th>test</th><th>technique</th><th>speedup [interval]</th>"
+        "<th>p50 ms</th><th>ref p50 ms</th><th>size</th><th>accuracy</th><th>contract</th>"
+        "<th>baseline</th><th>notes</th></tr>",
+    ]
+    for record in run.records:
+        latency = record["latency"]
+        low, high = latency["speedup_interval"]
+        accuracy = accuracy_of(record)
+        checks = "; ".join(
+            f"{c.get('metric')} {c.get('budget')}: {c.get('verdict')}"
+            for c in record.get("checks", [])
+            if isinstance(c, dict)
+        )
+        baseline = record.get("baseline", {})
+        moved = "; ".join(
+            f"{c.get('metric')} {c.get('baseline')} → {c.get('measured')}: {c.get('verdict')}"
+            for c in baseline.get("checks", [])
+            if isinstance(c, dict)
+        )
+        rows.append(
+            f"<tr><td>{_e(record['test'])}</td><td>{_e(record['technique'])}</td>"
+            f"<td>{latency['speedup']:.3g}x [{_bound(low)}, {_bound(high)}]</td>"
+            f"<td>{latency['variant']['stats']['p50'] * 1e3:.4g}</td>"
+            f"<td>{latency['reference']['stats']['p50'] * 1e3:.4g}</td>"
+            f"<td>{record['sizes']['variant_bytes']:,} B</td>"
+            f"<td>{_e(f'{accuracy[0]} {accuracy[1]:.2%}' if accuracy else '-')}</td>"
+            f'<td class="{_state(record)}">{_e(record.get("verdict") or "-")}<br>'
+            f'<span class="small">{_e(checks)}</span></td>'
+            f'<td>{_e(baseline.get("status", "-"))}<br><span class="small">{_e(moved)}</span>'
+            f'</td><td class="small">{_e("; ".join(record["variant"]["notes"]))}</td></tr>'
+        )
+    return "\n".join(rows) + "</table>"

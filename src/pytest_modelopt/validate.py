@@ -21,7 +21,7 @@ Shape = Any
 
 class ShapeError(ValueError):
     def __init__(self, where: str, problem: str) -> None:
-        super().__init__(f"{where or 'the document'}: {problem}")
+        super().__init__(f"{where or 'top level'}: {problem}")
 
 
 def check(value: Any, shape: Shape, where: str = "") -> None:

@@ -44,7 +44,7 @@ ENTRY_SHAPE = {
     "spec": "str",
     "technique": "str",
     "recorded": "str",
-    "speedup": {**_MEASURED, "interval": "interval", "confidence": "number"},
+    "speedup": {**_MEASURED, "value": "positive", "interval": "interval", "confidence": "number"},
     "latency_p50_ms": _MEASURED,
     "reference_p50_ms": _MEASURED,
     "size_bytes": "int",

@@ -11,13 +11,13 @@ from pytest_modelopt.errors import InvalidFileError
 from pytest_modelopt.validate import load_json
 
 SCHEMA = 1
-_STATS = {"stats": {"p50": "number", "n": "int"}}
+_STATS = {"stats": {"p50": "positive", "n": "int"}}
 RECORD_SHAPE = {
     "test": "str",
     "spec": "str",
     "technique": "str",
     "latency": {
-        "speedup": "number",
+        "speedup": "positive",
         "speedup_interval": "interval",
         "rounds": "int",
         "confidence": "number",
@@ -30,12 +30,14 @@ RECORD_SHAPE = {
     },
     "sizes": {
         "variant_bytes": "int",
-        "reference_bytes": "int",
+        "reference_bytes": "positive",
         "variant_gzip_bytes": "int",
-        "reference_gzip_bytes": "int",
+        "reference_gzip_bytes": "positive",
     },
     "accuracy": ("map", "number"),
     "variant": {"notes": ("list", "str")},
+    "efficiency?": "dict",
+    "checks?": ("list", "dict"),
     "verdict?": "str?",
     "baseline?": {"status": "str"},
 }

@@ -1,7 +1,7 @@
 """Checking a loaded JSON document against a declared shape, with errors that name the place.
 
-A shape is a tag (``"str"``, ``"int"``, ``"number"``, ``"interval"``, ``"dict"``, ``"list"``,
-``"any"``; ``"str?"``, ``"number?"`` and ``"interval?"`` also accept null), a dict of keys to
+A shape is a tag (``"str"``, ``"int"``, ``"number"``, ``"positive"``, ``"interval"``,
+``"dict"``, ``"list"``, ``"any"``; ``"str?"``, ``"number?"`` and ``"interval?"`` also accept null), a dict of keys to
 shapes (a key ending in ``?`` is optional; other keys are allowed and ignored), or
 ``("map", shape)`` / ``("list", shape)`` for a str-keyed mapping or a list whose values all
 have ``shape``.
@@ -74,6 +74,8 @@ def _check_tag(value: Any, tag: str, where: str) -> None:
         ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
     elif tag == "number":
         ok = _is_number(value)
+    elif tag == "positive":
+        ok = _is_number(value) and value > 0
     elif tag == "number?":
         ok = value is None or _is_number(value)
     elif tag == "dict":
@@ -89,7 +91,11 @@ def _check_tag(value: Any, tag: str, where: str) -> None:
     else:  # pragma: no cover - a programming error in a declared shape
         raise AssertionError(f"unknown shape tag {tag!r}")
     if not ok:
-        wanted = {"int": "a non-negative integer", "number": "a finite number"}.get(tag, f"a {tag}")
+        wanted = {
+            "int": "a non-negative integer",
+            "number": "a finite number",
+            "positive": "a finite number above 0",
+        }.get(tag, f"a {tag}")
         raise ShapeError(where, f"expected {wanted}, got {_kind(value)}")
 
 

@@ -1,10 +1,10 @@
 """Checking a loaded JSON document against a declared shape, with errors that name the place.
 
 A shape is a tag (``"str"``, ``"int"``, ``"number"``, ``"positive"``, ``"interval"``,
-``"dict"``, ``"list"``, ``"any"``; ``"str?"``, ``"number?"`` and ``"interval?"`` also accept null), a dict of keys to
-shapes (a key ending in ``?`` is optional; other keys are allowed and ignored), or
-``("map", shape)`` / ``("list", shape)`` for a str-keyed mapping or a list whose values all
-have ``shape``.
+``"dict"``, ``"list"``, ``"any"``; ``"str?"``, ``"number?"`` and ``"interval?"`` also accept
+null), a dict of keys to shapes (a key ending in ``?`` is optional; other keys are allowed and
+ignored), or ``("map", shape)`` / ``("list", shape)`` for a str-keyed mapping or a list whose
+values all have ``shape``.
 """
 
 from __future__ import annotations

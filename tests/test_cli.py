@@ -170,3 +170,34 @@ def test_console_script_is_declared() -> None:
     assert done.returncode == 0
     for command in ("compare", "report", "merge"):
         assert command in done.stdout
+
+
+def test_nightly_recipe_uses_tox_environments_that_exist() -> None:
+    yaml = pytest.importorskip("yaml")
+    root = Path(__file__).parents[1]
+    workflow = yaml.safe_load((root / "docs" / "nightly-workflow.yml").read_text())
+    steps = [step.get("run", "") for job in workflow["jobs"].values() for step in job["steps"]]
+    tox_ini = (root / "tox.ini").read_text()
+    for environment in ("nightly", "matrix"):
+        assert f"tox -e {environment}" in steps
+        assert f"[testenv:{environment}]" in tox_ini
+    suites = workflow["jobs"]["suites"]
+    assert suites["strategy"]["fail-fast"] is False
+    assert suites["env"]["MODELOPT_MACHINE"] == "${{ matrix.machine }}"
+    assert workflow["jobs"]["matrix"]["needs"] == "suites"
+
+
+def test_merge_accepts_a_directory(runs: dict[str, Path], tmp_path: Path, capsys) -> None:
+    pytest.importorskip("matplotlib")
+    directory = tmp_path / "results"
+    directory.mkdir()
+    for name in ("a1", "b"):
+        (directory / f"{name}.json").write_text(runs[name].read_text())
+    code, out, _ = run_cli(capsys, "merge", directory, "--html", tmp_path / "m.html")
+    assert code == 0
+    assert "matrix of 2 runs (box-a, box-b)" in out
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, _, err = run_cli(capsys, "merge", empty, "--html", tmp_path / "x.html")
+    assert code == 2
+    assert err == f"modelopt: error: no results files in {empty}\n"

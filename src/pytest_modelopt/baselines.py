@@ -264,7 +264,8 @@ def format_baseline_checks(checks: Iterable[BaselineCheck], title: str) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = [title]
     for index, row in enumerate(rows):
-        lines.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+        cells = zip(row, widths, strict=True)
+        lines.append("  ".join(cell.ljust(width) for cell, width in cells).rstrip())
         if index == 0:
             lines.append("  ".join("-" * width for width in widths))
     return "\n".join(lines + reasons)

@@ -56,7 +56,9 @@ def _parser() -> argparse.ArgumentParser:
     merge = commands.add_parser(
         "merge", help="many runs (machines, dates) as a variant x hardware matrix in HTML"
     )
-    merge.add_argument("runs", type=Path, nargs="+", help="results JSON files")
+    merge.add_argument(
+        "runs", type=Path, nargs="+", help="results JSON files, or directories of them"
+    )
     merge.add_argument("--html", type=Path, required=True, help="the HTML file to write")
     merge.add_argument("--title", default="pytest-modelopt: variant x hardware matrix")
     merge.set_defaults(command=_merge)
@@ -174,7 +176,12 @@ def _merge(args: argparse.Namespace) -> int:
     from pytest_modelopt.htmlreport import render
     from pytest_modelopt.results import load_run
 
-    runs = [load_run(path) for path in args.runs]
+    paths = []
+    for path in args.runs:  # a directory stands for its *.json (tox and Windows do not glob)
+        paths += sorted(path.glob("*.json")) if path.is_dir() else [path]
+    if not paths:
+        raise InvalidFileError(f"no results files in {', '.join(map(str, args.runs))}")
+    runs = [load_run(path) for path in paths]
     args.html.write_text(render(runs, args.title), encoding="utf-8")
     fingerprints = sorted({run.fingerprint for run in runs})
     print(f"matrix of {len(runs)} runs ({', '.join(fingerprints)}) written to {args.html}")

@@ -201,3 +201,23 @@ def test_merge_accepts_a_directory(runs: dict[str, Path], tmp_path: Path, capsys
     code, _, err = run_cli(capsys, "merge", empty, "--html", tmp_path / "x.html")
     assert code == 2
     assert err == f"modelopt: error: no results files in {empty}\n"
+
+
+def test_summary_rows_take_pytest_colours_from_the_worst_state(runs: dict[str, Path]) -> None:
+    from pytest_modelopt.report import results_table
+    from pytest_modelopt.results import load_run
+
+    records = load_run(runs["a1"]).records[:1]
+    assert records[0]["verdict"] == "PASS"
+    colours = {}
+    for status in ("passed", "no baseline", "inconclusive", "regressed"):
+        records[0]["baseline"] = {"status": status}
+        header, row = results_table(records)
+        assert header[1] == {"bold": True}
+        colours[status] = row[1]
+    assert colours == {
+        "passed": {"green": True},
+        "no baseline": {"green": True},
+        "inconclusive": {"yellow": True},
+        "regressed": {"red": True, "bold": True},
+    }

@@ -100,6 +100,9 @@ def _machines(runs: list[Run]) -> str:
             f"{cpu.get('brand', '?')}, {cpu.get('physical_cores', '?')} cores, "
             f"{cpu.get('isa_level', '?')}; {gpus}"
         )
+        detected = last.hardware.get("detected_fingerprint")
+        if detected and detected != fingerprint:
+            hardware += f" (a machine name; detected as {detected})"
         dates = ", ".join(f"{run.created:%Y-%m-%d %H:%M}" for run in group)
         versions = ", ".join(
             f"{name} {last.environment[name]}" for name in VERSIONS if name in last.environment

@@ -10,6 +10,7 @@ workers never measure at once.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import json
 import math
@@ -448,7 +449,7 @@ class ModeloptSession:
             "schema": RESULTS_SCHEMA,
             "created": created,
             "fingerprint": self.hardware.fingerprint,
-            "hardware": self.hardware.to_dict(),
+            "hardware": {**self.hardware.to_dict(), **_detected(self.hardware)},
             "environment": environment(),
             "settings": self.settings.to_dict(),
             "results": self.records,
@@ -466,6 +467,11 @@ def _finite(data: Any) -> Any:
     if isinstance(data, list | tuple):
         return [_finite(value) for value in data]
     return data
+
+
+def _detected(hardware: Hardware) -> dict[str, str]:
+    """The detected fingerprint, which a --modelopt-machine name hides, for reports."""
+    return {"detected_fingerprint": dataclasses.replace(hardware, machine=None).fingerprint}
 
 
 def _now() -> str:

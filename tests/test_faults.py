@@ -50,7 +50,7 @@ for version in itertools.cycle(versions):
 
 
 ENTRIES = 20
-KILLS = 15
+KILLS = 10
 
 
 def big(size: int) -> dict:

@@ -138,7 +138,7 @@ OPTIONS = (
         str,
         None,
         "directory of the baselines, one subdirectory per fingerprint; relative paths are "
-        "relative to the rootdir (default: <rootdir>/baselines)",
+        "relative to the rootdir",
     ),
     Option(
         "speedup_tolerance",
@@ -161,7 +161,7 @@ OPTIONS = (
         _optional_tolerance,
         None,
         "also gate absolute p50 latency against the baseline's times (1 + this), on the same "
-        "detected hardware only; off by default",
+        "detected hardware only",
     ),
     Option(
         "inject_slowdown",
@@ -263,9 +263,12 @@ class Settings:
 def add_options(parser: pytest.Parser) -> None:
     group = parser.getgroup("modelopt", "model performance contracts (pytest-modelopt)")
     for option in OPTIONS:
-        default = {"threads": "auto", "latency_tolerance": "off", "inject_slowdown": "none"}.get(
-            option.name, option.default
-        )
+        default = {
+            "threads": "auto",
+            "latency_tolerance": "off",
+            "inject_slowdown": "none",
+            "baseline_dir": "<rootdir>/baselines",
+        }.get(option.name, option.default)
         if option.ini_type == "bool":
             group.addoption(
                 option.flag,

@@ -267,6 +267,7 @@ def _pareto_png(spec: str, latest: dict[str, Run]) -> bytes:
         title=f"{spec}: latency vs size",
     )
     for axes in (by_accuracy, by_size):
+        axes.margins(x=0.08, y=0.15)  # room for the labels above the highest points
         axes.grid(True, alpha=0.3)
         if axes.get_legend_handles_labels()[0]:
             axes.legend(fontsize=8, title="fingerprint", title_fontsize=8)

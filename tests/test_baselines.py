@@ -381,3 +381,15 @@ def test_store_roundtrip_and_validation(tmp_path: Path) -> None:
     store.save({"t.py::test[a]": entry()}, report)
     assert len(report.errors) == 1
     assert "[not overwritten]" in report.errors[0]
+
+
+def test_new_test_in_a_baselined_module_has_no_entry(baseline_project: pytest.Pytester) -> None:
+    project = baseline_project
+    project.makepyfile(test_toy=FAST_TEST)
+    project.runpytest("--modelopt-save-baseline").assert_outcomes(passed=1)
+    project.makepyfile(test_toy=TWO_TECHNIQUES)
+    result = project.runpytest()
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(
+        ["test_toy  eager  *  no entry", "compared with the baseline for *: 1 passed, 1 no entry"]
+    )

@@ -176,8 +176,9 @@ class ModeloptSession:
             self.baseline_status[nodeid] = {"status": "recorded"}
             return
         stored = self.store.entry(nodeid)
-        if stored is None:
-            self.baseline_status[nodeid] = {"status": "no baseline"}
+        if stored is None:  # a new test in a module that has a baseline: "no entry"
+            file = self.store.load(module_of(nodeid))
+            self.baseline_status[nodeid] = {"status": "no entry" if file else "no baseline"}
             return
         same, differences = self.store.same_hardware(module_of(nodeid))
         for attempt in range(2):

@@ -38,7 +38,11 @@ if TYPE_CHECKING:
 
 RESULTS_SCHEMA = 1
 WORKER_OUTPUT_KEY = "modelopt"
-TIMING_LOCK = Path(tempfile.gettempdir()) / "pytest-modelopt-timing.lock"
+# One lock per user (another user's lock file would not be writable): every pytest process of
+# this user on this machine, xdist workers included, measures one at a time.
+TIMING_LOCK = (
+    Path(tempfile.gettempdir()) / f"pytest-modelopt-timing-{getattr(os, 'getuid', int)()}.lock"
+)
 
 
 class ModeloptSession:

@@ -16,6 +16,7 @@ from pytest_modelopt.config import Settings, add_options
 from pytest_modelopt.errors import (
     ModeloptError,
     PackageMissing,
+    ParameterError,
     RequirementMissing,
     SpecError,
     UnknownTechniqueError,
@@ -29,11 +30,11 @@ if TYPE_CHECKING:
     from pytest_modelopt.spec import ModelSpec
 
 SESSION_KEY = pytest.StashKey[ModeloptSession]()
-MODELOPT_MARKER_KEYWORDS = frozenset({"techniques", "spec"})
+MODELOPT_MARKER_KEYWORDS = frozenset({"techniques", "spec", "params"})
 MARKERS = (
-    "modelopt(techniques, spec='modelopt_spec'): run the test once per listed technique; the "
-    "modelopt_variant fixture gives each variant of the ModelSpec returned by the fixture named "
-    "spec, built and measured",
+    "modelopt(techniques, spec='modelopt_spec', params=None): run the test once per listed "
+    "technique; the modelopt_variant fixture gives each variant of the ModelSpec returned by the "
+    "fixture named spec, built with params[technique] and measured",
     "modelopt_requires(gpu=False, backend=None, isa=None, packages=None): skip unless this "
     "machine has it (a missing package fails under --modelopt-strict)",
 )
@@ -96,7 +97,42 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             get_technique(name)
         except UnknownTechniqueError as error:
             pytest.fail(f"{metafunc.definition.nodeid}: {error}", pytrace=False)
+    params = marker.kwargs.get("params")
+    try:
+        for name in techniques:
+            technique_params(params, name, validate=True)
+        stray = set(params or {}) - {
+            part for name in techniques for part in (name, *name.split("+"))
+        }
+        if stray:
+            raise ParameterError(
+                f"params for {', '.join(sorted(stray))}, which this test does not run "
+                f"(techniques: {', '.join(techniques)})"
+            )
+    except (ParameterError, UnknownTechniqueError) as error:
+        pytest.fail(f"{metafunc.definition.nodeid}: {error}", pytrace=False)
     metafunc.parametrize("modelopt_technique", techniques, ids=techniques)
+
+
+def technique_params(params: Any, technique: str, *, validate: bool = False) -> dict[str, Any]:
+    """The marker's parameters for ``technique``: ``params[technique]``, or for a chain the
+    entries of its components. With ``validate``, also check them against the technique."""
+    if params is None:
+        return {}
+    if not isinstance(params, dict) or not all(isinstance(v, dict) for v in params.values()):
+        raise ParameterError(
+            "params must map technique names to dicts of parameters, e.g. "
+            "params={'pruned_structured': {'ratio': 0.5}}"
+        )
+    found = get_technique(technique)
+    chosen = (
+        {name: params[name] for name in found.components if name in params}
+        if found.components
+        else params.get(technique, {})
+    )
+    if validate:
+        found.resolve_params(chosen)
+    return dict(chosen)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
@@ -184,7 +220,10 @@ def modelopt_variant(
     session = request.config.stash[SESSION_KEY]
     evaluator = session.evaluator(spec, _modelopt_workdir / spec.name)
     try:
-        result = evaluator.evaluate(modelopt_technique)
+        params = technique_params(
+            marker.kwargs.get("params") if marker else None, modelopt_technique
+        )
+        result = evaluator.evaluate(modelopt_technique, params)
     except RequirementMissing as missing:
         _skip_or_fail(session, missing)
     except ModeloptError as error:

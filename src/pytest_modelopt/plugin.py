@@ -97,21 +97,26 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             get_technique(name)
         except UnknownTechniqueError as error:
             pytest.fail(f"{metafunc.definition.nodeid}: {error}", pytrace=False)
-    params = marker.kwargs.get("params")
+    problem = _params_problem(marker.kwargs.get("params"), techniques)
+    if problem:
+        pytest.fail(f"{metafunc.definition.nodeid}: {problem}", pytrace=False)
+    metafunc.parametrize("modelopt_technique", techniques, ids=techniques)
+
+
+def _params_problem(params: Any, techniques: list[str]) -> str | None:
+    """What is wrong with a marker's ``params`` for these techniques, or None."""
     try:
         for name in techniques:
             technique_params(params, name, validate=True)
-        stray = set(params or {}) - {
-            part for name in techniques for part in (name, *name.split("+"))
-        }
-        if stray:
-            raise ParameterError(
-                f"params for {', '.join(sorted(stray))}, which this test does not run "
-                f"(techniques: {', '.join(techniques)})"
-            )
     except (ParameterError, UnknownTechniqueError) as error:
-        pytest.fail(f"{metafunc.definition.nodeid}: {error}", pytrace=False)
-    metafunc.parametrize("modelopt_technique", techniques, ids=techniques)
+        return str(error)
+    stray = set(params or {}) - {part for name in techniques for part in (name, *name.split("+"))}
+    if stray:
+        return (
+            f"params for {', '.join(sorted(stray))}, which this test does not run "
+            f"(techniques: {', '.join(techniques)})"
+        )
+    return None
 
 
 def technique_params(params: Any, technique: str, *, validate: bool = False) -> dict[str, Any]:

@@ -48,6 +48,13 @@ def test_export_runs_the_saved_program(evaluator: Evaluator) -> None:
     assert result.accuracy["max_abs_error"] < 1e-5
 
 
+def test_export_of_a_single_item_example_keeps_the_batch_dynamic(tmp_path) -> None:
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3))
+    spec = ModelSpec.from_torch("one", lambda: model, example_input=torch.randn(1, 4))
+    variant = Evaluator(spec, settings=QUICK, workdir=tmp_path).build("export")
+    assert variant.run(torch.randn(5, 4)).shape == (5, 3)
+
+
 def test_compile_records_compile_time_and_caches_kernels(evaluator: Evaluator) -> None:
     result = evaluator.evaluate("compile")
     details = result.variant.details
@@ -82,6 +89,9 @@ def test_static_int8_pt2e_inserts_quantize_ops(evaluator: Evaluator) -> None:
     assert details["path"].startswith("pt2e")
     assert details["quantize_ops"] >= 2
     assert details["compile_seconds"] > 0
+    state = torch.load(result.variant.files[0], weights_only=False)
+    assert sum(v.dtype == torch.int8 for v in state.values()) == 2  # the two int8 weights
+    assert not any(v.dtype == torch.float32 and v.dim() == 2 for v in state.values())
     assert result.accuracy["top1_agreement"] >= 0.95
 
 

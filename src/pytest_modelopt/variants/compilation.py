@@ -24,7 +24,14 @@ def export_program(model: Any, example: Any, technique: str, model_name: str) ->
     """
     import torch
 
-    args = example_args(example)
+    # A dimension of size 1 is specialized by torch.export, so a single-item example would give a
+    # program that only runs at batch 1: trace on the example repeated twice instead.
+    args = tuple(
+        torch.cat([arg, arg])
+        if isinstance(arg, torch.Tensor) and arg.dim() and len(arg) == 1
+        else arg
+        for arg in example_args(example)
+    )
     dynamic = tuple(
         {0: torch.export.Dim.AUTO} if isinstance(arg, torch.Tensor) and arg.dim() else None
         for arg in args

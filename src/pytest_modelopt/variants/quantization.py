@@ -133,14 +133,16 @@ def _quantized_variant(
     details: dict[str, Any],
     notes: list[str],
     run_model: Any = None,
+    state: dict[str, Any] | None = None,
 ) -> Variant:
-    """Save ``model``'s state and wrap ``run_model`` (default: the model) as the variant."""
+    """Save ``state`` (default: the model's state dict) and wrap ``run_model`` (default: the
+    model) as the variant."""
     import torch
 
     from pytest_modelopt.torchtools import call_model
 
     path = ctx.workdir / "model.pt"
-    torch.save(model.state_dict(), path)
+    torch.save(model.state_dict() if state is None else state, path)
     runner = run_model if run_model is not None else model
 
     def run(batch: object) -> object:
@@ -278,9 +280,17 @@ def _static_int8_pt2e(ctx: BuildContext, batches: list[Any]) -> Variant:
         },
         notes=recorded.notes + compile_notes,
         run_model=compiled,
+        state=_graph_state(converted),
     )
     variant.runtime = f"torch.compile {torch.__version__}"
     return variant
+
+
+def _graph_state(module: Any) -> dict[str, Any]:
+    """The tensors a graph module's graph reads: convert_pt2e folds int8 weights into new
+    attributes and leaves the fp32 originals on the module, unused; they must not count."""
+    used = {node.target for node in module.graph.nodes if node.op == "get_attr"}
+    return {name: value for name, value in module.state_dict().items() if name in used}
 
 
 @register_technique(

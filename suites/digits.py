@@ -1,13 +1,20 @@
-"""A small CNN trained on scikit-learn's bundled digits (8x8 images), with real test accuracy.
+"""Models trained on scikit-learn's bundled digits (8x8 images), with real test accuracy.
 
-Training takes a few seconds; the weights are cached in pytest's cache directory, keyed by a hash
-of everything that shapes them, so later runs load them.
+- ``digits_cnn``: a small CNN on the 8x8 images (a few seconds of training);
+- ``resnet18_digits``: timm's resnet18 with one input channel, on the images upscaled to 32x32
+  (about a minute);
+- ``digits_gru``: a GRU reading each image row by row, 8 steps of 8 pixels (a few seconds).
+
+Weights are cached in pytest's cache directory, keyed by a hash of everything that shapes them,
+so later runs load them. Each spec carries training batches for the techniques that fine-tune or
+distill.
 """
 
 from __future__ import annotations
 
 import hashlib
 import inspect
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -57,9 +64,11 @@ def digits_split() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tens
     )
 
 
-def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int = EPOCHS) -> nn.Module:
+def train(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int = EPOCHS, lr: float = 3e-3
+) -> nn.Module:
     torch.manual_seed(SEED)
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     model.train()
     for _ in range(epochs):
         order = torch.randperm(len(x))
@@ -71,32 +80,110 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int = EPOC
     return model.eval()
 
 
-def trained_digits_cnn(cache_dir: Path) -> nn.Module:
-    key = hashlib.sha256(
-        (inspect.getsource(DigitsCNN) + inspect.getsource(train) + f"{SEED}-{EPOCHS}").encode()
-        + torch.__version__.encode()
-    ).hexdigest()[:12]
-    path = cache_dir / f"digits-cnn-{key}.pt"
+class DigitsGRU(nn.Module):
+    """Reads an image row by row: 8 steps of 8 pixels, then classifies the last hidden state."""
+
+    def __init__(self, hidden: int = 64) -> None:
+        super().__init__()
+        self.rnn = nn.GRU(8, hidden, batch_first=True)
+        self.head = nn.Linear(hidden, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        output, _ = self.rnn(x)
+        return self.head(output[:, -1])
+
+
+def resnet18_digits() -> nn.Module:
+    import timm
+
+    return timm.create_model("resnet18", pretrained=False, in_chans=1, num_classes=10)
+
+
+def as_32x32(images: torch.Tensor) -> torch.Tensor:
+    return nn.functional.interpolate(images, size=(32, 32), mode="bilinear", align_corners=False)
+
+
+def as_rows(images: torch.Tensor) -> torch.Tensor:
+    return images[:, 0]  # (N, 8 rows, 8 pixels)
+
+
+def trained(
+    name: str,
+    factory: Callable[[], nn.Module],
+    cache_dir: Path,
+    *,
+    epochs: int = EPOCHS,
+    transform: Callable[[torch.Tensor], torch.Tensor] = lambda x: x,
+    lr: float = 3e-3,
+) -> nn.Module:
+    """``factory()`` trained on the digits training split (cached by what shapes the weights)."""
     torch.manual_seed(SEED)
-    model = DigitsCNN()
+    model = factory()
+    source = "".join(_source(item) for item in (type(model), factory, transform, train))
+    key = hashlib.sha256(f"{source}{SEED}-{epochs}-{lr}{torch.__version__}".encode())
+    path = cache_dir / f"{name}-{key.hexdigest()[:12]}.pt"
     if path.is_file():
         model.load_state_dict(torch.load(path, weights_only=True))
         return model.eval()
     x_train, _, y_train, _ = digits_split()
-    train(model, x_train, y_train)
+    train(model, transform(x_train), y_train, epochs=epochs, lr=lr)
     tmp = path.with_suffix(".tmp")
     torch.save(model.state_dict(), tmp)
     tmp.replace(path)
     return model
 
 
-def digits_spec(cache_dir: Path) -> ModelSpec:
-    x_train, x_test, _, y_test = digits_split()
+def _source(item: object) -> str:
+    try:
+        return inspect.getsource(item)  # type: ignore[arg-type]
+    except (TypeError, OSError):
+        return repr(item)
+
+
+def digits_data_spec(
+    name: str,
+    factory: Callable[[], nn.Module],
+    transform: Callable[[torch.Tensor], torch.Tensor] = lambda x: x,
+    **kwargs: object,
+) -> ModelSpec:
+    """A spec with the digits test split as eval data, and training batches from the train split."""
+    x_train, x_test, y_train, y_test = digits_split()
+    x_train, x_test = transform(x_train), transform(x_test)
     return ModelSpec.from_torch(
-        "digits_cnn",
-        lambda: trained_digits_cnn(cache_dir),
+        name,
+        factory,
         example_input=x_test[:1],
         calibration_data=list(x_train[:512].split(64)),
         eval_data=list(zip(x_test.split(120), y_test.split(120), strict=True)),
+        train_data=list(zip(x_train.split(64), y_train.split(64), strict=True)),
+        **kwargs,
+    )
+
+
+def digits_spec(cache_dir: Path) -> ModelSpec:
+    return digits_data_spec(
+        "digits_cnn",
+        lambda: trained("digits-cnn", DigitsCNN, cache_dir),
         description="CNN trained on scikit-learn digits (8x8), real test accuracy",
+    )
+
+
+def resnet18_digits_spec(cache_dir: Path) -> ModelSpec:
+    return digits_data_spec(
+        "resnet18_digits",
+        lambda: trained(
+            "resnet18-digits", resnet18_digits, cache_dir, epochs=3, transform=as_32x32, lr=2e-3
+        ),
+        transform=as_32x32,
+        description="timm resnet18 (in_chans=1) trained on digits upscaled to 32x32",
+    )
+
+
+def digits_gru_spec(cache_dir: Path) -> ModelSpec:
+    return digits_data_spec(
+        "digits_gru",
+        lambda: trained("digits-gru", DigitsGRU, cache_dir, transform=as_rows),
+        transform=as_rows,
+        student=lambda: DigitsGRU(hidden=24),
+        description="GRU reading digits row by row (8 steps of 8 pixels), real test accuracy",
     )

@@ -23,8 +23,31 @@ CONTRACTS = {
     "onnxruntime_dynamic_int8": {"size_ratio": "<=0.3"},
     "openvino": {"speedup": ">=1.3"},
     "openvino_fp32": {"speedup": ">=1.3", "top1_agreement": ">=99%", "max_abs_error": "<=1e-3"},
+    # torch techniques: compiled graphs and int8 must pay in speed; pruning and factorization in
+    # size (their accuracy is meaningless on random weights, see test_digits for that).
+    "export": {"speedup": ">=0.9", "top1_agreement": ">=99%"},
+    "compile": {"speedup": ">=1.0", "top1_agreement": ">=99%"},
+    "static_int8": {"speedup": ">=1.5", "size_ratio": "<=0.3"},
+    "pruned_structured": {"speedup": ">=1.2", "size_ratio": "<=0.6"},
+    "lowrank": {"size_ratio": "<=0.95"},
+    "clustered": {"size_ratio": "<=0.2"},
+    "pruned_structured+static_int8": {"speedup": ">=1.5", "size_ratio": "<=0.2"},
 }
 TECHNIQUES = list(CONTRACTS)
+# The ViT: timm's attention is pruned in head dimensions (heads kept) by torch-pruning.
+VIT_TECHNIQUES = [
+    "eager",
+    "torchscript",
+    "export",
+    "compile",
+    "dynamic_int8",
+    "static_int8",
+    "pruned_structured",
+    "lowrank",
+    "clustered",
+    "onnxruntime",
+    "openvino",
+]
 
 
 @pytest.fixture(scope="module")
@@ -47,4 +70,17 @@ def test_mobilenetv3_small_100(modelopt_variant):
     contract = dict(CONTRACTS[modelopt_variant.technique])
     if modelopt_variant.technique == "dynamic_int8":
         contract["size_ratio"] = "<=0.8"  # the 1024x1000 head is most of this model's bytes
+    modelopt_variant.expect(**contract)
+
+
+@pytest.fixture(scope="module")
+def vit_tiny_patch16_224() -> ModelSpec:
+    return ModelSpec.from_timm("vit_tiny_patch16_224")
+
+
+@pytest.mark.modelopt(spec="vit_tiny_patch16_224", techniques=VIT_TECHNIQUES)
+def test_vit_tiny_patch16_224(modelopt_variant):
+    contract = dict(CONTRACTS[modelopt_variant.technique])
+    if modelopt_variant.technique == "dynamic_int8":
+        contract = {"speedup": ">=1.0", "size_ratio": "<=0.4"}  # a ViT is mostly Linear layers
     modelopt_variant.expect(**contract)

@@ -48,3 +48,26 @@ def mlp_spec(linear: type[nn.Linear] = nn.Linear) -> ModelSpec:
         example_input=torch.randn(4, 16, generator=generator),
         eval_data=[(torch.randn(256, 16, generator=generator), None)],
     )
+
+
+def labelled_batches(
+    count: int, seed: int, size: int = 64
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Fresh batches of the MLP's rule, with labels: training data for the techniques that train."""
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(count * size, 16, generator=generator)
+    return list(zip(x.split(size), x[:, :10].argmax(dim=1).split(size), strict=True))
+
+
+def trainable_mlp_spec() -> ModelSpec:
+    """The trained MLP with calibration and training batches (and labelled eval data)."""
+    spec = mlp_spec()
+    test = labelled_batches(2, seed=2, size=256)
+    return ModelSpec.from_torch(
+        "mlp",
+        spec.factory,
+        example_input=spec.example_input,
+        calibration_data=[x for x, _ in labelled_batches(8, seed=3)],
+        train_data=labelled_batches(16, seed=4),
+        eval_data=test,
+    )

@@ -6,6 +6,7 @@ Every error says which model, which technique and what to do about it::
     ├── SpecError                 a ModelSpec is malformed (no inputs, a factory that fails)
     ├── UnknownTechniqueError     a technique name that nobody registered
     ├── BudgetError               a budget that cannot be read (unknown metric, bad threshold)
+    ├── ParameterError            a technique parameter that the technique does not take
     ├── RequirementMissing        this machine lacks what a technique needs
     │   ├── PackageMissing        a Python package is not installed (a failure under strict mode)
     │   ├── HardwareMissing       a GPU or ISA extension is absent (always a skip)
@@ -37,6 +38,10 @@ class UnknownTechniqueError(ModeloptError, KeyError):
 
 class BudgetError(ModeloptError, ValueError):
     """A budget that cannot be parsed or names an unknown metric."""
+
+
+class ParameterError(ModeloptError, ValueError):
+    """A technique parameter that the technique does not define, or a value it cannot use."""
 
 
 class RequirementMissing(ModeloptError):

@@ -180,10 +180,13 @@ class Evaluator:
         self._reference_outputs: list[np.ndarray] | None = None
 
     def build(self, technique_name: str, params: Mapping[str, Any] | None = None) -> Variant:
-        """Build a variant (once per technique); raises RequirementMissing if it cannot run here."""
-        if technique_name in self._variants:
-            return self._variants[technique_name]
+        """Build a variant (once per technique and parameters); raises RequirementMissing if it
+        cannot run here, ParameterError for a parameter the technique does not take."""
         technique = get_technique(technique_name)
+        merged = technique.resolve_params(params)
+        key = f"{technique_name} {sorted(merged.items())!r}" if params else technique_name
+        if key in self._variants:
+            return self._variants[key]
         missing = technique.unmet(self.hardware)
         if missing is not None:
             raise missing
@@ -200,8 +203,9 @@ class Evaluator:
             model=copy.deepcopy(self.spec.load()),
             workdir=workdir,
             hardware=self.hardware,
-            params={**technique.defaults, **(params or {})},
+            params=merged,
             threads=self.settings.threads,
+            cache_dir=self.cache_dir,
             log=self.log,
         )
         self.log(f"{self.spec.name}[{technique_name}]: building")
@@ -219,7 +223,7 @@ class Evaluator:
         variant.memory["build_peak_mb"] = build_memory.host_mb
         self._first_call(variant)
         self.log(f"{self.spec.name}[{technique_name}]: built in {variant.build_seconds:.1f} s")
-        self._variants[technique_name] = variant
+        self._variants[key] = variant
         return variant
 
     def _first_call(self, variant: Variant) -> None:

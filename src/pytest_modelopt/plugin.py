@@ -17,6 +17,7 @@ from pytest_modelopt.errors import (
     ContractViolation,
     ModeloptError,
     PackageMissing,
+    ParameterError,
     RequirementMissing,
     SpecError,
     UnknownTechniqueError,
@@ -33,11 +34,11 @@ if TYPE_CHECKING:
 SESSION_KEY = pytest.StashKey[ModeloptSession]()
 RESULT_KEY = pytest.StashKey["VariantResult"]()
 TOLERANCES_KEY = pytest.StashKey["Tolerances"]()
-MODELOPT_MARKER_KEYWORDS = frozenset({"techniques", "spec"})
+MODELOPT_MARKER_KEYWORDS = frozenset({"techniques", "spec", "params"})
 MARKERS = (
-    "modelopt(techniques, spec='modelopt_spec'): run the test once per listed technique; the "
-    "modelopt_variant fixture gives each variant of the ModelSpec returned by the fixture named "
-    "spec, built and measured",
+    "modelopt(techniques, spec='modelopt_spec', params=None): run the test once per listed "
+    "technique; the modelopt_variant fixture gives each variant of the ModelSpec returned by the "
+    "fixture named spec, built with params[technique] and measured",
     "modelopt_requires(gpu=False, backend=None, isa=None, packages=None): skip unless this "
     "machine has it (a missing package fails under --modelopt-strict)",
     "modelopt_baseline(speedup_tolerance=None, size_tolerance=None, accuracy_tolerance=None, "
@@ -103,7 +104,47 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             get_technique(name)
         except UnknownTechniqueError as error:
             pytest.fail(f"{metafunc.definition.nodeid}: {error}", pytrace=False)
+    problem = _params_problem(marker.kwargs.get("params"), techniques)
+    if problem:
+        pytest.fail(f"{metafunc.definition.nodeid}: {problem}", pytrace=False)
     metafunc.parametrize("modelopt_technique", techniques, ids=techniques)
+
+
+def _params_problem(params: Any, techniques: list[str]) -> str | None:
+    """What is wrong with a marker's ``params`` for these techniques, or None."""
+    try:
+        for name in techniques:
+            technique_params(params, name, validate=True)
+    except (ParameterError, UnknownTechniqueError) as error:
+        return str(error)
+    stray = set(params or {}) - {part for name in techniques for part in (name, *name.split("+"))}
+    if stray:
+        return (
+            f"params for {', '.join(sorted(stray))}, which this test does not run "
+            f"(techniques: {', '.join(techniques)})"
+        )
+    return None
+
+
+def technique_params(params: Any, technique: str, *, validate: bool = False) -> dict[str, Any]:
+    """The marker's parameters for ``technique``: ``params[technique]``, or for a chain the
+    entries of its components. With ``validate``, also check them against the technique."""
+    if params is None:
+        return {}
+    if not isinstance(params, dict) or not all(isinstance(v, dict) for v in params.values()):
+        raise ParameterError(
+            "params must map technique names to dicts of parameters, e.g. "
+            "params={'pruned_structured': {'ratio': 0.5}}"
+        )
+    found = get_technique(technique)
+    chosen = (
+        {name: params[name] for name in found.components if name in params}
+        if found.components
+        else params.get(technique, {})
+    )
+    if validate:
+        found.resolve_params(chosen)
+    return dict(chosen)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
@@ -231,7 +272,12 @@ def modelopt_variant(
     problem = None
     try:
         session.check_baseline_file(nodeid)
-        result = session.evaluate(nodeid, spec, modelopt_technique, _modelopt_workdir / spec.name)
+        params = technique_params(
+            marker.kwargs.get("params") if marker else None, modelopt_technique
+        )
+        result = session.evaluate(
+            nodeid, spec, modelopt_technique, _modelopt_workdir / spec.name, params
+        )
     except RequirementMissing as missing:
         _skip_or_fail(session, missing)
     except ModeloptError as error:

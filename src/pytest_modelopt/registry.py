@@ -5,6 +5,10 @@ ids. It declares its requirements (packages, a GPU, ISA extensions), so that a t
 the techniques this machine cannot run. Registering imports nothing heavy: backends are imported
 inside each build function.
 
+Techniques chain with ``+``: ``pruned_structured+static_int8`` builds the first technique, then
+the second on the torch module it yields (its ``Variant.model``). A chain's parameters are given
+per component: ``{"pruned_structured": {"ratio": 0.3}, "static_int8": {...}}``.
+
 Third-party packages add techniques by calling :func:`register_technique` in a module named by an
 entry point of the group ``pytest_modelopt.techniques``.
 """
@@ -21,8 +25,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pytest_modelopt.errors import (
+    BuildError,
     HardwareMissing,
     PackageMissing,
+    ParameterError,
     RequirementMissing,
     UnknownTechniqueError,
 )
@@ -41,12 +47,20 @@ BACKENDS: dict[str, tuple[tuple[str, ...], str]] = {
     "openvino": (("openvino",), "openvino"),
     "tensorflow": (("tensorflow",), "tensorflow"),
     "litert": (("ai_edge_litert",), "tensorflow"),
+    "torch_pruning": (("torch_pruning",), "pruning"),
+    "torchao": (("torchao",), "torchao"),
 }
 # Modules holding the built-in techniques; imported on the first registry lookup.
 BUILTIN_MODULES = (
     "pytest_modelopt.variants.torch_eager",
     "pytest_modelopt.variants.torchscript",
     "pytest_modelopt.variants.quantization",
+    "pytest_modelopt.variants.compilation",
+    "pytest_modelopt.variants.precision",
+    "pytest_modelopt.variants.pruning",
+    "pytest_modelopt.variants.lowrank",
+    "pytest_modelopt.variants.clustering",
+    "pytest_modelopt.variants.distillation",
     "pytest_modelopt.variants.onnx_runtime",
     "pytest_modelopt.variants.openvino",
 )
@@ -117,6 +131,33 @@ class Technique:
     frameworks: tuple[str, ...] = ("torch",)
     description: str = ""
     defaults: Mapping[str, Any] = field(default_factory=dict)
+    components: tuple[str, ...] = ()  # the techniques of a chain, in order
+
+    def resolve_params(self, params: Mapping[str, Any] | None) -> dict[str, Any]:
+        """The defaults overridden by ``params``; a name the technique does not take is an error.
+
+        A chain's parameters are a mapping per component, each resolved by that component.
+        """
+        params = dict(params or {})
+        if self.components:
+            unknown = set(params) - set(self.components)
+            if unknown:
+                raise ParameterError(
+                    f"{self.name}: parameters of a chain are given per component "
+                    f"({', '.join(self.components)}); got {', '.join(sorted(unknown))}"
+                )
+            return {
+                name: get_technique(name).resolve_params(params.get(name))
+                for name in self.components
+            }
+        unknown = set(params) - set(self.defaults)
+        if unknown:
+            known = ", ".join(sorted(self.defaults)) or "none"
+            raise ParameterError(
+                f"{self.name} takes no parameter {', '.join(repr(n) for n in sorted(unknown))}; "
+                f"its parameters: {known}"
+            )
+        return {**self.defaults, **params}
 
     def unmet(self, hardware: Hardware) -> RequirementMissing | None:
         try:
@@ -172,6 +213,8 @@ def register_technique(
 
 def get_technique(name: str) -> Technique:
     _load_builtins()
+    if "+" in name:
+        return _chain([get_technique(part.strip()) for part in name.split("+")])
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -187,6 +230,49 @@ def list_techniques(pattern: str = "*", exclude: Iterable[str] = ()) -> list[str
     names = fnmatch.filter(sorted(_REGISTRY), pattern)
     excluded = set().union(*(fnmatch.filter(names, p) for p in exclude))
     return [name for name in names if name not in excluded]
+
+
+def _chain(parts: list[Technique]) -> Technique:
+    """One technique that builds each part on the torch module the previous part yields."""
+    name = "+".join(part.name for part in parts)
+    if len(parts) < 2 or any(part.components for part in parts):
+        raise UnknownTechniqueError(f"{name!r} is not a chain of registered techniques")
+    frameworks = set(parts[0].frameworks).intersection(*(part.frameworks for part in parts))
+    requires = parts[0].requires
+    for part in parts[1:]:
+        requires = requires + part.requires
+
+    def build(ctx: BuildContext) -> Variant:
+        import dataclasses
+
+        model, notes, details = ctx.model, [], {}
+        for index, part in enumerate(parts):
+            step = dataclasses.replace(
+                ctx, model=model, params=ctx.params[part.name], workdir=ctx.workdir / part.name
+            )
+            step.workdir.mkdir(parents=True, exist_ok=True)
+            ctx.log(f"{ctx.spec.name}[{name}]: step {index + 1}/{len(parts)}: {part.name}")
+            variant = part.build(step)
+            notes += [f"{part.name}: {note}" for note in variant.notes]
+            details[part.name] = variant.details
+            if index < len(parts) - 1:
+                if variant.model is None:
+                    raise BuildError(
+                        f"{name}: {part.name} yields no torch module for {parts[index + 1].name} "
+                        "to start from; put it last in the chain"
+                    )
+                model = variant.model
+        variant.technique, variant.details, variant.notes = name, details, notes
+        return variant
+
+    return Technique(
+        name=name,
+        build=build,
+        requires=requires,
+        frameworks=tuple(sorted(frameworks)),
+        description=" then ".join(part.name for part in parts),
+        components=tuple(part.name for part in parts),
+    )
 
 
 def _load_builtins() -> None:

@@ -17,7 +17,7 @@ import math
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -134,7 +134,12 @@ class ModeloptSession:
             self._lock.release()
 
     def evaluate(
-        self, nodeid: str, spec: ModelSpec, technique: str, workdir: Path
+        self,
+        nodeid: str,
+        spec: ModelSpec,
+        technique: str,
+        workdir: Path,
+        params: Mapping[str, Any] | None = None,
     ) -> VariantResult:
         """Build and measure one variant with the timing lock held (building too: a build in
         another worker would disturb this one's timing as much as another measurement)."""
@@ -144,8 +149,8 @@ class ModeloptSession:
             if slowdown:
                 from pytest_modelopt.testing import inject_slowdown
 
-                inject_slowdown(evaluator.build(technique), slowdown)
-            result = evaluator.evaluate(technique)
+                inject_slowdown(evaluator.build(technique, params), slowdown)
+            result = evaluator.evaluate(technique, params)
         result.remeasure = self._locked(nodeid, result.remeasure)
         return result
 

@@ -20,7 +20,10 @@ class ModelSpec:
     private copy. ``example_input`` is the batch that latency is measured on;
     ``calibration_data`` feeds static quantization and BatchNorm recalibration; ``eval_data``
     holds ``(inputs, labels)`` pairs (labels may be None) for accuracy. Without labels, accuracy
-    means agreement with the reference.
+    means agreement with the reference. ``train_data`` holds ``(inputs, labels)`` batches for the
+    techniques that fine-tune or train (qat_int8, pruning with fine-tuning, distilled); labels may
+    be None where only the teacher's outputs are learned from. ``student`` returns the model that
+    ``distilled`` trains, where the default (a narrower copy of the model) is not wanted.
     """
 
     name: str
@@ -28,6 +31,8 @@ class ModelSpec:
     example_input: Batch
     calibration_data: Sequence[Batch] = ()
     eval_data: Sequence[tuple[Batch, Any]] = ()
+    train_data: Sequence[tuple[Batch, Any]] = ()
+    student: Callable[[], Any] | None = None
     batch_size: int = 1
     description: str = ""
     _model: Any = field(default=None, init=False, repr=False)

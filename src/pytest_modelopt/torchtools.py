@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -45,3 +47,78 @@ def parameter_counts(model: nn.Module) -> tuple[int, int]:
             total += tensor.numel()
             nonzero += int(torch.count_nonzero(tensor))
     return total, nonzero
+
+
+def output_tensor(output: Any) -> torch.Tensor:
+    """The prediction of a model output: the output itself, or the first of a tuple."""
+    return output[0] if isinstance(output, (tuple, list)) else output
+
+
+def parameter_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def classifier_layer(model: nn.Module, example: Any) -> nn.Module | None:
+    """The last Linear or Conv whose output width is the model's: pruning leaves it alone."""
+    with torch.no_grad():
+        width = output_tensor(call_model(model.eval(), example)).shape[-1]
+    candidates = [
+        m
+        for m in model.modules()
+        if (isinstance(m, nn.Linear) and m.out_features == width)
+        or (isinstance(m, nn.Conv2d) and m.out_channels == width)
+    ]
+    return candidates[-1] if candidates else None
+
+
+def fine_tune(
+    model: nn.Module,
+    batches: Sequence[tuple[Any, Any]],
+    *,
+    steps: int,
+    lr: float,
+    loss: Callable[[Any, Any, Any], torch.Tensor] | None = None,
+    max_seconds: float | None = None,
+) -> int:
+    """Train ``model`` for up to ``steps`` steps (cycling over ``batches``); the steps taken.
+
+    ``loss(outputs, labels, inputs)`` defaults to cross-entropy against the labels.
+    """
+    if steps <= 0:
+        return 0
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
+    loss = loss or (lambda out, labels, _: nn.functional.cross_entropy(out, labels))
+    start = time.perf_counter()
+    model.train()
+    taken = 0
+    with torch.enable_grad():
+        while taken < steps:
+            for inputs, labels in batches:
+                optimizer.zero_grad()
+                loss(output_tensor(call_model(model, inputs)), labels, inputs).backward()
+                optimizer.step()
+                taken += 1
+                out_of_time = max_seconds is not None and time.perf_counter() - start > max_seconds
+                if taken >= steps or out_of_time:
+                    model.eval()
+                    return taken
+    model.eval()
+    return taken
+
+
+def save_module(model: nn.Module, path: Path) -> Path:
+    """Save a whole module (architecture and weights): for models whose layers were rebuilt."""
+    torch.save(model, path)
+    return path
+
+
+def training_batches(spec: Any, technique: str) -> list[tuple[Any, Any]]:
+    """The spec's ``train_data``, or a SpecError saying that ``technique`` needs it."""
+    from pytest_modelopt.errors import SpecError
+
+    if not spec.train_data:
+        raise SpecError(
+            f"{technique} trains {spec.name}, whose ModelSpec has no train_data: pass "
+            "train_data=[(inputs, labels), ...] batches (labels may be None for distilled)"
+        )
+    return list(spec.train_data)

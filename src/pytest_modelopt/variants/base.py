@@ -22,6 +22,7 @@ class BuildContext:
     ``model`` is a private copy of the fp32 reference model: a technique may change it in place.
     Files the variant needs go under ``workdir``; ``log`` reports progress to the user.
     ``threads`` is the harness's thread count: runtimes with their own pools use it too.
+    ``cache_dir`` is a directory kept between sessions (pytest's cache), for compiler caches.
     """
 
     spec: ModelSpec
@@ -30,6 +31,7 @@ class BuildContext:
     hardware: Hardware
     params: dict[str, Any] = field(default_factory=dict)
     threads: int | None = None
+    cache_dir: Path | None = None
     log: Callable[[str], None] = lambda message: None
 
 
@@ -39,7 +41,9 @@ class Variant:
 
     ``run(batch)`` returns the model's output for one batch. ``files`` are what would be shipped
     (all of them count towards the size). ``details`` says how it runs (path taken, engine,
-    providers) and ``notes`` what the user should know (fallbacks, deprecations).
+    providers) and ``notes`` what the user should know (fallbacks, deprecations). ``model`` is
+    the transformed torch module where the technique yields one (pruning, low-rank, ...): the next
+    technique of a chain such as ``pruned_structured+static_int8`` starts from it.
     """
 
     technique: str
@@ -53,6 +57,7 @@ class Variant:
     build_seconds: float = 0.0
     first_call_seconds: float = 0.0
     memory: dict[str, Any] = field(default_factory=dict)
+    model: Any = field(default=None, repr=False)
 
     @property
     def runtime_family(self) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from pytest_modelopt.errors import BuildError, NoEffectError
+from pytest_modelopt.errors import BuildError, NoEffectError, ParameterError, SpecError
 from pytest_modelopt.registry import register_technique
 from pytest_modelopt.variants.base import BuildContext, Variant, WarningsToNotes
 
@@ -38,12 +38,28 @@ def quantized_engine(hardware: Hardware) -> str:
     "dynamic_int8",
     backend="torch",
     description="int8 weights, activations quantized at run time (Linear, LSTM, GRU)",
+    defaults={"path": "auto"},
 )
 def build_dynamic_int8(ctx: BuildContext) -> Variant:
+    """``path``: ``torch.ao`` (quantize_dynamic), ``torchao`` (quantize_), or ``auto``.
+
+    ``auto`` takes torch.ao: torchao's int8 tensor subclass is meant to be compiled, and run
+    eagerly it was 23x slower than fp32 on a 256x512 MLP here, where torch.ao's fbgemm kernels run
+    at fp32 speed; torchao also does not cover LSTM and GRU.
+    """
+    path = ctx.params["path"]
+    if path not in ("auto", "torch.ao", "torchao"):
+        raise ParameterError(
+            f"dynamic_int8: path must be 'auto', 'torch.ao' or 'torchao', got {path!r}"
+        )
+    if path == "torchao":
+        return _dynamic_int8_torchao(ctx)
+    return _dynamic_int8_torch_ao(ctx)
+
+
+def _dynamic_int8_torch_ao(ctx: BuildContext) -> Variant:
     import torch
     from torch import nn
-
-    from pytest_modelopt.torchtools import call_model
 
     engine = quantized_engine(ctx.hardware)
     torch.backends.quantized.engine = engine
@@ -65,18 +81,10 @@ def build_dynamic_int8(ctx: BuildContext) -> Variant:
             f"nn.GRU layer that quantize_dynamic can replace{hint}. Use a technique that "
             "quantizes convolutions (static_int8) for this model."
         )
-    path = ctx.workdir / "model.pt"
-    torch.save(quantized.state_dict(), path)
-
-    def run(batch: object) -> object:
-        with torch.inference_mode():
-            return call_model(quantized, batch)
-
-    return Variant(
+    return _quantized_variant(
+        ctx,
         "dynamic_int8",
-        run,
-        (path,),
-        runtime=f"torch {torch.__version__}",
+        quantized,
         precision="int8 weights, dynamic int8 activations",
         details={
             "path": "torch.ao.quantization.quantize_dynamic",
@@ -85,6 +93,309 @@ def build_dynamic_int8(ctx: BuildContext) -> Variant:
         },
         notes=notes + recorded.notes,
     )
+
+
+def _dynamic_int8_torchao(ctx: BuildContext) -> Variant:
+    from pytest_modelopt.registry import Requirements
+
+    Requirements(packages=("torchao",)).check(ctx.hardware)
+    from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
+
+    model = ctx.model.eval()
+    with WarningsToNotes() as recorded:
+        quantize_(model, Int8DynamicActivationInt8WeightConfig())
+    changed = [
+        name
+        for name, module in model.named_modules()
+        if type(getattr(module, "weight", None)).__module__.startswith("torchao")
+    ]
+    if not changed:
+        raise NoEffectError(
+            f"dynamic_int8 (torchao) changed nothing in {ctx.spec.name}: torchao quantizes "
+            "Linear layers only, and it has none"
+        )
+    return _quantized_variant(
+        ctx,
+        "dynamic_int8",
+        model,
+        precision="int8 weights, dynamic int8 activations",
+        details={"path": "torchao.quantization.quantize_", "quantized_layers": len(changed)},
+        notes=[*recorded.notes, "torchao's int8 tensors run eagerly here; compile to speed up"],
+    )
+
+
+def _quantized_variant(
+    ctx: BuildContext,
+    technique: str,
+    model: Any,
+    *,
+    precision: str,
+    details: dict[str, Any],
+    notes: list[str],
+    run_model: Any = None,
+    state: dict[str, Any] | None = None,
+) -> Variant:
+    """Save ``state`` (default: the model's state dict) and wrap ``run_model`` (default: the
+    model) as the variant."""
+    import torch
+
+    from pytest_modelopt.torchtools import call_model
+
+    path = ctx.workdir / "model.pt"
+    torch.save(model.state_dict() if state is None else state, path)
+    runner = run_model if run_model is not None else model
+
+    def run(batch: object) -> object:
+        with torch.inference_mode():
+            return call_model(runner, batch)
+
+    return Variant(
+        technique,
+        run,
+        (path,),
+        runtime=f"torch {torch.__version__}",
+        precision=precision,
+        details=details,
+        notes=notes,
+    )
+
+
+@register_technique(
+    "static_int8",
+    backend="torch",
+    description="calibrated post-training int8: PT2E (torchao, compiled) or FX graph mode",
+    defaults={"path": "auto", "calibration_batches": 16},
+)
+def build_static_int8(ctx: BuildContext) -> Variant:
+    """``path``: ``pt2e`` (torchao's X86InductorQuantizer, then inductor), ``fx``
+    (prepare_fx/convert_fx with the engine's qconfig mapping), or ``auto``: pt2e where torchao is
+    installed on an x86 CPU, else fx."""
+    import importlib.util
+
+    path = ctx.params["path"]
+    if path not in ("auto", "pt2e", "fx"):
+        raise ParameterError(f"static_int8: path must be 'auto', 'pt2e' or 'fx', got {path!r}")
+    x86 = ctx.hardware.cpu.arch.lower() in {"x86_64", "amd64", "x86"}
+    if path == "auto":
+        path = "pt2e" if importlib.util.find_spec("torchao") and x86 else "fx"
+    batches = calibration_batches(ctx, "static_int8")
+    if path == "pt2e":
+        return _static_int8_pt2e(ctx, batches)
+    return _static_int8_fx(ctx, batches)
+
+
+def calibration_batches(ctx: BuildContext, technique: str) -> list[Any]:
+    count = int(ctx.params["calibration_batches"])
+    batches = list(ctx.spec.calibration_data)[:count]
+    if not batches:
+        raise SpecError(
+            f"{technique} calibrates activation ranges, and the ModelSpec {ctx.spec.name!r} has "
+            "no calibration_data: pass a few representative input batches"
+        )
+    return batches
+
+
+def _static_int8_fx(ctx: BuildContext, batches: list[Any]) -> Variant:
+    import torch
+    from torch import nn
+
+    from pytest_modelopt.torchtools import call_model
+
+    engine = quantized_engine(ctx.hardware)
+    torch.backends.quantized.engine = engine
+    model = ctx.model.eval()
+    notes = treat_equivalent_subclasses_as_base(model, {nn.Linear, nn.Conv2d})
+    with WarningsToNotes() as recorded, torch.no_grad():
+        from torch.ao.quantization import get_default_qconfig_mapping
+        from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+        example = _args(ctx.spec.example_input)
+        try:
+            prepared = prepare_fx(model, get_default_qconfig_mapping(engine), example)
+        except Exception as error:
+            raise fx_trace_error(model, ctx.spec.name, "static_int8", error) from error
+        for batch in batches:
+            call_model(prepared, batch)
+        quantized = convert_fx(prepared)
+    count = _count_quantized_modules(quantized)
+    if count == 0:
+        raise NoEffectError(
+            f"static_int8 (FX) quantized no layer of {ctx.spec.name}: no Conv or Linear matched "
+            f"the {engine} qconfig mapping"
+        )
+    return _quantized_variant(
+        ctx,
+        "static_int8",
+        quantized,
+        precision="int8 weights, static int8 activations",
+        details={
+            "path": "fx (torch.ao prepare_fx/convert_fx)",
+            "engine": engine,
+            "quantized_layers": count,
+            "calibration_batches": len(batches),
+        },
+        notes=notes + recorded.notes,
+    )
+
+
+def _static_int8_pt2e(ctx: BuildContext, batches: list[Any]) -> Variant:
+    import torch
+    import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as x86
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    from pytest_modelopt.torchtools import call_model
+    from pytest_modelopt.variants.compilation import compile_now, export_program
+
+    with WarningsToNotes() as recorded, torch.no_grad():
+        program = export_program(ctx.model, ctx.spec.example_input, "static_int8", ctx.spec.name)
+        quantizer = x86.X86InductorQuantizer()
+        quantizer.set_global(x86.get_default_x86_inductor_quantization_config())
+        prepared = prepare_pt2e(program.module(), quantizer)
+        for batch in batches:
+            call_model(prepared, batch)
+        converted = convert_pt2e(prepared)
+    quantize_ops = sum(
+        1
+        for node in converted.graph.nodes
+        if node.op == "call_function" and "quantize_per_tensor" in str(node.target)
+    )
+    if quantize_ops == 0:
+        raise NoEffectError(
+            f"static_int8 (PT2E) quantized nothing in {ctx.spec.name}: X86InductorQuantizer "
+            "annotated no operator"
+        )
+    compiled, compile_details, compile_notes = compile_now(
+        converted, ctx.spec.example_input, ctx, freezing=True
+    )
+    variant = _quantized_variant(
+        ctx,
+        "static_int8",
+        converted,
+        precision="int8 weights, static int8 activations",
+        details={
+            "path": "pt2e (torchao X86InductorQuantizer, inductor)",
+            "quantize_ops": quantize_ops,
+            "calibration_batches": len(batches),
+            **compile_details,
+        },
+        notes=recorded.notes + compile_notes,
+        run_model=compiled,
+        state=_graph_state(converted),
+    )
+    variant.runtime = f"torch.compile {torch.__version__}"
+    return variant
+
+
+def _graph_state(module: Any) -> dict[str, Any]:
+    """The tensors a graph module's graph reads: convert_pt2e folds int8 weights into new
+    attributes and leaves the fp32 originals on the module, unused; they must not count."""
+    used = {node.target for node in module.graph.nodes if node.op == "get_attr"}
+    return {name: value for name, value in module.state_dict().items() if name in used}
+
+
+@register_technique(
+    "qat_int8",
+    backend="torch",
+    description="quantization-aware fine-tuning on the spec's train_data, then int8 (FX)",
+    defaults={"steps": 30, "lr": 1e-4},
+)
+def build_qat_int8(ctx: BuildContext) -> Variant:
+    import torch
+    from torch import nn
+
+    from pytest_modelopt.torchtools import fine_tune, training_batches
+
+    batches = training_batches(ctx.spec, "qat_int8")
+    engine = quantized_engine(ctx.hardware)
+    torch.backends.quantized.engine = engine
+    model = ctx.model.train()
+    notes = treat_equivalent_subclasses_as_base(model, {nn.Linear, nn.Conv2d})
+    with WarningsToNotes() as recorded:
+        from torch.ao.quantization import get_default_qat_qconfig_mapping
+        from torch.ao.quantization.quantize_fx import convert_fx, prepare_qat_fx
+
+        example = _args(ctx.spec.example_input)
+        try:
+            prepared = prepare_qat_fx(model, get_default_qat_qconfig_mapping(engine), example)
+        except Exception as error:
+            raise fx_trace_error(model, ctx.spec.name, "qat_int8", error) from error
+        ctx.log(f"{ctx.spec.name}: quantization-aware fine-tuning, {ctx.params['steps']} steps")
+        steps = fine_tune(prepared, batches, steps=int(ctx.params["steps"]), lr=ctx.params["lr"])
+        quantized = convert_fx(prepared.eval())
+    count = _count_quantized_modules(quantized)
+    if count == 0 or steps == 0:
+        raise NoEffectError(
+            f"qat_int8 on {ctx.spec.name}: {steps} fine-tuning steps, {count} quantized layers"
+        )
+    return _quantized_variant(
+        ctx,
+        "qat_int8",
+        quantized,
+        precision="int8 weights, static int8 activations",
+        details={
+            "path": "fx (torch.ao prepare_qat_fx/convert_fx)",
+            "engine": engine,
+            "quantized_layers": count,
+            "fine_tune_steps": steps,
+        },
+        notes=notes + recorded.notes,
+    )
+
+
+def fx_trace_error(
+    model: nn.Module, model_name: str, technique: str, error: Exception
+) -> BuildError:
+    """A BuildError naming the innermost submodule that torch.fx cannot trace."""
+    name, module = _untraceable_module(model)
+    where = (
+        f"module {name!r} ({_qualname(type(module))})"
+        if name
+        else f"the forward of {_qualname(type(model))} itself"
+    )
+    first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    return BuildError(
+        f"{technique}: torch.fx cannot trace {model_name}: {where} failed "
+        f"({type(error).__name__}: {first}). Make that forward traceable (no data-dependent "
+        "control flow), or use static_int8 with path='pt2e', which captures with torch.export"
+    )
+
+
+def _untraceable_module(model: nn.Module) -> tuple[str, nn.Module]:
+    import torch
+
+    def traces(module: nn.Module) -> bool:
+        try:
+            torch.fx.symbolic_trace(module)
+        except Exception:
+            return False
+        return True
+
+    name, module = "", model
+    while True:
+        failing = next(
+            (
+                (child_name, child)
+                for child_name, child in module.named_children()
+                if not traces(child)
+            ),
+            None,
+        )
+        if failing is None:
+            return name, module
+        name = f"{name}.{failing[0]}" if name else failing[0]
+        module = failing[1]
+
+
+def _count_quantized_modules(model: nn.Module) -> int:
+    return sum(
+        1
+        for module in model.modules()
+        if type(module).__module__.startswith("torch.ao.nn.quantized")
+    )
+
+
+def _args(example: Any) -> tuple[Any, ...]:
+    return example if isinstance(example, tuple) else (example,)
 
 
 def treat_equivalent_subclasses_as_base(model: nn.Module, bases: set[type[nn.Module]]) -> list[str]:

@@ -1,11 +1,15 @@
-"""TorchScript: trace, freeze, optimize_for_inference."""
+"""TorchScript: script (or trace), freeze, optimize_for_inference.
+
+torch 2.14 deprecates torch.jit; users still ship TorchScript, so the technique stays, the
+deprecation is recorded in the variant's notes, and ``export`` is its successor.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from pytest_modelopt.errors import BuildError
+from pytest_modelopt.errors import BuildError, ParameterError
 from pytest_modelopt.registry import register_technique
 from pytest_modelopt.variants.base import BuildContext, Variant, WarningsToNotes
 
@@ -13,21 +17,28 @@ from pytest_modelopt.variants.base import BuildContext, Variant, WarningsToNotes
 @register_technique(
     "torchscript",
     backend="torch",
-    description="TorchScript: trace on the example input, freeze, optimize_for_inference",
+    description="TorchScript: script (else trace), freeze, optimize_for_inference",
+    defaults={"method": "script"},
 )
 def build_torchscript(ctx: BuildContext) -> Variant:
     import torch
 
+    method = ctx.params["method"]
+    if method not in ("script", "trace"):
+        raise ParameterError(f"torchscript: method must be 'script' or 'trace', got {method!r}")
     model = ctx.model.eval()
-    example = ctx.spec.example_input
     with WarningsToNotes() as recorded, torch.no_grad():
-        try:
-            traced = torch.jit.trace(model, example if isinstance(example, tuple) else (example,))
-        except Exception as error:
-            raise BuildError(
-                f"torchscript: torch.jit.trace failed on {ctx.spec.name}: "
-                f"{type(error).__name__}: {error}"
-            ) from error
+        if method == "script":
+            try:
+                traced = torch.jit.script(model)
+            except Exception as error:
+                reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+                recorded.notes.append(
+                    f"torch.jit.script failed ({type(error).__name__}: {reason}); traced instead"
+                )
+                method = "trace"
+        if method == "trace":
+            traced = _trace(model, ctx)
         optimized = torch.jit.optimize_for_inference(torch.jit.freeze(traced.eval()))
         path = ctx.workdir / "model.ts"
         saved = _save_loadable(optimized, traced, path, recorded.notes)
@@ -42,9 +53,22 @@ def build_torchscript(ctx: BuildContext) -> Variant:
         (path,),
         runtime=f"torch.jit {torch.__version__}",
         precision="fp32",
-        details={"path": "trace", "frozen": True, "optimize_for_inference": True, "saved": saved},
+        details={"path": method, "frozen": True, "optimize_for_inference": True, "saved": saved},
         notes=recorded.notes,
     )
+
+
+def _trace(model: Any, ctx: BuildContext) -> Any:
+    import torch
+
+    example = ctx.spec.example_input
+    try:
+        return torch.jit.trace(model, example if isinstance(example, tuple) else (example,))
+    except Exception as error:
+        raise BuildError(
+            f"torchscript: torch.jit.trace failed on {ctx.spec.name}: "
+            f"{type(error).__name__}: {error}"
+        ) from error
 
 
 def _save_loadable(optimized: Any, traced: Any, path: Path, notes: list[str]) -> str:

@@ -1,0 +1,194 @@
+"""Ahead-of-time graph capture (torch.export) and compilation (torch.compile with inductor)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from pytest_modelopt.errors import BuildError, NoEffectError
+from pytest_modelopt.registry import register_technique
+from pytest_modelopt.variants.base import BuildContext, Variant, WarningsToNotes
+
+
+def example_args(example: Any) -> tuple[Any, ...]:
+    return example if isinstance(example, tuple) else (example,)
+
+
+def export_program(model: Any, example: Any, technique: str, model_name: str) -> Any:
+    """torch.export's ExportedProgram of ``model``, or a BuildError with torch's reason.
+
+    The batch dimension of every tensor input is left dynamic (``Dim.AUTO``: dynamic where the
+    model allows it), so the program runs on the accuracy batches too.
+    """
+    import torch
+
+    # A dimension of size 1 is specialized by torch.export, so a single-item example would give a
+    # program that only runs at batch 1: trace on the example repeated twice instead.
+    args = tuple(
+        torch.cat([arg, arg])
+        if isinstance(arg, torch.Tensor) and arg.dim() and len(arg) == 1
+        else arg
+        for arg in example_args(example)
+    )
+    dynamic = tuple(
+        {0: torch.export.Dim.AUTO} if isinstance(arg, torch.Tensor) and arg.dim() else None
+        for arg in args
+    )
+    try:
+        return torch.export.export(model.eval(), args, dynamic_shapes=dynamic)
+    except Exception as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise BuildError(
+            f"{technique}: torch.export could not capture {model_name}: "
+            f"{type(error).__name__}: {first}"
+        ) from error
+
+
+@register_technique(
+    "export",
+    backend="torch",
+    description="torch.export: the captured graph, run as the exported program, saved as .pt2",
+)
+def build_export(ctx: BuildContext) -> Variant:
+    import torch
+
+    from pytest_modelopt.torchtools import call_model
+
+    with WarningsToNotes() as recorded:
+        program = export_program(ctx.model, ctx.spec.example_input, "export", ctx.spec.name)
+        path = ctx.workdir / "model.pt2"
+        torch.export.save(program, str(path))
+        module = torch.export.load(str(path)).module()  # run what was shipped
+    operators = sum(1 for node in program.graph.nodes if node.op == "call_function")
+    if operators == 0:
+        raise NoEffectError(f"export captured no operator of {ctx.spec.name}")
+
+    def run(batch: object) -> object:
+        with torch.no_grad():
+            return call_model(module, batch)
+
+    return Variant(
+        "export",
+        run,
+        (path,),
+        runtime=f"torch.export {torch.__version__}",
+        precision="fp32",
+        details={"path": "torch.export.export", "graph_operators": operators, "loaded": True},
+        notes=recorded.notes,
+    )
+
+
+def use_inductor_cache(cache_dir: Path | None) -> Path | None:
+    """Point inductor's on-disk cache at ``cache_dir/inductor`` for the rest of the process.
+
+    Kept in pytest's cache directory, compiled kernels survive the session: a second run loads
+    them instead of invoking the C++ compiler again. It stays set because a compiled model
+    recompiles later, for each new input shape (the accuracy batches).
+    """
+    if cache_dir is None:
+        return None
+    directory = cache_dir / "inductor"
+    directory.mkdir(parents=True, exist_ok=True)
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(directory)
+    return directory
+
+
+def compile_now(
+    model: Any, example: Any, ctx: BuildContext, *, freezing: bool, max_autotune: bool = False
+) -> tuple[Any, dict[str, Any], list[str]]:
+    """torch.compile ``model`` and run it once, so compilation happens in the build.
+
+    Returns the compiled callable, what the compilation did, and the warnings it raised.
+    """
+    import torch
+    from torch._dynamo.utils import counters
+
+    from pytest_modelopt.torchtools import call_model
+
+    counters.clear()
+    ctx.log(f"{ctx.spec.name}: torch.compile (inductor, freezing={freezing}); may take a minute")
+    cache = use_inductor_cache(ctx.cache_dir)
+    # Inductor reads ``freezing`` from its global config when it compiles, and torch.compile's
+    # ``options`` do not reach the int8 lowering (it then fails on onednn.qlinear_prepack). The
+    # config is patched for the compilations done here: the example's shape, and each other
+    # batch shape the evaluation will use, so no call recompiles later (static shapes: the
+    # dynamic-shape int8 lowering fails too).
+    with (
+        WarningsToNotes() as recorded,
+        torch._inductor.config.patch(freezing=freezing, max_autotune=max_autotune),
+    ):
+        compiled = torch.compile(model, backend="inductor", dynamic=False)
+        start = time.perf_counter()
+        with torch.no_grad():
+            call_model(compiled, example)
+            seconds = time.perf_counter() - start
+            seen = {_shapes(example)}
+            for batch, _ in ctx.spec.accuracy_batches():
+                if _shapes(batch) not in seen:
+                    seen.add(_shapes(batch))
+                    call_model(compiled, batch)
+        other_seconds = time.perf_counter() - start - seconds
+    graphs = counters["stats"]["unique_graphs"]
+    if graphs == 0:
+        raise NoEffectError(f"torch.compile captured no graph of {ctx.spec.name}")
+    inductor = counters["inductor"]
+    details = {
+        "backend": "inductor",
+        "freezing": freezing,
+        "max_autotune": max_autotune,
+        "compile_seconds": round(seconds, 3),
+        "other_shapes": len(seen) - 1,
+        "other_shapes_compile_seconds": round(other_seconds, 3),
+        "graphs": graphs,
+        "graph_breaks": sum(counters["graph_break"].values()),
+        "fx_graph_cache": {
+            key.removeprefix("fxgraph_cache_"): value
+            for key, value in inductor.items()
+            if key.startswith("fxgraph_cache_")
+        },
+        "cache_dir": str(cache) if cache else None,
+    }
+    return compiled, details, recorded.notes
+
+
+def _shapes(batch: Any) -> tuple[Any, ...]:
+    return tuple(tuple(getattr(arg, "shape", ())) for arg in example_args(batch))
+
+
+@register_technique(
+    "compile",
+    backend="torch",
+    description="torch.compile with inductor, freezing on; compile time recorded apart",
+    defaults={"freezing": True, "max_autotune": False},
+)
+def build_compile(ctx: BuildContext) -> Variant:
+    import torch
+
+    from pytest_modelopt.torchtools import call_model
+
+    model = ctx.model.eval()
+    compiled, details, notes = compile_now(
+        model,
+        ctx.spec.example_input,
+        ctx,
+        freezing=ctx.params["freezing"],
+        max_autotune=ctx.params["max_autotune"],
+    )
+    path = ctx.workdir / "model.pt"
+    torch.save(model.state_dict(), path)  # what ships is the fp32 weights; kernels are rebuilt
+
+    def run(batch: object) -> object:
+        with torch.no_grad():
+            return call_model(compiled, batch)
+
+    return Variant(
+        "compile",
+        run,
+        (path,),
+        runtime=f"torch.compile {torch.__version__}",
+        precision="fp32",
+        details=details,
+        notes=notes,
+    )

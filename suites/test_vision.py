@@ -23,6 +23,10 @@ CONTRACTS = {
     "onnxruntime_dynamic_int8": {"size_ratio": "<=0.3"},
     "openvino": {"speedup": ">=1.3"},
     "openvino_fp32": {"speedup": ">=1.3", "top1_agreement": ">=99%", "max_abs_error": "<=1e-3"},
+    "openvino_int8": {"speedup": ">=1.2", "size_ratio": "<=0.3"},
+    # GPU runtimes: skipped with the reason where there is no NVIDIA GPU.
+    "onnxruntime_fp16": {"speedup": ">=1.0", "top1_agreement": ">=95%"},
+    "tensorrt": {"speedup": ">=1.0", "top1_agreement": ">=95%"},
 }
 TECHNIQUES = list(CONTRACTS)
 
@@ -48,3 +52,14 @@ def test_mobilenetv3_small_100(modelopt_variant):
     if modelopt_variant.technique == "dynamic_int8":
         contract["size_ratio"] = "<=0.8"  # the 1024x1000 head is most of this model's bytes
     modelopt_variant.expect(**contract)
+
+
+@pytest.fixture(scope="module")
+def resnet18_batch8() -> ModelSpec:
+    return ModelSpec.from_timm("resnet18", batch_size=8, name="resnet18_batch8")
+
+
+@pytest.mark.modelopt(spec="resnet18_batch8", techniques=["openvino", "openvino_throughput"])
+def test_resnet18_batch8(modelopt_variant):
+    """Seed 000's batches and streams: the THROUGHPUT hint splits a batch of 8 across streams."""
+    modelopt_variant.expect(speedup=">=1.3", top1_agreement=">=99%")

@@ -32,6 +32,10 @@ CONTRACTS = {
     "lowrank": {"size_ratio": "<=0.95"},
     "clustered": {"size_ratio": "<=0.2"},
     "pruned_structured+static_int8": {"speedup": ">=1.5", "size_ratio": "<=0.2"},
+    "openvino_int8": {"speedup": ">=1.2", "size_ratio": "<=0.3"},
+    # GPU runtimes: skipped with the reason where there is no NVIDIA GPU.
+    "onnxruntime_fp16": {"speedup": ">=1.0", "top1_agreement": ">=95%"},
+    "tensorrt": {"speedup": ">=1.0", "top1_agreement": ">=95%"},
 }
 TECHNIQUES = list(CONTRACTS)
 # The ViT: timm's attention is pruned in head dimensions (heads kept) by torch-pruning.
@@ -84,3 +88,14 @@ def test_vit_tiny_patch16_224(modelopt_variant):
     if modelopt_variant.technique == "dynamic_int8":
         contract = {"speedup": ">=1.0", "size_ratio": "<=0.4"}  # a ViT is mostly Linear layers
     modelopt_variant.expect(**contract)
+
+
+@pytest.fixture(scope="module")
+def resnet18_batch8() -> ModelSpec:
+    return ModelSpec.from_timm("resnet18", batch_size=8, name="resnet18_batch8")
+
+
+@pytest.mark.modelopt(spec="resnet18_batch8", techniques=["openvino", "openvino_throughput"])
+def test_resnet18_batch8(modelopt_variant):
+    """Seed 000's batches and streams: the THROUGHPUT hint splits a batch of 8 across streams."""
+    modelopt_variant.expect(speedup=">=1.3", top1_agreement=">=99%")

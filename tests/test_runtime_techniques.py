@@ -112,3 +112,140 @@ def test_runtime_techniques_skip_a_python_model(tmp_path) -> None:
         NotApplicable, match="onnxruntime: applies to torch models; callable is a python model"
     ):
         Evaluator(spec, settings=QUICK, workdir=tmp_path).build("onnxruntime")
+
+
+def calibrated_mlp_spec() -> ModelSpec:
+    spec = mlp_spec()
+    spec.calibration_data = [
+        torch.randn(32, 16, generator=torch.Generator().manual_seed(i)) for i in range(4)
+    ]
+    return spec
+
+
+@openvino_required
+@pytest.mark.modelopt_requires(packages="nncf")
+def test_openvino_int8_runs_int8_kernels(tmp_path) -> None:
+    evaluator = Evaluator(calibrated_mlp_spec(), settings=QUICK, workdir=tmp_path)
+    result = evaluator.evaluate("openvino_int8")
+    variant = result.variant
+    kernels = variant.details["kernel_precisions"]
+    assert kernels.get("i8", 0) + kernels.get("u8", 0) >= 2  # both Linear layers run in int8
+    assert variant.precision.startswith("int8 (")
+    fp32 = evaluator.build("openvino_fp32")
+    assert "i8" not in fp32.details["kernel_precisions"]
+    assert variant.files[1].stat().st_size < 0.5 * fp32.files[1].stat().st_size  # int8 weights
+    assert result.accuracy["top1_agreement"] >= 0.9
+
+
+@openvino_required
+@pytest.mark.modelopt_requires(packages="nncf")
+def test_openvino_int8_without_calibration_data_says_what_to_give(evaluator) -> None:
+    with pytest.raises(BuildError, match="openvino_int8 needs calibration data"):
+        evaluator.build("openvino_int8")
+
+
+@openvino_required
+def test_openvino_throughput_splits_a_batch_across_streams(tmp_path) -> None:
+    import dataclasses
+
+    settings = dataclasses.replace(QUICK, threads=2)
+    evaluator = Evaluator(mlp_spec(), settings=settings, workdir=tmp_path)
+    variant = evaluator.build("openvino_throughput")
+    assert variant.details["performance_hint"] == "THROUGHPUT"
+    assert variant.details["num_streams"] == 2
+    batch = torch.randn(7, 16)  # an odd size: the parts are uneven and must come back in order
+    expected = evaluator.build("eager").run(batch).numpy()
+    assert abs(variant.run(batch) - expected).max() < 1e-4
+
+
+@openvino_required
+def test_openvino_converts_from_the_onnx_export_on_request(tmp_path) -> None:
+    evaluator = Evaluator(mlp_spec(), settings=QUICK, workdir=tmp_path)
+    result = evaluator.evaluate("openvino_fp32", params={"source": "onnx"})
+    assert result.variant.details["converted_from"] == "onnx"
+    assert result.variant.details["onnx_exporter"] == "dynamo"
+    assert result.accuracy["max_abs_error"] < 1e-4
+
+
+@openvino_required
+def test_openvino_unknown_source_is_a_clear_error(tmp_path) -> None:
+    evaluator = Evaluator(mlp_spec(), settings=QUICK, workdir=tmp_path)
+    with pytest.raises(BuildError, match="OpenVINO source 'tf' for mlp: choose one of torch, onnx"):
+        evaluator.build("openvino", params={"source": "tf"})
+
+
+@pytest.mark.parametrize("technique", ["onnxruntime_fp16", "tensorrt"])
+def test_gpu_runtimes_skip_without_an_nvidia_gpu(technique, tmp_path) -> None:
+    from pytest_modelopt.errors import HardwareMissing
+
+    evaluator = Evaluator(mlp_spec(), settings=QUICK, workdir=tmp_path)
+    if evaluator.hardware.gpus:
+        pytest.skip("this machine has an NVIDIA GPU: test_gpu_runtimes_run_on_the_gpu runs")
+    with pytest.raises(HardwareMissing, match=f"{technique}: needs an NVIDIA GPU"):
+        evaluator.build(technique)
+
+
+@onnxruntime_required
+def test_fp16_conversion_keeps_fp32_io_and_agrees(evaluator: Evaluator, tmp_path) -> None:
+    import numpy as np
+    import onnx
+    import onnxruntime
+
+    from pytest_modelopt.variants.onnx_runtime import convert_to_fp16
+
+    source = evaluator.build("onnxruntime")
+    path = tmp_path / "fp16.onnx"
+    convert_to_fp16(source.files[0], path)
+    model = onnx.load(str(path))
+    weights = {init.data_type for init in model.graph.initializer if len(init.dims) == 2}
+    assert weights == {onnx.TensorProto.FLOAT16}
+    io = [*model.graph.input, *model.graph.output]
+    assert {value.type.tensor_type.elem_type for value in io} == {onnx.TensorProto.FLOAT}
+    # ORT's CPU provider runs these fp16 ops too: the converted model agrees with fp32.
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = torch.randn(64, 16, generator=torch.Generator().manual_seed(3))
+    (fp16,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    assert np.abs(fp16 - source.run(x)).max() < 0.05
+
+
+@onnxruntime_required
+def test_tensorrt_profile_covers_every_batch_the_spec_feeds(evaluator: Evaluator) -> None:
+    import onnx
+
+    from pytest_modelopt.variants.base import BuildContext
+    from pytest_modelopt.variants.onnx_runtime import tensorrt_options
+
+    path = evaluator.build("onnxruntime").files[0]
+    workdir = evaluator.workdir / "trt-options"
+    workdir.mkdir(exist_ok=True)
+    context = BuildContext(evaluator.spec, None, workdir, evaluator.hardware)
+    options = tensorrt_options(path, context)
+    (name,) = [graph_input.name for graph_input in onnx.load(str(path)).graph.input]
+    assert options["trt_profile_min_shapes"] == f"{name}:1x16"
+    assert options["trt_profile_opt_shapes"] == f"{name}:4x16"  # the timed example batch
+    assert options["trt_profile_max_shapes"] == f"{name}:256x16"  # the largest eval batch
+    assert options["trt_fp16_enable"] is False  # fp16 only where a technique asks for it
+    assert options["trt_engine_cache_enable"] is True
+    context.params["fp16"] = True
+    assert tensorrt_options(path, context)["trt_fp16_enable"] is True
+
+
+@pytest.mark.modelopt_requires(gpu=True, backend="onnxruntime")
+@pytest.mark.parametrize(
+    ("technique", "provider", "precision"),
+    [
+        ("onnxruntime", None, "fp32"),
+        ("onnxruntime_fp16", "CUDAExecutionProvider", "fp16"),
+        ("tensorrt", "TensorrtExecutionProvider", "fp16"),
+    ],
+)
+def test_gpu_runtimes_run_on_the_gpu(technique, provider, precision, tmp_path) -> None:
+    evaluator = Evaluator(mlp_spec(), settings=QUICK, workdir=tmp_path)
+    result = evaluator.evaluate(technique)
+    variant = result.variant
+    assert variant.device == "cuda"
+    assert variant.details["io_binding"] is True
+    if provider:
+        assert variant.details["providers"][0] == provider
+    assert variant.precision.startswith(precision)
+    assert result.accuracy["top1_agreement"] >= 0.98

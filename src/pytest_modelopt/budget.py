@@ -64,6 +64,9 @@ METRICS: dict[str, Metric] = {
         Metric("relative_accuracy_drop", False, "%", "accuracy_drop / reference accuracy"),
         Metric("top1_agreement", True, "%", "share of eval items where top-1 matches reference"),
         Metric("max_abs_error", False, "", "largest absolute output difference from reference"),
+        Metric("mse", False, "", "mean squared error of a one-output regressor on its targets"),
+        Metric("mse_increase", False, "", "variant MSE - reference MSE"),
+        Metric("relative_mse_increase", False, "%", "mse_increase / reference MSE"),
         Metric("peak_memory_mb", False, "MB", "host memory a first call adds at its peak"),
     )
 }
@@ -158,6 +161,11 @@ def _unavailable(metric: str) -> str:
         return (
             f"budget {metric} needs labelled eval data: give the ModelSpec eval_data as "
             "(inputs, labels) pairs, or budget top1_agreement instead"
+        )
+    if metric in {"mse", "mse_increase", "relative_mse_increase"}:
+        return (
+            f"budget {metric} needs a one-output regressor and labelled eval data: give the "
+            "ModelSpec eval_data as (inputs, targets) pairs"
         )
     if metric == "top1_agreement":
         return "budget top1_agreement needs classifier outputs (one score per class)"

@@ -339,6 +339,22 @@ def accuracy_metrics(
                 metrics["relative_accuracy_drop"] = (
                     metrics["accuracy_drop"] / metrics["reference_accuracy"]
                 )
+    elif out.shape[1] == 1 and labels and all(y is not None for y in labels):
+        metrics.update(regression_metrics(out[:, 0], ref[:, 0], labels))
+    return metrics
+
+
+def regression_metrics(out: np.ndarray, ref: np.ndarray, labels: list[Any]) -> dict[str, float]:
+    """Mean squared error of a single-output regressor against its targets, and the change."""
+    truth = np.concatenate([to_numpy(y).reshape(-1) for y in labels])
+    if truth.shape != out.shape:
+        raise BuildError(
+            f"{truth.size} regression targets for {out.size} outputs: give one label per item"
+        )
+    mse, reference_mse = float(np.mean((out - truth) ** 2)), float(np.mean((ref - truth) ** 2))
+    metrics = {"mse": mse, "reference_mse": reference_mse, "mse_increase": mse - reference_mse}
+    if reference_mse > 0:
+        metrics["relative_mse_increase"] = (mse - reference_mse) / reference_mse
     return metrics
 
 

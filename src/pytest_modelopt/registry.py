@@ -45,6 +45,7 @@ BACKENDS: dict[str, tuple[tuple[str, ...], str]] = {
     "torch": (("torch",), ""),
     "onnxruntime": (("onnx", "onnxruntime"), "onnx"),
     "openvino": (("openvino",), "openvino"),
+    "nncf": (("nncf",), "openvino"),
     "tensorflow": (("tensorflow",), "tensorflow"),
     "litert": (("ai_edge_litert",), "tensorflow"),
     "torch_pruning": (("torch_pruning",), "pruning"),
@@ -63,6 +64,7 @@ BUILTIN_MODULES = (
     "pytest_modelopt.variants.distillation",
     "pytest_modelopt.variants.onnx_runtime",
     "pytest_modelopt.variants.openvino",
+    "pytest_modelopt.variants.tflite",
 )
 ENTRY_POINT_GROUP = "pytest_modelopt.techniques"
 

@@ -69,10 +69,15 @@ class ModelSpec:
 
     @property
     def framework(self) -> str:
-        """``torch`` for torch modules, ``python`` for any other callable."""
-        torch = sys.modules.get("torch")  # a torch module cannot exist unless torch is imported
-        if torch is not None and isinstance(self.load(), torch.nn.Module):
+        """``torch`` for torch modules, ``keras`` for Keras models, ``python`` for any callable."""
+        model = self.load()
+        # A model of a framework cannot exist unless that framework is imported.
+        torch = sys.modules.get("torch")
+        if torch is not None and isinstance(model, torch.nn.Module):
             return "torch"
+        keras = sys.modules.get("keras")
+        if keras is not None and isinstance(model, keras.Model):
+            return "keras"
         return "python"
 
     def accuracy_batches(self) -> list[tuple[Batch, Any]]:
@@ -93,6 +98,27 @@ class ModelSpec:
     ) -> ModelSpec:
         """A spec for any ``torch.nn.Module`` factory."""
         return cls(name=name, factory=factory, example_input=example_input, **kwargs)
+
+    @classmethod
+    def from_keras(
+        cls,
+        name: str,
+        factory: Callable[[], Any],
+        example_input: Batch,
+        **kwargs: Any,
+    ) -> ModelSpec:
+        """A spec for a Keras model factory; batches are numpy arrays.
+
+        TensorFlow is imported (safely, see :func:`load_tensorflow`) before the factory runs:
+        import ``keras`` or ``tensorflow`` inside the factory, not at the top of a test module
+        that shares its process with torch.
+        """
+
+        def keras_factory() -> Any:
+            load_tensorflow()
+            return factory()
+
+        return cls(name=name, factory=keras_factory, example_input=example_input, **kwargs)
 
     @classmethod
     def from_timm(
@@ -161,3 +187,26 @@ def _timm_input_size(model_name: str, in_chans: int | None) -> tuple[int, ...]:
     config = timm.get_pretrained_cfg(model_name)
     shape = tuple(config.input_size) if config is not None else (3, 224, 224)
     return (in_chans, *shape[1:]) if in_chans else shape
+
+
+def load_tensorflow() -> Any:
+    """Import TensorFlow so that torch can still be used in the same process.
+
+    TensorFlow 2.21 and Triton (which ``torch._dynamo``, and so ``torch.compile``, the dynamo
+    ONNX exporter and torchvision, import) each bundle LLVM: loading Triton's native library
+    after TensorFlow crashes the process with a segmentation fault, loading it first does not
+    (measured: torchvision, the dynamo exporter, ONNX Runtime, OpenVINO and ``torch.compile``
+    all ran after TensorFlow once Triton was loaded first). TensorFlow's C++ start-up banner is
+    silenced unless the user chose a log level.
+    """
+    import importlib
+    import importlib.util
+    import os
+
+    if "tensorflow" not in sys.modules and importlib.util.find_spec("triton") is not None:
+        importlib.import_module("triton._C.libtriton")
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow
+
+    return tensorflow

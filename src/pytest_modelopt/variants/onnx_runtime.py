@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pytest_modelopt.errors import BuildError
+from pytest_modelopt.errors import BuildError, PackageMissing
 from pytest_modelopt.registry import register_technique
 from pytest_modelopt.variants.base import BuildContext, Variant, WarningsToNotes
 
@@ -15,7 +15,9 @@ if TYPE_CHECKING:
     import onnxruntime
 
 # Execution providers, best first; the first available one that the hardware supports runs.
-PROVIDER_ORDER = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+TENSORRT, CUDA, CPU = "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"
+PROVIDER_ORDER = (TENSORRT, CUDA, CPU)
+_NUMPY_TYPES = {"torch.float32": "float32", "torch.float16": "float16", "torch.int64": "int64"}
 
 
 def export_onnx(ctx: BuildContext) -> tuple[Path, dict[str, Any], list[str]]:
@@ -90,9 +92,12 @@ def providers_for(ctx: BuildContext) -> list[str]:
     return wanted
 
 
-def session_for(path: Path, ctx: BuildContext) -> onnxruntime.InferenceSession:
+def session_for(
+    path: Path, ctx: BuildContext, providers: list[str] | None = None
+) -> onnxruntime.InferenceSession:
     """A session configured as ORT's own guidance says for latency: all graph optimizations,
-    intra-op threads from the harness, sequential execution."""
+    intra-op threads from the harness, sequential execution; TensorRT with an engine cache and
+    an optimization profile for the batch sizes the spec uses."""
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
@@ -105,43 +110,133 @@ def session_for(path: Path, ctx: BuildContext) -> onnxruntime.InferenceSession:
     # Spin while a run is under way (fast), stop once it returns: idle spinning threads would
     # steal the cores of whatever runs next in this process (the reference, another variant).
     options.add_session_config_entry("session.force_spinning_stop", "1")
-    return onnxruntime.InferenceSession(str(path), options, providers=providers_for(ctx))
+    providers = providers or providers_for(ctx)
+    chosen: list[Any] = [
+        (name, tensorrt_options(path, ctx)) if name == TENSORRT else name for name in providers
+    ]
+    return onnxruntime.InferenceSession(str(path), options, providers=chosen)
 
 
-def ort_variant(technique: str, path: Path, ctx: BuildContext, **extra: Any) -> Variant:
-    import numpy as np
+def tensorrt_options(path: Path, ctx: BuildContext) -> dict[str, Any]:
+    """TensorRT provider options: an engine cache beside the variant (the engine is built on the
+    first call, once), fp16 where ``params["fp16"]`` asks for it, and one optimization profile
+    from batch 1 to the largest batch the spec feeds, tuned for the timed batch."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    batches = [ctx.spec.example_input] + [x for x, _ in ctx.spec.accuracy_batches()]
+    largest = max(_batch_size(batch) for batch in batches)
+    timed = _batch_size(ctx.spec.example_input)
+    shapes: dict[str, list[str]] = {"min": [], "opt": [], "max": []}
+    for graph_input in graph.input:
+        rest = [str(d.dim_value) for d in graph_input.type.tensor_type.shape.dim[1:]]
+        for key, size in (("min", 1), ("opt", timed), ("max", largest)):
+            shapes[key].append(f"{graph_input.name}:{'x'.join([str(size), *rest])}")
+    cache = ctx.workdir / "tensorrt_cache"
+    cache.mkdir(exist_ok=True)
+    return {
+        "device_id": 0,
+        "trt_fp16_enable": bool(ctx.params.get("fp16", False)),
+        "trt_engine_cache_enable": True,
+        "trt_engine_cache_path": str(cache),
+        "trt_timing_cache_enable": True,
+        "trt_builder_optimization_level": 3,
+        "trt_profile_min_shapes": ",".join(shapes["min"]),
+        "trt_profile_opt_shapes": ",".join(shapes["opt"]),
+        "trt_profile_max_shapes": ",".join(shapes["max"]),
+    }
+
+
+def ort_variant(
+    technique: str,
+    path: Path,
+    ctx: BuildContext,
+    providers: list[str] | None = None,
+    **extra: Any,
+) -> Variant:
     import onnxruntime
 
-    session = session_for(path, ctx)
-    names = [i.name for i in session.get_inputs()]
+    session = session_for(path, ctx, providers)
     notes: list[str] = extra.pop("notes", [])
-
-    def feed(batch: Any) -> dict[str, Any]:
-        items = batch if isinstance(batch, tuple) else (batch,)
-        return {
-            name: np.ascontiguousarray(item.numpy() if hasattr(item, "numpy") else item)
-            for name, item in zip(names, items, strict=True)
-        }
-
-    def run(batch: Any) -> Any:
-        return session.run(None, feed(batch))[0]
-
-    providers = session.get_providers()
+    active = session.get_providers()
+    on_gpu = active[0] != "CPUExecutionProvider"
+    run = _bound_runner(session) if on_gpu else _plain_runner(session)
     return Variant(
         technique,
         run,
         onnx_files(path),
         runtime=f"onnxruntime {onnxruntime.__version__}",
         precision=extra.pop("precision", "fp32"),
-        device="cuda" if providers[0] != "CPUExecutionProvider" else "cpu",
+        device="cuda" if on_gpu else "cpu",
         details={
-            "providers": providers,
+            "providers": active,
             "intra_op_num_threads": session.get_session_options().intra_op_num_threads,
             "graph_optimization_level": "ORT_ENABLE_ALL",
+            "io_binding": on_gpu,
             **extra,
         },
         notes=notes,
     )
+
+
+def _plain_runner(session: onnxruntime.InferenceSession) -> Callable[[Any], Any]:
+    import numpy as np
+
+    names = [i.name for i in session.get_inputs()]
+
+    def run(batch: Any) -> Any:
+        items = batch if isinstance(batch, tuple) else (batch,)
+        feed = {
+            name: np.ascontiguousarray(item.numpy() if hasattr(item, "numpy") else item)
+            for name, item in zip(names, items, strict=True)
+        }
+        return session.run(None, feed)[0]
+
+    return run
+
+
+def _bound_runner(session: onnxruntime.InferenceSession) -> Callable[[Any], Any]:
+    """IO binding, as ORT advises on GPU: CUDA tensors are bound where they lie (no copy), host
+    inputs are copied once by ORT, and outputs stay on the device until someone reads them."""
+    import numpy as np
+
+    names = [i.name for i in session.get_inputs()]
+    outputs = [o.name for o in session.get_outputs()]
+    binding = session.io_binding()
+
+    def run(batch: Any) -> Any:
+        items = batch if isinstance(batch, tuple) else (batch,)
+        for name, item in zip(names, items, strict=True):
+            if getattr(item, "is_cuda", False):
+                tensor = item.contiguous()
+                binding.bind_input(
+                    name,
+                    "cuda",
+                    tensor.device.index or 0,
+                    np.dtype(_NUMPY_TYPES[str(tensor.dtype)]).type,
+                    tuple(tensor.shape),
+                    tensor.data_ptr(),
+                )
+            else:
+                host = item.numpy() if hasattr(item, "numpy") else item
+                binding.bind_cpu_input(name, np.ascontiguousarray(host))
+        for name in outputs:
+            binding.bind_output(name, "cuda")
+        session.run_with_iobinding(binding)
+        return DeviceOutput(binding.get_outputs()[0])
+
+    return run
+
+
+class DeviceOutput:
+    """An output left on the GPU; copied to the host only when read as an array."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> Any:
+        array = self.value.numpy()
+        return array if dtype is None else array.astype(dtype)
 
 
 @register_technique(
@@ -249,6 +344,83 @@ def build_onnxruntime_static_int8(ctx: BuildContext) -> Variant:
         calibration_batches=len(ctx.spec.calibration_data),
         **details,
     )
+
+
+@register_technique(
+    "onnxruntime_fp16",
+    backend="onnxruntime",
+    gpu=True,
+    description="ONNX model converted to fp16 (fp32 inputs and outputs), ORT CUDA provider",
+)
+def build_onnxruntime_fp16(ctx: BuildContext) -> Variant:
+    source, details, notes = export_onnx(ctx)
+    path = _quantized_dir(ctx) / "model.onnx"
+    convert_to_fp16(source, path)
+    providers = require_provider(CUDA, "onnxruntime_fp16")
+    return ort_variant(
+        "onnxruntime_fp16",
+        path,
+        ctx,
+        providers=providers,
+        precision="fp16 (fp32 inputs and outputs)",
+        notes=notes,
+        **details,
+    )
+
+
+@register_technique(
+    "tensorrt",
+    backend="onnxruntime",
+    gpu=True,
+    description="TensorRT through ORT's TensorRT provider: fp16, engine cache, batch profile",
+    defaults={"fp16": True},
+)
+def build_tensorrt(ctx: BuildContext) -> Variant:
+    source, details, notes = export_onnx(ctx)
+    providers = require_provider(TENSORRT, "tensorrt")
+    fp16 = bool(ctx.params["fp16"])
+    variant = ort_variant(
+        "tensorrt",
+        source,
+        ctx,
+        providers=providers,
+        precision="fp16 where TensorRT picks it, fp32 elsewhere" if fp16 else "fp32",
+        notes=[*notes, "the engine is built on the first call (first-call time) and cached"],
+        **details,
+    )
+    if variant.details["providers"][0] != TENSORRT:
+        raise PackageMissing(
+            "tensorrt: ONNX Runtime dropped its TensorRT provider when creating the session "
+            "(TensorRT libraries not found: pip install tensorrt, matching onnxruntime-gpu)"
+        )
+    return variant
+
+
+def convert_to_fp16(source: Path, path: Path) -> None:
+    """The ONNX model with fp16 weights and compute, keeping fp32 inputs and outputs."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = convert_float_to_float16(onnx.load(str(source)), keep_io_types=True)
+    onnx.save_model(model, str(path))
+
+
+def require_provider(provider: str, technique: str) -> list[str]:
+    """``provider`` first (CUDA and CPU after it for nodes it cannot run), or PackageMissing."""
+    import onnxruntime
+
+    available = onnxruntime.get_available_providers()
+    if provider not in available:
+        raise PackageMissing(
+            f"{technique}: ONNX Runtime here has no {provider} (providers: "
+            f"{', '.join(available)}); install onnxruntime-gpu"
+        )
+    return [p for p in PROVIDER_ORDER[PROVIDER_ORDER.index(provider) :] if p in available]
+
+
+def _batch_size(batch: Any) -> int:
+    first = batch[0] if isinstance(batch, tuple) else batch
+    return int(first.shape[0])
 
 
 def _quantized_dir(ctx: BuildContext) -> Path:

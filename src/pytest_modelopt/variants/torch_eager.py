@@ -10,10 +10,14 @@ from pytest_modelopt.variants.base import BuildContext, Variant
 
 @register_technique(
     "eager",
-    frameworks=("torch", "python"),
+    frameworks=("torch", "keras", "python"),
     description="the fp32 model as written, run eagerly: the reference of every comparison",
 )
 def build_eager(ctx: BuildContext) -> Variant:
+    if ctx.spec.framework == "keras":
+        from pytest_modelopt.variants.tflite import keras_reference
+
+        return keras_reference(ctx)
     if ctx.spec.framework != "torch":
         path = ctx.workdir / "model.pkl"
         path.write_bytes(pickle.dumps(ctx.model))

@@ -1,0 +1,158 @@
+"""Are our runtime variants configured as an expert would? Checked against the runtimes' own tools.
+
+For each model, the same artifacts are timed four ways, each in its own process (a runtime's
+threads would otherwise disturb the next one), in alternating order, ``--repeats`` times:
+
+- ``ours onnxruntime``: our ``onnxruntime`` variant, as the harness runs it;
+- ``expert onnxruntime``: a hand-written session on the same ONNX file, as ONNX Runtime's
+  performance guide configures one for latency (all graph optimizations, intra-op threads, one
+  inter-op thread, sequential execution, default spinning), fed a prepared numpy array;
+- ``ours openvino``: our ``openvino`` variant (LATENCY hint, the harness's threads);
+- ``benchmark_app``: OpenVINO's own tool on the IR our variant saved, ``-hint latency`` and the
+  same ``-nthreads``.
+
+The figure is the median latency of one call (batch 1); the table gives each median of medians
+and ours / theirs. The target: ours within 5% of each.
+
+    python benchmarks/runtime_config.py [--models resnet18 mobilenetv3_small_100] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+WARMUP_S = 3.0
+
+
+def time_calls(call: Any, seconds: float) -> float:
+    """Median latency in ms of ``call`` over ``seconds`` after a warm-up."""
+    end = time.perf_counter() + WARMUP_S
+    while time.perf_counter() < end:
+        call()
+    samples = []
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        start = time.perf_counter()
+        call()
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples) * 1e3
+
+
+def evaluator(model: str, workdir: Path, threads: int) -> Any:
+    from pytest_modelopt import Evaluator, MeasureSettings, ModelSpec
+
+    spec = ModelSpec.from_timm(model)
+    return Evaluator(spec, settings=MeasureSettings(threads=threads), workdir=workdir)
+
+
+def child(kind: str, model: str, workdir: Path, threads: int, seconds: float) -> float:
+    """One measurement, in this (child) process."""
+    if kind in {"ours-onnxruntime", "ours-openvino"}:
+        built = evaluator(model, workdir, threads)
+        variant = built.build(kind.removeprefix("ours-"))
+        batch = built.spec.example_input
+        return time_calls(lambda: variant.run(batch), seconds)
+    if kind == "expert-onnxruntime":
+        import numpy as np
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        session = onnxruntime.InferenceSession(
+            str(workdir / "_onnx_export" / "model.onnx"), options, ["CPUExecutionProvider"]
+        )
+        (graph_input,) = session.get_inputs()
+        shape = [1, *graph_input.shape[1:]]
+        feed = {graph_input.name: np.random.default_rng(0).standard_normal(shape, np.float32)}
+        return time_calls(lambda: session.run(None, feed), seconds)
+    raise ValueError(kind)
+
+
+def benchmark_app(model: str, workdir: Path, threads: int, seconds: float) -> float:
+    tool = shutil.which("benchmark_app") or str(Path(sys.executable).parent / "benchmark_app")
+    xml = workdir / "openvino" / "model.xml"
+    shape = "[1,3,224,224]"
+    options = ["-d", "CPU", "-hint", "latency", "-nthreads", str(threads), "-shape", shape]
+    done = subprocess.run(
+        [tool, "-m", str(xml), *options, "-t", str(int(WARMUP_S + seconds))],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    match = re.search(r"Median:\s+([0-9.]+) ms", done.stdout)
+    if match is None:
+        raise RuntimeError(f"no median latency in benchmark_app's output:\n{done.stdout[-2000:]}")
+    return float(match.group(1))
+
+
+def measure(kind: str, model: str, workdir: Path, threads: int, seconds: float) -> float:
+    if kind == "benchmark_app":
+        return benchmark_app(model, workdir, threads, seconds)
+    command = [sys.executable, __file__, "--child", kind, "--models", model]
+    command += ["--threads", str(threads), "--seconds", str(seconds), "--workdir", str(workdir)]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{kind} on {model} failed:\n{done.stderr[-3000:]}")
+    return float(json.loads(done.stdout.strip().splitlines()[-1])["median_ms"])
+
+
+PAIRS = (("ours-onnxruntime", "expert-onnxruntime"), ("ours-openvino", "benchmark_app"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", nargs="+", default=["resnet18", "mobilenetv3_small_100"])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--workdir", type=Path, default=Path("results/runtime_config"))
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        (model,) = args.models
+        median = child(args.child, model, args.workdir, args.threads, args.seconds)
+        print(json.dumps({"median_ms": median}))
+        return
+
+    rows = []
+    for model in args.models:
+        workdir = args.workdir / model
+        workdir.mkdir(parents=True, exist_ok=True)
+        built = evaluator(model, workdir, args.threads)  # export and IR, shared by every run
+        built.build("onnxruntime")
+        built.build("openvino")
+        del built
+        for ours, theirs in PAIRS:
+            figures: dict[str, list[float]] = {ours: [], theirs: []}
+            for repeat in range(args.repeats):
+                order = (ours, theirs) if repeat % 2 == 0 else (theirs, ours)
+                for kind in order:
+                    figures[kind].append(measure(kind, model, workdir, args.threads, args.seconds))
+                    print(f"{model} {kind}: {figures[kind][-1]:.3f} ms", flush=True)
+            mine, reference = (statistics.median(figures[k]) for k in (ours, theirs))
+            rows.append((model, ours, mine, theirs, reference, mine / reference))
+    print()
+    print(f"{args.threads} threads, batch 1, median of {args.repeats} medians of {args.seconds} s")
+    header = ("model", "ours", "ms", "expert", "ms", "ours/expert")
+    table = [header] + [(m, o, f"{a:.3f}", t, f"{b:.3f}", f"{r:.3f}") for m, o, a, t, b, r in rows]
+    widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
+    for row in table:
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)))
+    worst = max(r for *_, r in rows)
+    print(f"worst ours/expert: {worst:.3f} ({'within' if worst <= 1.05 else 'NOT within'} 5%)")
+
+
+if __name__ == "__main__":
+    main()

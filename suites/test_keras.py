@@ -1,0 +1,32 @@
+"""TFLite contracts on a PilotNet-like Keras regressor trained here on real data (digits).
+
+The shape of the table follows TensorFlow's post-training quantization guide: dynamic range about
+4x smaller with MSE unchanged, float16 2x smaller, full integer 4x smaller and faster, integer with
+float fallback where an op has no int8 kernel. TensorFlow shares this process with the torch suites
+(see ``load_tensorflow``).
+"""
+
+import pytest
+
+from pilotnet import pilotnet_spec
+from pytest_modelopt import ModelSpec
+
+CONTRACTS = {
+    "eager": {"mse": "<=1.5"},
+    "tflite": {"size_ratio": "<=1.05", "max_abs_error": "<=1e-3"},
+    "tflite_dynamic": {"size_ratio": "<=0.3", "relative_mse_increase": "<=5%"},
+    "tflite_fp16": {"size_ratio": "<=0.55", "relative_mse_increase": "<=1%"},
+    "tflite_int8": {"size_ratio": "<=0.3", "relative_mse_increase": "<=10%"},
+    "tflite_int8_fallback": {"size_ratio": "<=0.3", "relative_mse_increase": "<=10%"},
+}
+
+
+@pytest.fixture(scope="module")
+def modelopt_spec(request: pytest.FixtureRequest) -> ModelSpec:
+    return pilotnet_spec(request.config.cache.mkdir("modelopt-pilotnet"))
+
+
+@pytest.mark.modelopt_requires(backend=["tensorflow", "litert"])
+@pytest.mark.modelopt(techniques=list(CONTRACTS))
+def test_pilotnet(modelopt_variant):
+    modelopt_variant.expect(**CONTRACTS[modelopt_variant.technique])

@@ -267,7 +267,8 @@ def test_xdist_loses_no_result_and_never_overlaps_timing(
     assert len(files) == 3
     for path in files:
         assert len(json.loads(path.read_text())["entries"]) == 2
-    result = project.runpytest("-n", "2")
+    # Compared on the workers (a wide tolerance: two workers and their neighbours load 2 cores).
+    result = project.runpytest("-n", "2", "-o", "modelopt_speedup_tolerance=0.9")
     result.assert_outcomes(passed=6)
     result.stdout.fnmatch_lines(["compared with the baseline for *: 6 passed"])
 

@@ -83,14 +83,19 @@ def child(kind: str, model: str, workdir: Path, threads: int, seconds: float) ->
 def benchmark_app(model: str, workdir: Path, threads: int, seconds: float) -> float:
     tool = shutil.which("benchmark_app") or str(Path(sys.executable).parent / "benchmark_app")
     xml = workdir / "openvino" / "model.xml"
-    shape = "[1,3,224,224]"
-    options = ["-d", "CPU", "-hint", "latency", "-nthreads", str(threads), "-shape", shape]
+    # benchmark_app refuses -nthreads next to -hint ("fine tune options"); a config file sets the
+    # same properties our variant sets, and the tool prints what it compiled with.
+    config = workdir / "benchmark_app.json"
+    config.write_text(json.dumps({"CPU": {"INFERENCE_NUM_THREADS": str(threads)}}))
+    options = ["-d", "CPU", "-hint", "latency", "-load_config", str(config)]
     done = subprocess.run(
-        [tool, "-m", str(xml), *options, "-t", str(int(WARMUP_S + seconds))],
+        [tool, "-m", str(xml), *options, "-shape", "[1,3,224,224]", "-t", str(int(seconds))],
         capture_output=True,
         text=True,
         check=True,
     )
+    if f"INFERENCE_NUM_THREADS: {threads}" not in done.stdout:
+        raise RuntimeError(f"benchmark_app did not run with {threads} threads:\n{done.stdout}")
     match = re.search(r"Median:\s+([0-9.]+) ms", done.stdout)
     if match is None:
         raise RuntimeError(f"no median latency in benchmark_app's output:\n{done.stdout[-2000:]}")

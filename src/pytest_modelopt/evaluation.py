@@ -38,6 +38,7 @@ from pytest_modelopt.memory import PeakMemory
 from pytest_modelopt.registry import get_technique
 from pytest_modelopt.spec import ModelSpec
 from pytest_modelopt.variants.base import BuildContext, Variant
+from pytest_modelopt.worker import Worker
 
 REFERENCE = "eager"
 
@@ -242,13 +243,13 @@ class Evaluator:
         """Build, time against the reference, size and score one variant."""
         reference = self.build(REFERENCE)
         variant = self.build(technique_name, params)
-        batch = self.spec.example_input
+        cross_runtime = variant.runtime_family != reference.runtime_family
         interleaver = Interleaver(
-            lambda: variant.run(batch),
-            lambda: reference.run(batch),
+            self._side(variant, cross_runtime),
+            self._side(reference, cross_runtime),
             self.settings,
             device=variant.device,
-            cross_runtime=variant.runtime_family != reference.runtime_family,
+            cross_runtime=cross_runtime,
             log=lambda message: self.log(f"{self.spec.name}[{technique_name}]: {message}"),
         )
         self.log(
@@ -274,6 +275,25 @@ class Evaluator:
             retries=self.retries,
             remeasure=interleaver.run,
             log=self.log,
+        )
+
+    def _side(self, variant: Variant, cross_runtime: bool) -> Callable[[], Any] | Worker:
+        """How one side is timed: in a worker process of its own when two runtimes meet (their
+        thread pools would distort each other in one process) and the variant can be reloaded
+        there; else in this process."""
+        batch = self.spec.example_input
+
+        def call() -> Any:
+            return variant.run(batch)
+
+        if not (cross_runtime and self.settings.workers and variant.loader):
+            return call
+        return Worker(
+            variant.loader,
+            batch,
+            threads=self.settings.threads,
+            fallback=call,
+            label=f"{self.spec.name}[{variant.technique}]",
         )
 
     @functools.cached_property

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from pytest_modelopt.hardware import Hardware
     from pytest_modelopt.spec import ModelSpec
+    from pytest_modelopt.worker import Loader
 
 
 @dataclass
@@ -39,7 +40,9 @@ class Variant:
 
     ``run(batch)`` returns the model's output for one batch. ``files`` are what would be shipped
     (all of them count towards the size). ``details`` says how it runs (path taken, engine,
-    providers) and ``notes`` what the user should know (fallbacks, deprecations).
+    providers) and ``notes`` what the user should know (fallbacks, deprecations). ``loader``
+    says how a worker process rebuilds ``run`` from the files, so that the variant can be timed
+    alone in its own process (None: it is timed in this one).
     """
 
     technique: str
@@ -53,6 +56,7 @@ class Variant:
     build_seconds: float = 0.0
     first_call_seconds: float = 0.0
     memory: dict[str, Any] = field(default_factory=dict)
+    loader: Loader | None = None
 
     @property
     def runtime_family(self) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -91,6 +91,12 @@ def providers_for(ctx: BuildContext) -> list[str]:
 
 
 def session_for(path: Path, ctx: BuildContext) -> onnxruntime.InferenceSession:
+    return make_session(str(path), ctx.threads, providers_for(ctx))
+
+
+def make_session(
+    path: str, threads: int | None, providers: list[str]
+) -> onnxruntime.InferenceSession:
     """A session configured as ORT's own guidance says for latency: all graph optimizations,
     intra-op threads from the harness, sequential execution."""
     import onnxruntime
@@ -98,23 +104,25 @@ def session_for(path: Path, ctx: BuildContext) -> onnxruntime.InferenceSession:
     options = onnxruntime.SessionOptions()
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
-    if ctx.threads:
-        options.intra_op_num_threads = ctx.threads
+    if threads:
+        options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
     # Spin while a run is under way (fast), stop once it returns: idle spinning threads would
     # steal the cores of whatever runs next in this process (the reference, another variant).
     options.add_session_config_entry("session.force_spinning_stop", "1")
-    return onnxruntime.InferenceSession(str(path), options, providers=providers_for(ctx))
+    return onnxruntime.InferenceSession(path, options, providers=providers)
 
 
-def ort_variant(technique: str, path: Path, ctx: BuildContext, **extra: Any) -> Variant:
+def ort_runner(path: str, threads: int | None, providers: list[str]) -> Callable[[Any], Any]:
+    """``run(batch)`` of a new session on the model at ``path`` (also a worker's loader)."""
+    return _runner(make_session(path, threads, providers))
+
+
+def _runner(session: onnxruntime.InferenceSession) -> Callable[[Any], Any]:
     import numpy as np
-    import onnxruntime
 
-    session = session_for(path, ctx)
     names = [i.name for i in session.get_inputs()]
-    notes: list[str] = extra.pop("notes", [])
 
     def feed(batch: Any) -> dict[str, Any]:
         items = batch if isinstance(batch, tuple) else (batch,)
@@ -126,10 +134,20 @@ def ort_variant(technique: str, path: Path, ctx: BuildContext, **extra: Any) -> 
     def run(batch: Any) -> Any:
         return session.run(None, feed(batch))[0]
 
+    return run
+
+
+def ort_variant(technique: str, path: Path, ctx: BuildContext, **extra: Any) -> Variant:
+    import onnxruntime
+
+    from pytest_modelopt.worker import Loader
+
+    session = session_for(path, ctx)
+    notes: list[str] = extra.pop("notes", [])
     providers = session.get_providers()
     return Variant(
         technique,
-        run,
+        _runner(session),
         onnx_files(path),
         runtime=f"onnxruntime {onnxruntime.__version__}",
         precision=extra.pop("precision", "fp32"),
@@ -137,10 +155,16 @@ def ort_variant(technique: str, path: Path, ctx: BuildContext, **extra: Any) -> 
         details={
             "providers": providers,
             "intra_op_num_threads": session.get_session_options().intra_op_num_threads,
+            "inter_op_num_threads": session.get_session_options().inter_op_num_threads,
             "graph_optimization_level": "ORT_ENABLE_ALL",
             **extra,
         },
         notes=notes,
+        loader=Loader(
+            "pytest_modelopt.variants.onnx_runtime:ort_runner",
+            {"path": str(path), "threads": ctx.threads, "providers": providers},
+            numpy_inputs=True,
+        ),
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from pytest_modelopt.registry import register_technique
@@ -32,16 +33,11 @@ def openvino_variant(ctx: BuildContext, technique: str, precision_hint: str | No
     # Weights kept in fp32 on disk: the size is then comparable with the reference's; OpenVINO's
     # default fp16 compression of the IR is a separate choice, not this variant's.
     ov.save_model(model, str(xml), compress_to_fp16=False)
-    request = compiled.create_infer_request()
-
-    def run(batch: Any) -> Any:
-        items = batch if isinstance(batch, tuple) else (batch,)
-        inputs = [item.numpy() if hasattr(item, "numpy") else item for item in items]
-        return request.infer(inputs)[0]
+    from pytest_modelopt.worker import Loader
 
     return Variant(
         technique,
-        run,
+        _runner(compiled),
         (xml, xml.with_suffix(".bin")),
         runtime=f"openvino {ov.get_version()}",
         precision=execution_precision,
@@ -54,7 +50,30 @@ def openvino_variant(ctx: BuildContext, technique: str, precision_hint: str | No
             "converted_from": "torch",
         },
         notes=recorded.notes[:3],
+        loader=Loader(
+            "pytest_modelopt.variants.openvino:openvino_runner",
+            {"xml": str(xml), "device": device, "config": config},
+            numpy_inputs=True,
+        ),
     )
+
+
+def openvino_runner(xml: str, device: str, config: dict[str, Any]) -> Callable[[Any], Any]:
+    """``run(batch)`` of the saved IR compiled with ``config`` (a worker process's loader)."""
+    import openvino as ov
+
+    return _runner(ov.Core().compile_model(xml, device, config))
+
+
+def _runner(compiled: Any) -> Callable[[Any], Any]:
+    request = compiled.create_infer_request()
+
+    def run(batch: Any) -> Any:
+        items = batch if isinstance(batch, tuple) else (batch,)
+        inputs = [item.numpy() if hasattr(item, "numpy") else item for item in items]
+        return request.infer(inputs)[0]
+
+    return run
 
 
 @register_technique(

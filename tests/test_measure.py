@@ -193,3 +193,47 @@ def test_a_worker_that_cannot_start_falls_back_with_the_reason() -> None:
     assert variant.startswith("in process: variant worker failed: RuntimeError: cannot load")
     assert reference.startswith("in process: local cannot be sent to a worker process")
     assert comparison.rounds > 0
+
+
+# -- throughput at batch sizes -----------------------------------------------------------------
+
+
+class OneItemOnly:
+    """A python model with a fixed input shape: one item per call."""
+
+    def __call__(self, x):
+        if len(x) != 1:
+            raise ValueError(f"expected 1 item, got {len(x)}")
+        return x * 2
+
+
+def test_throughput_at_batch_sizes(tmp_path) -> None:
+    torch = pytest.importorskip("torch")
+    from models import QUICK, mlp_spec
+
+    from pytest_modelopt import Evaluator
+    from pytest_modelopt.evaluation import batch_of
+
+    assert tuple(batch_of(torch.ones(1, 16), 8).shape) == (8, 16)
+    result = Evaluator(mlp_spec(), settings=QUICK, workdir=tmp_path).evaluate("torchscript")
+    figures = result.throughput_at([1, 8], seconds=0.2)
+    for size, measured in figures.items():
+        low, high = measured.interval
+        assert 0 < low <= measured.value <= high, size
+    # A tiny model's call costs about the same for 1 or 8 items: far more items per second.
+    assert figures[8].value > 2 * figures[1].value
+    assert result.to_dict()["throughput_at_batch"]["8"]["items_per_s"] == figures[8].value
+
+
+def test_throughput_at_a_batch_the_variant_cannot_run_says_so(tmp_path) -> None:
+    import numpy as np
+
+    from pytest_modelopt import Evaluator, ModelSpec
+    from pytest_modelopt.errors import BuildError
+
+    spec = ModelSpec(name="fixed", factory=OneItemOnly, example_input=np.zeros((1, 4)))
+    settings = MeasureSettings(threads=1, warmup_s=0.01, warmup_calls=3, max_time_s=0.2)
+    result = Evaluator(spec, settings=settings, workdir=tmp_path).evaluate("eager")
+    assert result.throughput_at([1], seconds=0.05)[1].value > 0
+    with pytest.raises(BuildError, match=r"fixed\[eager\] cannot run a batch of 4: ValueError"):
+        result.throughput_at([4])

@@ -176,12 +176,17 @@ class Interleaver:
 
     @contextlib.contextmanager
     def _started(self) -> Iterator[None]:
-        """Start worker sides (falling back to in-process calls, with the reason); end them."""
+        """Start worker sides (falling back to in-process calls, with the reason); end them.
+
+        A worker its caller started already is used as it is and left running.
+        """
+        started: list[Side] = []
         for index, side in enumerate(self._sides):
-            if not isinstance(side, Worker):
+            if not isinstance(side, Worker) or side.running:
                 continue
             try:
                 side.start()
+                started.append(side)
                 self._log(f"{side.label}: timed in its own worker process")
             except WorkerUnavailable as error:
                 self._sides[index] = self._side(side.fallback)
@@ -190,7 +195,7 @@ class Interleaver:
         try:
             yield
         finally:
-            for side in self._sides:
+            for side in started:
                 side.close()
 
     def _warm_up(self, budget: float) -> None:
@@ -312,6 +317,30 @@ class CudaEvents(InProcess):
             end.synchronize()
             samples.append(begin.elapsed_time(end) / 1e3)
         return samples
+
+
+def time_alone(
+    call: Call, settings: MeasureSettings, seconds: float, *, device: str = "cpu"
+) -> list[float]:
+    """Per-call latencies of one callable timed alone (no reference): for absolute figures such
+    as throughput at other batch sizes. Same protocol otherwise: threads fixed, GC off, warm-up
+    by time and count until settled."""
+    side = CudaEvents(call) if device.startswith("cuda") else InProcess(call)
+    with fixed_threads(settings.threads), gc_paused():
+        warm = side.time(1)
+        start = time.perf_counter()
+        while True:
+            warm += side.time(1)
+            enough = time.perf_counter() - start >= settings.warmup_s
+            if enough and len(warm) > settings.warmup_calls and _settled(warm[1:]):
+                break
+            if time.perf_counter() - start > max(5 * settings.warmup_s, seconds):
+                break
+        samples: list[float] = []
+        deadline = time.perf_counter() + seconds
+        while time.perf_counter() < deadline or len(samples) < 10:
+            samples += side.time(1)
+    return samples
 
 
 def _settled(samples: list[float], window: int = 10, tolerance: float = 0.05) -> bool:

@@ -103,6 +103,10 @@ class Worker:
         self._process: Any = None
         self._connection: Any = None
 
+    @property
+    def running(self) -> bool:
+        return self._process is not None
+
     def start(self) -> None:
         """Spawn the worker and wait until it has loaded the variant; WorkerUnavailable if not."""
         if self._process is not None:

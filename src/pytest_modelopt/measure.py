@@ -240,6 +240,7 @@ class Interleaver:
         variant, reference = self._timings
         settings = self.settings
         next_check = len(self._ratios) + settings.min_rounds
+        next_check_time = 0.0
         variant_side, reference_side = self._sides
         orders: Iterator[Any] = iter(())
         while True:
@@ -254,12 +255,15 @@ class Interleaver:
                 r = self._block(reference_side, reference)
                 v = self._block(variant_side, variant)
             self._ratios.append(r / v if v > 0 else math.inf)
-            if len(self._ratios) >= next_check:
+            now = time.perf_counter()
+            if len(self._ratios) >= next_check and now >= next_check_time:
                 estimate, interval = ratio_estimate(self._ratios, settings.confidence)
                 if relative_width(estimate, interval) <= settings.target_width:
                     return "precision"
                 next_check = len(self._ratios) + max(10, len(self._ratios) // 10)
-            if time.perf_counter() >= deadline:
+                # Checks get dearer with the rounds: keep them to a few % of the time.
+                next_check_time = now + 30 * (time.perf_counter() - now)
+            if now >= deadline:
                 return "time cap"
 
     def _block(self, side: Side, timing: Timing) -> float:

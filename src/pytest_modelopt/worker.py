@@ -26,11 +26,14 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
+from pytest_modelopt.errors import ModeloptError
+
 Call = Callable[[], Any]
 
 
-class WorkerUnavailable(Exception):
-    """A worker could not be started; the reason says why (the engine then times in-process)."""
+class WorkerUnavailable(ModeloptError):
+    """A worker could not start (the engine then times that side in-process) or died while
+    timing (the measurement fails with the reason)."""
 
 
 @dataclass(frozen=True)

@@ -70,9 +70,11 @@ def main() -> None:
     )
     args = parser.parse_args()
     warnings.simplefilter("ignore")
-    if args.quick:
-        args.aa, args.trials, args.sleep_trials, args.real_trials = 100, 20, 10, 4
+    pairs = PAIRS
+    if args.quick:  # a smoke run of every section: a few minutes on a quiet 2-core machine
+        args.aa, args.trials, args.sleep_trials, args.real_trials = 40, 10, 4, 2
         args.real_cap, args.bias_repeats = 3.0, 2
+        pairs = [p for p in PAIRS if p[0] == "mobilenetv3_small_100"]
     torch.set_num_threads(args.threads)
     settings = MeasureSettings(
         threads=args.threads, warmup_s=0.1, warmup_calls=10, max_time_s=args.cap, target_width=0.01
@@ -105,15 +107,16 @@ def main() -> None:
     figures["synthetic"] = synthetic
     bias: dict[str, Any] = {"pairs": [], "max_bias": nan}
     if "d" in sections:
-        bias = ratio_bias(args.threads, max_time_s=10.0, repeats=args.bias_repeats)
+        bias = ratio_bias(pairs, args.threads, max_time_s=10.0, repeats=args.bias_repeats)
     figures["ratio_bias"] = bias
     for pair in bias["pairs"]:
         rows.append(
             (
                 f"(d) {pair['model']} eager/{pair['technique']}",
                 f"engine {pair['engine']:.3f}x, isolated {pair['isolated']:.3f}x",
-                f"bias {pair['bias'] * 100:.1f}% (isolated eager medians spread "
-                f"{pair['isolated_spread'] * 100:.1f}%; {pair['isolation']})",
+                f"bias {pair['bias'] * 100:.1f}% ({pair['isolation']}; in-process blocks "
+                f"{pair['in_process_bias'] * 100:.1f}%; isolated eager medians spread "
+                f"{pair['isolated_spread'] * 100:.1f}%)",
             )
         )
 
@@ -400,18 +403,20 @@ def real_pair_quality(settings: MeasureSettings, trials: int, threads: int) -> d
 # -- (d) ratio bias ----------------------------------------------------------------------------
 
 
-def ratio_bias(threads: int, max_time_s: float, repeats: int = 5) -> dict[str, Any]:
+def ratio_bias(
+    pairs_to_run: list[tuple[str, str]], threads: int, max_time_s: float, repeats: int = 5
+) -> dict[str, Any]:
     """Each side timed alone in a fresh process of its own (eager, variant, eager, ...: drift
     between processes affects both), against the engine's speedup for the pair."""
     pairs = []
-    for model in sorted({m for m, _ in PAIRS}):
+    for model in sorted({m for m, _ in pairs_to_run}):
         spec = ModelSpec.from_timm(model)
         evaluator = Evaluator(
             spec, settings=MeasureSettings(threads=threads, max_time_s=max_time_s)
         )
         eager = evaluator.build("eager")
         assert eager.loader is not None
-        for _, technique in (p for p in PAIRS if p[0] == model):
+        for _, technique in (p for p in pairs_to_run if p[0] == model):
             variant = evaluator.build(technique)
             loader = variant.loader or Loader(
                 "worker_side:torchscript_runner",
@@ -428,6 +433,11 @@ def ratio_bias(threads: int, max_time_s: float, repeats: int = 5) -> dict[str, A
             iso = statistics.median(eager_runs) / statistics.median(variant_runs)
             comparison = evaluator.evaluate(technique).comparison
             engine = comparison.speedup
+            in_process = math.nan
+            if comparison.isolation["variant"] == "worker process":  # the protocol it replaced
+                evaluator.settings = replace(evaluator.settings, workers=False)
+                in_process = evaluator.evaluate(technique).comparison.speedup
+                evaluator.settings = replace(evaluator.settings, workers=True)
             pairs.append(
                 {
                     "eager_runs_s": eager_runs,
@@ -438,6 +448,8 @@ def ratio_bias(threads: int, max_time_s: float, repeats: int = 5) -> dict[str, A
                     "engine_interval": comparison.speedup_interval,
                     "isolated": iso,
                     "bias": abs(engine / iso - 1),
+                    "in_process": in_process,
+                    "in_process_bias": abs(in_process / iso - 1),
                     "isolated_spread": float(np.ptp(eager_runs) / np.median(eager_runs)),
                     "isolation": "workers"
                     if comparison.isolation["variant"] == "worker process"

@@ -21,8 +21,6 @@ import argparse
 import json
 import math
 import statistics
-import subprocess
-import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -37,6 +35,7 @@ from pytest_modelopt import Evaluator, MeasureSettings, ModelSpec
 from pytest_modelopt.budget import Verdict, judge_all
 from pytest_modelopt.evaluation import latency_metrics
 from pytest_modelopt.measure import Interleaver, fixed_threads
+from pytest_modelopt.worker import Loader, Worker
 
 nan = math.nan
 GATE = 0.99  # the regression gate: FAIL when the variant is surely more than 1% slower
@@ -54,8 +53,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer trials (a smoke test)")
     parser.add_argument("--aa", type=int, default=1000, help="A/A comparisons (synthetic)")
     parser.add_argument("--trials", type=int, default=100, help="trials per injected slowdown")
-    parser.add_argument("--real-trials", type=int, default=40, help="trials per level, real pair")
-    parser.add_argument("--cap", type=float, default=0.6, help="time cap per comparison, s")
+    parser.add_argument("--sleep-trials", type=int, default=50, help="trials per sleep level")
+    parser.add_argument("--real-trials", type=int, default=10, help="trials per level, real pair")
+    parser.add_argument("--cap", type=float, default=0.8, help="time cap per comparison, s")
+    parser.add_argument(
+        "--real-cap", type=float, default=5.0, help="time cap per real-pair comparison, s"
+    )
+    parser.add_argument("--bias-repeats", type=int, default=5, help="isolated runs per side")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", help="also write every figure to this file")
     parser.add_argument(
@@ -64,16 +68,13 @@ def main() -> None:
         help="which parts to run: a overhead, b/c synthetic "
         "and real gate quality, d ratio bias (default: all)",
     )
-    parser.add_argument(
-        "--isolated", nargs=2, metavar=("MODEL", "TECHNIQUE"), help=argparse.SUPPRESS
-    )
     args = parser.parse_args()
     warnings.simplefilter("ignore")
-    if args.isolated:
-        print(json.dumps(isolated_median(*args.isolated, threads=args.threads)))
-        return
-    if args.quick:
-        args.aa, args.trials, args.real_trials, args.cap = 100, 20, 10, 0.5
+    pairs = PAIRS
+    if args.quick:  # a smoke run of every section: a few minutes on a quiet 2-core machine
+        args.aa, args.trials, args.sleep_trials, args.real_trials = 40, 10, 4, 2
+        args.real_cap, args.bias_repeats = 3.0, 2
+        pairs = [p for p in PAIRS if p[0] == "mobilenetv3_small_100"]
     torch.set_num_threads(args.threads)
     settings = MeasureSettings(
         threads=args.threads, warmup_s=0.1, warmup_calls=10, max_time_s=args.cap, target_width=0.01
@@ -95,23 +96,26 @@ def main() -> None:
     if "b" in sections or "c" in sections:
         base = RepeatedMatmul(1e-3, args.threads)
         synthetic = gate_quality(
-            "synthetic 1 ms matmul", base, base, settings, args.aa, args.trials
+            "synthetic 1 ms matmul", base, base, settings, args.aa, args.trials, args.sleep_trials
         )
         rows += synthetic["rows"]
-        real = real_pair_quality(settings, args.real_trials, args.threads)
+        real = real_pair_quality(
+            replace(settings, max_time_s=args.real_cap), args.real_trials, args.threads
+        )
         figures["real_pair"] = real
         rows += real["rows"]
     figures["synthetic"] = synthetic
     bias: dict[str, Any] = {"pairs": [], "max_bias": nan}
     if "d" in sections:
-        bias = ratio_bias(args.threads, max_time_s=10.0)
+        bias = ratio_bias(pairs, args.threads, max_time_s=10.0, repeats=args.bias_repeats)
     figures["ratio_bias"] = bias
     for pair in bias["pairs"]:
         rows.append(
             (
                 f"(d) {pair['model']} eager/{pair['technique']}",
                 f"engine {pair['engine']:.3f}x, isolated {pair['isolated']:.3f}x",
-                f"bias {pair['bias'] * 100:.1f}% (isolated eager medians spread "
+                f"bias {pair['bias'] * 100:.1f}% ({pair['isolation']}; in-process blocks "
+                f"{pair['in_process_bias'] * 100:.1f}%; isolated eager medians spread "
                 f"{pair['isolated_spread'] * 100:.1f}%)",
             )
         )
@@ -240,7 +244,11 @@ def harness_overhead_us(settings: MeasureSettings) -> tuple[float, float]:
 
 
 def verdict(
-    variant: Call, reference: Call, settings: MeasureSettings, gate: float, **kw: Any
+    variant: Call | Worker,
+    reference: Call | Worker,
+    settings: MeasureSettings,
+    gate: float,
+    **kw: Any,
 ) -> tuple[Verdict, float, float]:
     comparison = Interleaver(variant, reference, settings, **kw).run()
     check = judge_all({"speedup": f">={gate}"}, latency_metrics(comparison, 1, settings))[0]
@@ -262,27 +270,43 @@ def tally(outcomes: list[tuple[Verdict, float, float]]) -> dict[str, Any]:
     }
 
 
+# An injection: (variant, kind, fraction) -> (slowed variant, slowdown measured alone, cleanup).
+Inject = Callable[[Any, str, float], tuple[Any, float, Callable[[], None]]]
+
+
+def in_process_injection(base: Any, kind: str, fraction: float) -> tuple[Any, float, Any]:
+    threads = base.threads
+    inject = compute_injection if kind == "compute" else sleep_injection
+    slowed, actual = inject(base, fraction, threads)
+    return slowed, actual, lambda: None
+
+
 def gate_quality(
     label: str,
-    variant: Call,
-    reference: Call,
+    variant: Any,
+    reference: Any,
     settings: MeasureSettings,
     aa_trials: int,
     trials: int,
+    sleep_trials: int,
     *,
     gate: float = GATE,
+    inject: Inject = in_process_injection,
     cross_runtime: bool = False,
 ) -> dict[str, Any]:
-    threads = settings.threads or 1
     result: dict[str, Any] = {"rows": []}
-    aa = tally(
-        [
-            verdict(
-                variant, reference, replace(settings, seed=i), gate, cross_runtime=cross_runtime
-            )
-            for i in range(aa_trials)
-        ]
-    )
+
+    def run(slowed: Any, count: int) -> dict[str, Any]:
+        return tally(
+            [
+                verdict(
+                    slowed, reference, replace(settings, seed=i), gate, cross_runtime=cross_runtime
+                )
+                for i in range(count)
+            ]
+        )
+
+    aa = run(variant, aa_trials)
     result["aa"] = aa
     result["rows"].append(
         (
@@ -293,22 +317,14 @@ def gate_quality(
             f"{aa['median_seconds']:.2f} s each (e)",
         )
     )
-    for kind, inject in (("compute", compute_injection), ("sleep", sleep_injection)):
+    for kind, count in (("compute", trials), ("sleep", sleep_trials)):
         result[kind] = {}
         for fraction in SLOWDOWNS:
-            slowed, actual = inject(variant, fraction, threads)
-            outcome = tally(
-                [
-                    verdict(
-                        slowed,
-                        reference,
-                        replace(settings, seed=i),
-                        gate,
-                        cross_runtime=cross_runtime,
-                    )
-                    for i in range(trials)
-                ]
-            )
+            slowed, actual, cleanup = inject(variant, kind, fraction)
+            try:
+                outcome = run(slowed, count)
+            finally:
+                cleanup()
             outcome["actual_slowdown"] = actual
             result[kind][fraction] = outcome
             result["rows"].append(
@@ -316,36 +332,70 @@ def gate_quality(
                     f"(c) {label}: +{fraction * 100:.0f}% {kind} (actual +{actual * 100:.1f}%)",
                     f"detected {outcome['fail_rate'] * 100:.0f}% of {outcome['n']}",
                     f"inconclusive {outcome['inconclusive_rate'] * 100:.0f}%, "
+                    f"median speedup {outcome['median_speedup']:.3f}, "
                     f"{outcome['median_seconds']:.2f} s each (e)",
                 )
             )
     return result
 
 
+def worker(loader: Loader, batch: Any, threads: int, label: str) -> Worker:
+    side = Worker(loader, batch, threads=threads, fallback=lambda: None, label=label)
+    side.start()
+    return side
+
+
+def alone_median(side: Worker, warmup_s: float = 1.0, seconds: float = 2.0) -> float:
+    """Median per-call time of a worker timed alone (nothing else of ours runs meanwhile)."""
+    typical = statistics.median(side.time(5))
+    side.time(max(1, round(warmup_s / typical)))
+    return statistics.median(side.time(max(10, round(seconds / typical))))
+
+
 def real_pair_quality(settings: MeasureSettings, trials: int, threads: int) -> dict[str, Any]:
-    """Eager vs ONNX Runtime on mobilenetv3_small_100: the gate is the pair's own speedup (the
-    median over the A/A trials) less 1%; slowdowns are injected into the ONNX Runtime side."""
+    """Eager vs ONNX Runtime on mobilenetv3_small_100, each in its worker process as the engine
+    times any two runtimes. The gate is the pair's own speedup (median of probe comparisons) less
+    1%; slowdowns are injected into the ONNX Runtime side, inside its worker."""
     spec = ModelSpec.from_timm("mobilenetv3_small_100")
     evaluator = Evaluator(spec, settings=settings)
-    eager = evaluator.build("eager")
-    ort = evaluator.build("onnxruntime")
+    eager, ort = evaluator.build("eager"), evaluator.build("onnxruntime")
+    assert eager.loader is not None
+    assert ort.loader is not None
     batch = spec.example_input
-    variant, reference = (lambda: ort.run(batch)), (lambda: eager.run(batch))
-    probe = [
-        verdict(variant, reference, replace(settings, seed=i), 0.0, cross_runtime=True)
-        for i in range(max(5, trials // 4))
-    ]
-    own = statistics.median(s for _, s, _ in probe)
-    result = gate_quality(
-        "real eager vs onnxruntime",
-        variant,
-        reference,
-        settings,
-        trials * 2,
-        trials,
-        gate=own * GATE,
-        cross_runtime=True,
-    )
+    reference = worker(eager.loader, batch, threads, "eager")
+    variant = worker(ort.loader, batch, threads, "onnxruntime")
+    try:
+        probe = [
+            verdict(variant, reference, replace(settings, seed=1000 + i), 0.0)
+            for i in range(max(3, trials // 3))
+        ]
+        own = statistics.median(s for _, s, _ in probe)
+        base_s = alone_median(variant, 0.5, 1.0)
+
+        def inject(base: Any, kind: str, fraction: float) -> tuple[Any, float, Any]:
+            loader = Loader(
+                "worker_side:injected_runner",
+                {"inner": ort.loader, "extra_s": fraction * base_s, "kind": kind},
+                numpy_inputs=True,
+            )
+            slowed = worker(loader, batch, threads, f"onnxruntime +{fraction:.0%} {kind}")
+            actual = alone_median(slowed, 0.5, 1.0) / alone_median(base, 0.5, 1.0) - 1
+            return slowed, actual, slowed.close
+
+        result = gate_quality(
+            "real eager vs onnxruntime",
+            variant,
+            reference,
+            settings,
+            trials * 2,
+            trials,
+            max(2, trials // 2),
+            gate=own * GATE,
+            inject=inject,
+        )
+    finally:
+        variant.close()
+        reference.close()
     result["own_speedup"] = own
     return result
 
@@ -353,44 +403,41 @@ def real_pair_quality(settings: MeasureSettings, trials: int, threads: int) -> d
 # -- (d) ratio bias ----------------------------------------------------------------------------
 
 
-def isolated_median(model: str, technique: str, *, threads: int) -> dict[str, float]:
-    """Run in a child process: build one variant and time it alone."""
-    torch.set_num_threads(threads)
-    spec = ModelSpec.from_timm(model)
-    evaluator = Evaluator(spec, settings=MeasureSettings(threads=threads))
-    variant = evaluator.build(technique)
-    batch = spec.example_input
-    with fixed_threads(threads):
-        median_time(lambda: variant.run(batch), 1.0)  # warm-up
-        return {"median_s": median_time(lambda: variant.run(batch), 2.0)}
-
-
-def isolated(model: str, technique: str, threads: int) -> float:
-    out = subprocess.run(
-        [sys.executable, __file__, "--isolated", model, technique, "--threads", str(threads)],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return float(json.loads(out.stdout.strip().splitlines()[-1])["median_s"])
-
-
-def ratio_bias(threads: int, max_time_s: float, repeats: int = 5) -> dict[str, Any]:
-    """Isolated-process medians, alternated (eager, variant, eager, ...) so that drift between
-    processes affects both; against the engine's speedup measured in one process."""
+def ratio_bias(
+    pairs_to_run: list[tuple[str, str]], threads: int, max_time_s: float, repeats: int = 5
+) -> dict[str, Any]:
+    """Each side timed alone in a fresh process of its own (eager, variant, eager, ...: drift
+    between processes affects both), against the engine's speedup for the pair."""
     pairs = []
-    for model in sorted({m for m, _ in PAIRS}):
+    for model in sorted({m for m, _ in pairs_to_run}):
         spec = ModelSpec.from_timm(model)
         evaluator = Evaluator(
             spec, settings=MeasureSettings(threads=threads, max_time_s=max_time_s)
         )
-        for _, technique in (p for p in PAIRS if p[0] == model):
+        eager = evaluator.build("eager")
+        assert eager.loader is not None
+        for _, technique in (p for p in pairs_to_run if p[0] == model):
+            variant = evaluator.build(technique)
+            loader = variant.loader or Loader(
+                "worker_side:torchscript_runner",
+                {"path": str(variant.files[0]), "optimize": variant.details["saved"] == "traced"},
+            )
             eager_runs, variant_runs = [], []
             for _ in range(repeats):
-                eager_runs.append(isolated(model, "eager", threads))
-                variant_runs.append(isolated(model, technique, threads))
+                for runs, side_loader in ((eager_runs, eager.loader), (variant_runs, loader)):
+                    side = worker(side_loader, spec.example_input, threads, technique)
+                    try:
+                        runs.append(alone_median(side))
+                    finally:
+                        side.close()
             iso = statistics.median(eager_runs) / statistics.median(variant_runs)
-            engine = evaluator.evaluate(technique).comparison.speedup
+            comparison = evaluator.evaluate(technique).comparison
+            engine = comparison.speedup
+            in_process = math.nan
+            if comparison.isolation["variant"] == "worker process":  # the protocol it replaced
+                evaluator.settings = replace(evaluator.settings, workers=False)
+                in_process = evaluator.evaluate(technique).comparison.speedup
+                evaluator.settings = replace(evaluator.settings, workers=True)
             pairs.append(
                 {
                     "eager_runs_s": eager_runs,
@@ -398,9 +445,15 @@ def ratio_bias(threads: int, max_time_s: float, repeats: int = 5) -> dict[str, A
                     "model": model,
                     "technique": technique,
                     "engine": engine,
+                    "engine_interval": comparison.speedup_interval,
                     "isolated": iso,
                     "bias": abs(engine / iso - 1),
+                    "in_process": in_process,
+                    "in_process_bias": abs(in_process / iso - 1),
                     "isolated_spread": float(np.ptp(eager_runs) / np.median(eager_runs)),
+                    "isolation": "workers"
+                    if comparison.isolation["variant"] == "worker process"
+                    else "in process",
                 }
             )
     return {"pairs": pairs, "max_bias": max(p["bias"] for p in pairs)}

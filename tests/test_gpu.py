@@ -27,6 +27,7 @@ def test_cuda_work_is_timed_to_completion() -> None:
     settings = MeasureSettings(warmup_s=0.1, max_time_s=1.0)
     comparison = Interleaver(matmul, matmul, settings, device="cuda").run()
     assert comparison.variant.summary().p50 >= 0.8 * kernel_s
+    assert comparison.isolation["variant"] == "in process (CUDA events)"
 
 
 def test_gpu_state_is_recorded() -> None:

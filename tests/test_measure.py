@@ -38,7 +38,7 @@ def test_a_clear_slowdown_is_measured_and_fails() -> None:
 
 
 def test_identical_callables_pass_a_loose_budget() -> None:
-    comparison = Interleaver(sleeper(0.002), sleeper(0.002), FAST).run()
+    comparison = Interleaver(sleeper(0.005), sleeper(0.005), FAST).run()
     checks = judge_all({"speedup": ">=0.8"}, latency_metrics(comparison, 1, FAST))
     assert checks[0].verdict is Verdict.PASS
 
@@ -67,20 +67,41 @@ def test_run_again_adds_rounds() -> None:
 
 def _comparison(variant: list[float], reference: list[float]) -> Comparison:
     ratios = [r / v for v, r in zip(variant, reference, strict=True)]
-    from pytest_modelopt.stats import median_interval
+    from pytest_modelopt.stats import ratio_estimate
 
+    speedup, interval = ratio_estimate(ratios, 0.999)
     return Comparison(
         variant=Timing(0.0, samples_s=variant),
         reference=Timing(0.0, samples_s=reference),
         ratios=ratios,
-        speedup=sorted(ratios)[len(ratios) // 2],
-        speedup_interval=median_interval(ratios, 0.999),
+        speedup=speedup,
+        speedup_interval=interval,
         confidence=0.999,
         rounds=len(ratios),
         elapsed_s=1.0,
         stopped_by="time cap",
         threads=None,
     )
+
+
+def test_known_sample_sets_get_their_known_verdicts() -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(4)
+    reference = list(rng.lognormal(np.log(2e-3), 0.03, 300))
+    same = judge_all(
+        {"speedup": ">=0.99"}, latency_metrics(_comparison(reference, reference), 1, FAST)
+    )
+    assert same[0].verdict is Verdict.PASS
+    slower = [x * 1.1 for x in rng.lognormal(np.log(2e-3), 0.03, 300)]
+    clear = judge_all(
+        {"speedup": ">=0.99"}, latency_metrics(_comparison(slower, reference), 1, FAST)
+    )
+    assert clear[0].verdict is Verdict.FAIL
+    few = judge_all(
+        {"speedup": ">=0.99"}, latency_metrics(_comparison(slower[:5], reference[:5]), 1, FAST)
+    )
+    assert few[0].verdict is Verdict.INCONCLUSIVE  # five rounds cannot give a 99.9% interval
 
 
 def test_very_noisy_samples_are_inconclusive() -> None:
@@ -115,3 +136,103 @@ def test_threads_are_fixed_and_recorded() -> None:
     assert set(seen) == {1}
     assert comparison.threads == 1
     assert torch.get_num_threads() == before
+
+
+# -- worker processes --------------------------------------------------------------------------
+
+
+def sleeping_runner(seconds: float, pid_file: str | None = None):
+    """A worker's loader (imported by name in the worker): run(batch) sleeps ``seconds``."""
+    if pid_file:
+        import os
+        from pathlib import Path
+
+        Path(pid_file).write_text(str(os.getpid()))
+    return lambda batch: time.sleep(seconds)
+
+
+def failing_runner():
+    raise RuntimeError("cannot load this variant here")
+
+
+def test_a_worker_times_per_call_latencies_in_its_own_process(tmp_path) -> None:
+    import os
+
+    from pytest_modelopt.worker import Loader, Worker
+
+    pid_file = tmp_path / "pid"
+    worker = Worker(
+        Loader("test_measure:sleeping_runner", {"seconds": 0.003, "pid_file": str(pid_file)}),
+        None,
+        threads=1,
+        fallback=sleeper(0.003),
+    )
+    settings = MeasureSettings(warmup_s=0.05, max_time_s=1.5, block_s=0.02, transition_s=0.005)
+    comparison = Interleaver(worker, sleeper(0.0015), settings).run()
+    assert comparison.isolation == {"variant": "worker process", "reference": "in process"}
+    assert comparison.cross_runtime  # a worker is always timed in blocks
+    assert comparison.variant.block_calls >= 2
+    assert min(comparison.variant.samples_s) >= 0.003  # one sample per call, not per block
+    assert comparison.speedup == pytest.approx(0.5, rel=0.2)
+    assert int(pid_file.read_text()) != os.getpid()
+
+
+def test_a_worker_that_cannot_start_falls_back_with_the_reason() -> None:
+    from pytest_modelopt.worker import Loader, Worker
+
+    broken = Worker(Loader("test_measure:failing_runner"), None, threads=1, fallback=sleeper(0.001))
+    unpicklable = Worker(
+        Loader("test_measure:sleeping_runner", {"seconds": lambda: 0}),
+        None,
+        threads=1,
+        fallback=sleeper(0.001),
+        label="local",
+    )
+    comparison = Interleaver(broken, unpicklable, FAST).run(max_time_s=0.3)
+    variant, reference = comparison.isolation["variant"], comparison.isolation["reference"]
+    assert variant.startswith("in process: variant worker failed: RuntimeError: cannot load")
+    assert reference.startswith("in process: local cannot be sent to a worker process")
+    assert comparison.rounds > 0
+
+
+# -- throughput at batch sizes -----------------------------------------------------------------
+
+
+class OneItemOnly:
+    """A python model with a fixed input shape: one item per call."""
+
+    def __call__(self, x):
+        if len(x) != 1:
+            raise ValueError(f"expected 1 item, got {len(x)}")
+        return x * 2
+
+
+def test_throughput_at_batch_sizes(tmp_path) -> None:
+    torch = pytest.importorskip("torch")
+    from models import QUICK, mlp_spec
+    from pytest_modelopt import Evaluator
+    from pytest_modelopt.evaluation import batch_of
+
+    assert tuple(batch_of(torch.ones(1, 16), 8).shape) == (8, 16)
+    result = Evaluator(mlp_spec(), settings=QUICK, workdir=tmp_path).evaluate("torchscript")
+    figures = result.throughput_at([1, 8], seconds=0.2)
+    for size, measured in figures.items():
+        low, high = measured.interval
+        assert 0 < low <= measured.value <= high, size
+    # A tiny model's call costs about the same for 1 or 8 items: far more items per second.
+    assert figures[8].value > 2 * figures[1].value
+    assert result.to_dict()["throughput_at_batch"]["8"]["items_per_s"] == figures[8].value
+
+
+def test_throughput_at_a_batch_the_variant_cannot_run_says_so(tmp_path) -> None:
+    import numpy as np
+
+    from pytest_modelopt import Evaluator, ModelSpec
+    from pytest_modelopt.errors import BuildError
+
+    spec = ModelSpec(name="fixed", factory=OneItemOnly, example_input=np.zeros((1, 4)))
+    settings = MeasureSettings(threads=1, warmup_s=0.01, warmup_calls=3, max_time_s=0.2)
+    result = Evaluator(spec, settings=settings, workdir=tmp_path).evaluate("eager")
+    assert result.throughput_at([1], seconds=0.05)[1].value > 0
+    with pytest.raises(BuildError, match=r"fixed\[eager\] cannot run a batch of 4: ValueError"):
+        result.throughput_at([4])

@@ -38,6 +38,14 @@ def test_onnxruntime_is_timed_in_blocks_against_torch(evaluator: Evaluator) -> N
     assert comparison.variant.discarded_calls >= 1
     assert comparison.reference.discarded_calls >= 1
     assert comparison.variant.block_calls >= 2
+    # Each runtime alone in a worker process of its own: no thread pool shares a process.
+    assert comparison.isolation == {"variant": "worker process", "reference": "worker process"}
+    threads = evaluator.evaluate("onnxruntime").threads
+    assert threads == {
+        "torch_intra_op": QUICK.threads,
+        "intra_op_num_threads": QUICK.threads,
+        "inter_op_num_threads": 1,
+    }
 
 
 @onnxruntime_required

@@ -15,7 +15,7 @@ import math
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,11 +33,12 @@ from pytest_modelopt.budget import (
 from pytest_modelopt.efficiency import count_flops, peak_ops_per_second, precision_class, roofline
 from pytest_modelopt.errors import BuildError, ContractViolation, ModeloptError, NotApplicable
 from pytest_modelopt.hardware import Hardware, detect_hardware, gpu_state
-from pytest_modelopt.measure import Comparison, Interleaver, MeasureSettings
+from pytest_modelopt.measure import Comparison, Interleaver, MeasureSettings, time_alone
 from pytest_modelopt.memory import PeakMemory
 from pytest_modelopt.registry import get_technique
 from pytest_modelopt.spec import ModelSpec
 from pytest_modelopt.variants.base import BuildContext, Variant
+from pytest_modelopt.worker import Worker
 
 REFERENCE = "eager"
 
@@ -58,6 +59,7 @@ class VariantResult:
     inconclusive: str = "fail"
     retries: int = 1
     checks: list[Check] = field(default_factory=list)
+    throughput: dict[int, Measured] = field(default_factory=dict)
     remeasure: Callable[[], Comparison] | None = field(default=None, repr=False)
     log: Callable[[str], None] = field(default=lambda message: None, repr=False)
 
@@ -113,6 +115,47 @@ class VariantResult:
             )
         return checks
 
+    def throughput_at(
+        self, batch_sizes: Sequence[int], seconds: float = 1.0
+    ) -> dict[int, Measured]:
+        """Items per second of the variant at each batch size (the example input's first item
+        repeated), timed alone, with the interval from the median latency's. A batch size the
+        variant cannot run (a fixed input shape, say) raises BuildError naming it."""
+        from pytest_modelopt.stats import median_interval
+
+        figures: dict[int, Measured] = {}
+        for size in batch_sizes:
+            if size < 1:
+                raise ValueError(f"{self.label}: batch sizes must be >= 1, got {size}")
+            batch = batch_of(self.spec.example_input, size)
+            try:
+                self.variant.run(batch)
+            except Exception as error:
+                raise BuildError(
+                    f"{self.label} cannot run a batch of {size}: {type(error).__name__}: "
+                    f"{str(error).splitlines()[0][:200]}"
+                ) from error
+            samples = time_alone(
+                functools.partial(self.variant.run, batch),
+                self.settings,
+                seconds,
+                device=self.variant.device,
+            )
+            p50 = float(np.median(samples))
+            low, high = median_interval(samples, self.settings.confidence)
+            figures[size] = Measured(
+                size / p50, (_per_second(size, high * 1e3), _per_second(size, low * 1e3))
+            )
+            self.log(f"{self.label}: batch {size}: {size / p50:.1f} items/s")
+        self.throughput.update(figures)
+        return figures
+
+    @property
+    def threads(self) -> dict[str, Any]:
+        """Every thread setting the timing ran with: torch's, and the variant runtime's own."""
+        runtime = {k: v for k, v in self.variant.details.items() if "thread" in k}
+        return {"torch_intra_op": self.comparison.threads, **runtime}
+
     @property
     def verdict(self) -> Verdict | None:
         verdicts = {check.verdict for check in self.checks}
@@ -132,6 +175,11 @@ class VariantResult:
             "accuracy": self.accuracy,
             "efficiency": self.efficiency,
             "gpu_state": self.gpu_state,
+            "threads": self.threads,
+            "throughput_at_batch": {
+                str(size): {"items_per_s": m.value, "interval": m.interval}
+                for size, m in self.throughput.items()
+            },
             "metrics": {
                 name: {"value": m.value, "interval": m.interval, "undecidable": m.undecidable}
                 for name, m in self.metrics.items()
@@ -246,13 +294,13 @@ class Evaluator:
         """Build, time against the reference, size and score one variant."""
         reference = self.build(REFERENCE)
         variant = self.build(technique_name, params)
-        batch = self.spec.example_input
+        cross_runtime = variant.runtime_family != reference.runtime_family
         interleaver = Interleaver(
-            lambda: variant.run(batch),
-            lambda: reference.run(batch),
+            self._side(variant, cross_runtime),
+            self._side(reference, cross_runtime),
             self.settings,
             device=variant.device,
-            cross_runtime=variant.runtime_family != reference.runtime_family,
+            cross_runtime=cross_runtime,
             log=lambda message: self.log(f"{self.spec.name}[{technique_name}]: {message}"),
         )
         self.log(
@@ -278,6 +326,25 @@ class Evaluator:
             retries=self.retries,
             remeasure=interleaver.run,
             log=self.log,
+        )
+
+    def _side(self, variant: Variant, cross_runtime: bool) -> Callable[[], Any] | Worker:
+        """How one side is timed: in a worker process of its own when two runtimes meet (their
+        thread pools would distort each other in one process) and the variant can be reloaded
+        there; else in this process."""
+        batch = self.spec.example_input
+
+        def call() -> Any:
+            return variant.run(batch)
+
+        if not (cross_runtime and self.settings.workers and variant.loader):
+            return call
+        return Worker(
+            variant.loader,
+            batch,
+            threads=self.settings.threads,
+            fallback=call,
+            label=f"{self.spec.name}[{variant.technique}]",
         )
 
     @functools.cached_property
@@ -394,6 +461,16 @@ def latency_metrics(
         noisy,
     )
     return metrics
+
+
+def batch_of(example: Any, size: int) -> Any:
+    """A batch of ``size`` items: the example's first item repeated (tensors and arrays)."""
+    if isinstance(example, tuple):
+        return tuple(batch_of(item, size) for item in example)
+    first = example[:1]
+    if hasattr(first, "repeat") and hasattr(first, "dim"):  # a torch tensor
+        return first.repeat(size, *([1] * (first.dim() - 1)))
+    return np.repeat(np.asarray(first), size, axis=0)
 
 
 def to_numpy(output: Any) -> np.ndarray:

@@ -16,11 +16,14 @@ Protocol, in order:
    6 ms alone; its first three calls after an ONNX Runtime block took 16, 11 and 10 ms), so the
    first calls of each block, for at least ``transition_s``, are discarded,
    and the round's ratio is the ratio of the two blocks' medians.
-5. Rounds continue until the confidence interval of the median ratio is narrower than
-   ``target_width`` (relative), or the time cap is reached. Raw samples are kept.
+5. The speedup is the Hodges-Lehmann estimate of the per-round ratios (on the log scale), with
+   the interval of the Wilcoxon signed-rank test (stats.ratio_estimate). Rounds continue until
+   that interval is narrower than ``target_width`` (relative), or the time cap is reached. Raw
+   samples are kept.
 
-GPU variants are timed with a synchronize before each clock read (``device`` starting with
-``cuda``), never a host clock around asynchronous work.
+Two runtimes are timed each in a worker process of its own where their variants can be reloaded
+there (pytest_modelopt.worker): their thread pools then never share a process. GPU work is timed
+with CUDA events around each call, never a host clock around asynchronous work.
 """
 
 from __future__ import annotations
@@ -36,9 +39,11 @@ from typing import Any
 
 import numpy as np
 
-from pytest_modelopt.stats import Summary, median_interval, relative_width, summarize
+from pytest_modelopt.stats import Summary, ratio_estimate, relative_width, summarize
+from pytest_modelopt.worker import InProcess, Worker, WorkerUnavailable
 
 Call = Callable[[], Any]
+Side = InProcess | Worker
 
 
 @dataclass(frozen=True)
@@ -54,6 +59,7 @@ class MeasureSettings:
     seed: int = 0
     block_s: float = 0.05
     transition_s: float = 0.04
+    workers: bool = True
 
 
 @dataclass
@@ -86,6 +92,7 @@ class Comparison:
     stopped_by: str
     threads: int | None
     cross_runtime: bool = False
+    isolation: dict[str, str] = field(default_factory=dict)
 
     @property
     def noise(self) -> float:
@@ -102,6 +109,7 @@ class Comparison:
             "stopped_by": self.stopped_by,
             "threads": self.threads,
             "cross_runtime": self.cross_runtime,
+            "isolation": self.isolation,
             "noise": self.noise,
         }
         for side in ("variant", "reference"):
@@ -120,22 +128,28 @@ class Comparison:
 
 
 class Interleaver:
-    """Times ``variant`` against ``reference``; :meth:`run` may be called again for more rounds."""
+    """Times ``variant`` against ``reference``; :meth:`run` may be called again for more rounds.
+
+    Each side is a callable (timed in this process) or a :class:`~pytest_modelopt.worker.Worker`
+    (timed alone in its own process, in blocks). A worker that cannot start falls back to its
+    in-process call, and the reason is recorded in the comparison's ``isolation``.
+    """
 
     def __init__(
         self,
-        variant: Call,
-        reference: Call,
+        variant: Call | Side,
+        reference: Call | Side,
         settings: MeasureSettings,
         *,
         device: str = "cpu",
         cross_runtime: bool = False,
         log: Callable[[str], None] = lambda message: None,
     ) -> None:
-        self._calls = (variant, reference)
-        self._cross_runtime = cross_runtime
+        self._cuda = device.startswith("cuda")
+        self._sides: list[Side] = [self._side(s) for s in (variant, reference)]
+        self._isolation = [side.isolation for side in self._sides]
+        self._cross_runtime = cross_runtime or any(isinstance(s, Worker) for s in self._sides)
         self.settings = settings
-        self._timer = _synchronized_timer() if device.startswith("cuda") else time.perf_counter
         self._log = log
         self._rng = np.random.default_rng(settings.seed)
         self._timings: tuple[Timing, Timing] | None = None
@@ -143,50 +157,91 @@ class Interleaver:
         self._elapsed = 0.0
         self._threads: int | None = None
 
+    def _side(self, side: Call | Side) -> Side:
+        if isinstance(side, InProcess | Worker):
+            return side
+        return CudaEvents(side) if self._cuda else InProcess(side)
+
     def run(self, max_time_s: float | None = None) -> Comparison:
-        """Warm up (first time only), then add rounds until precise enough or out of time."""
+        """Warm up, then add rounds until precise enough or out of time."""
         settings = self.settings
         budget = settings.max_time_s if max_time_s is None else max_time_s
-        with fixed_threads(settings.threads), gc_paused():
+        with self._started(), fixed_threads(settings.threads), gc_paused():
             start = time.perf_counter()
-            if self._timings is None:
-                self._timings = self._warm_up(budget)
+            self._warm_up(budget)
             stopped_by = self._rounds(start + budget)
             self._threads = current_threads()
             self._elapsed += time.perf_counter() - start
         return self._comparison(stopped_by)
 
-    def _warm_up(self, budget: float) -> tuple[Timing, Timing]:
+    @contextlib.contextmanager
+    def _started(self) -> Iterator[None]:
+        """Start worker sides (falling back to in-process calls, with the reason); end them.
+
+        A worker its caller started already is used as it is and left running.
+        """
+        started: list[Side] = []
+        for index, side in enumerate(self._sides):
+            if not isinstance(side, Worker) or side.running:
+                continue
+            try:
+                side.start()
+                started.append(side)
+                self._log(f"{side.label}: timed in its own worker process")
+            except WorkerUnavailable as error:
+                self._sides[index] = self._side(side.fallback)
+                self._isolation[index] = f"in process: {error}"
+                self._log(f"{side.label}: timed in this process ({error})")
+        try:
+            yield
+        finally:
+            for side in started:
+                side.close()
+
+    def _warm_up(self, budget: float) -> None:
+        """First calls, then calls alternating both sides until long enough and settled.
+
+        In-process sides stay warm between runs; a worker side is a fresh process each run and
+        is warmed up again.
+        """
         settings = self.settings
-        timings = tuple(Timing(first_call_s=self._time(call)) for call in self._calls)
+        if self._timings is None:
+            first = [side.time(1)[0] for side in self._sides]
+            self._timings = (Timing(first_call_s=first[0]), Timing(first_call_s=first[1]))
+        elif any(isinstance(side, Worker) for side in self._sides):
+            for side in self._sides:
+                side.time(1)
+        else:
+            return
         warm: tuple[list[float], list[float]] = ([], [])
         deadline = time.perf_counter() + max(settings.warmup_s * 5, budget * 0.3)
         start = time.perf_counter()
         chunk = 5 if self._cross_runtime else 1
         while True:
-            for call, samples in zip(self._calls, warm, strict=True):
-                samples.extend(self._time(call) for _ in range(chunk))
+            for side, samples in zip(self._sides, warm, strict=True):
+                samples.extend(side.time(chunk))
             enough = (
                 time.perf_counter() - start >= settings.warmup_s
                 and len(warm[0]) >= settings.warmup_calls
             )
             if (enough and all(_settled(s) for s in warm)) or time.perf_counter() > deadline:
                 break
-        for timing, samples in zip(timings, warm, strict=True):
-            timing.warmup_calls, timing.warmup_s = len(samples), float(sum(samples))
+        for timing, samples in zip(self._timings, warm, strict=True):
+            timing.warmup_calls += len(samples)
+            timing.warmup_s += float(sum(samples))
             if self._cross_runtime:
                 typical = max(float(np.median(samples[-10:])), 1e-7)
                 timing.block_calls = max(2, math.ceil(settings.block_s / typical))
                 timing.discarded_calls = max(1, math.ceil(settings.transition_s / typical))
         self._log(f"warmed up: {len(warm[0])} calls each in {time.perf_counter() - start:.1f} s")
-        return timings  # type: ignore[return-value]
 
     def _rounds(self, deadline: float) -> str:
         assert self._timings is not None
         variant, reference = self._timings
         settings = self.settings
         next_check = len(self._ratios) + settings.min_rounds
-        variant_call, reference_call = self._calls
+        next_check_time = 0.0
+        variant_side, reference_side = self._sides
         orders: Iterator[Any] = iter(())
         while True:
             variant_first = next(orders, None)
@@ -194,55 +249,102 @@ class Interleaver:
                 orders = iter(self._rng.random(1024) < 0.5)
                 variant_first = next(orders)
             if variant_first:
-                v = self._block(variant_call, variant)
-                r = self._block(reference_call, reference)
+                v = self._block(variant_side, variant)
+                r = self._block(reference_side, reference)
             else:
-                r = self._block(reference_call, reference)
-                v = self._block(variant_call, variant)
+                r = self._block(reference_side, reference)
+                v = self._block(variant_side, variant)
             self._ratios.append(r / v if v > 0 else math.inf)
-            if len(self._ratios) >= next_check:
-                estimate = float(np.median(self._ratios))
-                interval = median_interval(self._ratios, settings.confidence)
+            now = time.perf_counter()
+            if len(self._ratios) >= next_check and now >= next_check_time:
+                estimate, interval = ratio_estimate(self._ratios, settings.confidence)
                 if relative_width(estimate, interval) <= settings.target_width:
                     return "precision"
                 next_check = len(self._ratios) + max(10, len(self._ratios) // 10)
-            if time.perf_counter() >= deadline:
+                # Checks get dearer with the rounds: keep them to a few % of the time.
+                next_check_time = now + 30 * (time.perf_counter() - now)
+            if now >= deadline:
                 return "time cap"
 
-    def _block(self, call: Call, timing: Timing) -> float:
+    def _block(self, side: Side, timing: Timing) -> float:
         """Time one block of calls; keep the samples after the transition; return their median."""
         if timing.block_calls == 1:  # one call a side: the common, same-runtime case
-            sample = self._time(call)
+            sample = self._time(side.call) if type(side) is InProcess else side.time(1)[0]
             timing.samples_s.append(sample)
             return sample
-        for _ in range(timing.discarded_calls):
-            self._time(call)
-        block = [self._time(call) for _ in range(timing.block_calls)]
+        block = side.time(timing.discarded_calls + timing.block_calls)[timing.discarded_calls :]
         timing.samples_s.extend(block)
-        return block[0] if len(block) == 1 else float(np.median(block))
+        return float(np.median(block))
 
-    def _time(self, call: Call) -> float:
-        timer = self._timer
-        start = timer()
+    @staticmethod
+    def _time(call: Call) -> float:
+        start = time.perf_counter()
         call()
-        return timer() - start
+        return time.perf_counter() - start
 
     def _comparison(self, stopped_by: str) -> Comparison:
         assert self._timings is not None
         ratios = list(self._ratios)
+        speedup, interval = ratio_estimate(ratios, self.settings.confidence)
         return Comparison(
             variant=self._timings[0],
             reference=self._timings[1],
             ratios=ratios,
-            speedup=float(np.median(ratios)),
-            speedup_interval=median_interval(ratios, self.settings.confidence),
+            speedup=speedup,
+            speedup_interval=interval,
             confidence=self.settings.confidence,
             rounds=len(ratios),
             elapsed_s=self._elapsed,
             stopped_by=stopped_by,
             threads=self._threads,
             cross_runtime=self._cross_runtime,
+            isolation={"variant": self._isolation[0], "reference": self._isolation[1]},
         )
+
+
+class CudaEvents(InProcess):
+    """Times each call with CUDA events recorded around it on the current stream, waiting for
+    the end event: the GPU's own clock, covering the launches and all the work they queue."""
+
+    isolation = "in process (CUDA events)"
+
+    def time(self, calls: int) -> list[float]:
+        import torch
+
+        samples = []
+        for _ in range(calls):
+            begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            torch.cuda.synchronize()
+            begin.record()
+            self.call()
+            end.record()
+            end.synchronize()
+            samples.append(begin.elapsed_time(end) / 1e3)
+        return samples
+
+
+def time_alone(
+    call: Call, settings: MeasureSettings, seconds: float, *, device: str = "cpu"
+) -> list[float]:
+    """Per-call latencies of one callable timed alone (no reference): for absolute figures such
+    as throughput at other batch sizes. Same protocol otherwise: threads fixed, GC off, warm-up
+    by time and count until settled."""
+    side = CudaEvents(call) if device.startswith("cuda") else InProcess(call)
+    with fixed_threads(settings.threads), gc_paused():
+        warm = side.time(1)
+        start = time.perf_counter()
+        while True:
+            warm += side.time(1)
+            enough = time.perf_counter() - start >= settings.warmup_s
+            if enough and len(warm) > settings.warmup_calls and _settled(warm[1:]):
+                break
+            if time.perf_counter() - start > max(5 * settings.warmup_s, seconds):
+                break
+        samples: list[float] = []
+        deadline = time.perf_counter() + seconds
+        while time.perf_counter() < deadline or len(samples) < 10:
+            samples += side.time(1)
+    return samples
 
 
 def _settled(samples: list[float], window: int = 10, tolerance: float = 0.05) -> bool:
@@ -285,13 +387,3 @@ def fixed_threads(threads: int | None) -> Iterator[None]:
 def current_threads() -> int | None:
     torch = sys.modules.get("torch")
     return int(torch.get_num_threads()) if torch is not None else None
-
-
-def _synchronized_timer() -> Callable[[], float]:
-    import torch
-
-    def timer() -> float:
-        torch.cuda.synchronize()
-        return time.perf_counter()
-
-    return timer

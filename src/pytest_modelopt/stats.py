@@ -86,3 +86,69 @@ def relative_width(estimate: float, interval: tuple[float, float]) -> float:
     if estimate <= 0 or not (math.isfinite(low) and math.isfinite(high)):
         return math.inf
     return (high - low) / estimate
+
+
+# Rounds up to which the signed-rank distribution is computed exactly; above, its normal
+# approximation (as scipy.stats.wilcoxon does) is accurate to well below a rank.
+EXACT_SIGNED_RANK_MAX_N = 60
+
+
+def ratio_estimate(ratios: ArrayLike, confidence: float) -> tuple[float, tuple[float, float]]:
+    """The speedup from per-round ratios, with its confidence interval.
+
+    The Hodges-Lehmann estimate of the log-ratios (the median of all pairwise means, Walsh
+    averages) and the interval from inverting the Wilcoxon signed-rank test, back on the ratio
+    scale. Each round times both sides in a random order, so a round's log-ratio is symmetric
+    about the true one: what this interval assumes. It is about 1.5 times as efficient as the
+    median's sign-test interval on normal-like data (fewer rounds for the same width, which
+    matters most between runtimes, where a round is two blocks of calls) and still robust to
+    outliers (29% of the rounds may be arbitrarily wrong). Too few rounds give (-inf, inf).
+    """
+    x = np.log(np.asarray(ratios, dtype=float))
+    x = np.sort(x[np.isfinite(x)])
+    n = x.size
+    if n == 0:
+        return math.nan, (-math.inf, math.inf)
+    pairs = n * (n + 1) // 2
+    estimate = math.exp(0.5 * (_walsh_order(x, (pairs - 1) // 2) + _walsh_order(x, pairs // 2)))
+    k = signed_rank_critical(n, 1 - confidence)
+    if k < 0:
+        return estimate, (-math.inf, math.inf)
+    return estimate, (math.exp(_walsh_order(x, k)), math.exp(_walsh_order(x, pairs - 1 - k)))
+
+
+def signed_rank_critical(n: int, alpha: float) -> int:
+    """Largest k with P(T <= k) <= alpha / 2 for the signed-rank statistic T of n values (-1 if
+    none): the interval runs from the (k+1)-th smallest Walsh average to the (k+1)-th largest."""
+    from scipy import stats
+
+    if n <= EXACT_SIGNED_RANK_MAX_N:
+        counts = np.array([1.0])
+        for rank in range(1, n + 1):  # coefficients of prod(1 + z**rank): ways to reach each T
+            counts = np.concatenate([counts, np.zeros(rank)]) + np.concatenate(
+                [np.zeros(rank), counts]
+            )
+        cdf = np.cumsum(counts) / counts.sum()
+        return int(np.searchsorted(cdf, alpha / 2, side="right")) - 1
+    mean, sd = n * (n + 1) / 4, math.sqrt(n * (n + 1) * (2 * n + 1) / 24)
+    return math.floor(mean + float(stats.norm.ppf(alpha / 2)) * sd - 0.5)
+
+
+def _walsh_order(sorted_x: np.ndarray, k: int) -> float:
+    """The k-th smallest (0-based) of the Walsh averages (x_i + x_j) / 2, i <= j, without
+    building all n(n+1)/2 of them: bisection on the value, counting pairs below it."""
+    n = sorted_x.size
+    index = np.arange(n)
+
+    def below(value: float) -> int:  # how many Walsh averages are <= value
+        ends = np.searchsorted(sorted_x, 2 * value - sorted_x, side="right")
+        return int(np.maximum(ends - index, 0).sum())
+
+    low, high = float(sorted_x[0]), float(sorted_x[-1])
+    while high - low > 1e-10:  # log-ratios: 1e-10 is a ratio known to 1e-10, relative
+        middle = 0.5 * (low + high)
+        if below(middle) >= k + 1:
+            high = middle
+        else:
+            low = middle
+    return high

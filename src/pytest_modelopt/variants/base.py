@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from pytest_modelopt.hardware import Hardware
     from pytest_modelopt.spec import ModelSpec
+    from pytest_modelopt.worker import Loader
 
 
 @dataclass
@@ -43,7 +44,9 @@ class Variant:
     (all of them count towards the size). ``details`` says how it runs (path taken, engine,
     providers) and ``notes`` what the user should know (fallbacks, deprecations). ``model`` is
     the transformed torch module where the technique yields one (pruning, low-rank, ...): the next
-    technique of a chain such as ``pruned_structured+static_int8`` starts from it.
+    technique of a chain such as ``pruned_structured+static_int8`` starts from it. ``loader``
+    says how a worker process rebuilds ``run`` from the files, so that the variant can be timed
+    alone in its own process (None: it is timed in this one).
     """
 
     technique: str
@@ -58,6 +61,7 @@ class Variant:
     first_call_seconds: float = 0.0
     memory: dict[str, Any] = field(default_factory=dict)
     model: Any = field(default=None, repr=False)
+    loader: Loader | None = None
 
     @property
     def runtime_family(self) -> str:

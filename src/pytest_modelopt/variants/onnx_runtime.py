@@ -95,26 +95,38 @@ def providers_for(ctx: BuildContext) -> list[str]:
 def session_for(
     path: Path, ctx: BuildContext, providers: list[str] | None = None
 ) -> onnxruntime.InferenceSession:
+    """The variant's session: the harness's threads, providers by hardware, TensorRT with an
+    engine cache and an optimization profile for the batch sizes the spec uses."""
+    providers = providers or providers_for(ctx)
+    chosen: list[Any] = [
+        (name, tensorrt_options(path, ctx)) if name == TENSORRT else name for name in providers
+    ]
+    return make_session(str(path), ctx.threads, chosen)
+
+
+def make_session(
+    path: str, threads: int | None, providers: list[Any]
+) -> onnxruntime.InferenceSession:
     """A session configured as ORT's own guidance says for latency: all graph optimizations,
-    intra-op threads from the harness, sequential execution; TensorRT with an engine cache and
-    an optimization profile for the batch sizes the spec uses."""
+    intra-op threads from the harness, sequential execution."""
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
-    if ctx.threads:
-        options.intra_op_num_threads = ctx.threads
+    if threads:
+        options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
     # Spin while a run is under way (fast), stop once it returns: idle spinning threads would
     # steal the cores of whatever runs next in this process (the reference, another variant).
     options.add_session_config_entry("session.force_spinning_stop", "1")
-    providers = providers or providers_for(ctx)
-    chosen: list[Any] = [
-        (name, tensorrt_options(path, ctx)) if name == TENSORRT else name for name in providers
-    ]
-    return onnxruntime.InferenceSession(str(path), options, providers=chosen)
+    return onnxruntime.InferenceSession(path, options, providers=providers)
+
+
+def ort_runner(path: str, threads: int | None) -> Callable[[Any], Any]:
+    """``run(batch)`` of a new CPU session on the model at ``path``: a worker process's loader."""
+    return _plain_runner(make_session(path, threads, ["CPUExecutionProvider"]))
 
 
 def tensorrt_options(path: Path, ctx: BuildContext) -> dict[str, Any]:
@@ -156,6 +168,8 @@ def ort_variant(
 ) -> Variant:
     import onnxruntime
 
+    from pytest_modelopt.worker import Loader
+
     session = session_for(path, ctx, providers)
     notes: list[str] = extra.pop("notes", [])
     active = session.get_providers()
@@ -171,11 +185,21 @@ def ort_variant(
         details={
             "providers": active,
             "intra_op_num_threads": session.get_session_options().intra_op_num_threads,
+            "inter_op_num_threads": session.get_session_options().inter_op_num_threads,
             "graph_optimization_level": "ORT_ENABLE_ALL",
             "io_binding": on_gpu,
             **extra,
         },
         notes=notes,
+        # A CPU session can be rebuilt from its file in a worker process; a GPU one is timed
+        # here, where its device buffers live.
+        loader=None
+        if on_gpu
+        else Loader(
+            "pytest_modelopt.variants.onnx_runtime:ort_runner",
+            {"path": str(path), "threads": ctx.threads},
+            numpy_inputs=True,
+        ),
     )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 from pytest_modelopt.errors import BuildError
@@ -58,6 +59,8 @@ def openvino_variant(
     """
     import openvino as ov
 
+    from pytest_modelopt.worker import Loader
+
     model, details, notes = convert(ctx)
     if quantize:
         model = nncf_quantize(ctx, technique, model)
@@ -81,8 +84,7 @@ def openvino_variant(
     # with the reference's; OpenVINO's default fp16 compression of the IR is a separate choice.
     ov.save_model(model, str(xml), compress_to_fp16=False)
     streams = int(compiled.get_property("NUM_STREAMS"))
-    throughput = hint == "THROUGHPUT"
-    run = _throughput_runner(compiled, streams) if throughput else _latency_runner(compiled)
+    run = runner(compiled)
     kernels = runtime_precisions(compiled)
     precision = execution_precision
     if quantize:
@@ -106,6 +108,11 @@ def openvino_variant(
             **details,
         },
         notes=notes,
+        loader=Loader(
+            "pytest_modelopt.variants.openvino:openvino_runner",
+            {"xml": str(xml), "device": device, "config": config},
+            numpy_inputs=True,
+        ),
     )
 
 
@@ -143,6 +150,20 @@ def runtime_precisions(compiled: Any) -> dict[str, int]:
         if "runtimePrecision" in info and op.get_type_name() not in {"Parameter", "Result"}:
             counts[str(info["runtimePrecision"].value).strip().lower()] += 1
     return dict(sorted(counts.items()))
+
+
+def openvino_runner(xml: str, device: str, config: dict[str, Any]) -> Callable[[Any], Any]:
+    """``run(batch)`` of the saved IR compiled with ``config``: a worker process's loader."""
+    import openvino as ov
+
+    return runner(ov.Core().compile_model(xml, device, config))
+
+
+def runner(compiled: Any) -> Callable[[Any], Any]:
+    """Run one batch: a single request (LATENCY), or split across streams (THROUGHPUT)."""
+    if str(compiled.get_property("PERFORMANCE_HINT")).endswith("THROUGHPUT"):
+        return _throughput_runner(compiled, int(compiled.get_property("NUM_STREAMS")))
+    return _latency_runner(compiled)
 
 
 def _latency_runner(compiled: Any) -> Any:

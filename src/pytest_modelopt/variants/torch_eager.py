@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pickle
+from collections.abc import Callable
+from typing import Any
 
 from pytest_modelopt.registry import register_technique
 from pytest_modelopt.variants.base import BuildContext, Variant
@@ -25,14 +27,30 @@ def build_eager(ctx: BuildContext) -> Variant:
 
     import torch
 
-    from pytest_modelopt.torchtools import call_model
+    from pytest_modelopt.worker import Loader
 
     model = ctx.model.eval()
     path = ctx.workdir / "model.pt"
     torch.save(model.state_dict(), path)
+    return Variant(
+        "eager",
+        eager_runner(model),
+        (path,),
+        runtime=f"torch {torch.__version__}",
+        precision="fp32",
+        # A worker gets the module itself (pickled: its class must be importable).
+        loader=Loader("pytest_modelopt.variants.torch_eager:eager_runner", {"model": model}),
+    )
 
-    def run(batch: object) -> object:
+
+def eager_runner(model: Any) -> Callable[[Any], Any]:
+    """``run(batch)``: the module called under inference mode (also a worker's loader)."""
+    import torch
+
+    from pytest_modelopt.torchtools import call_model
+
+    def run(batch: Any) -> Any:
         with torch.inference_mode():
             return call_model(model, batch)
 
-    return Variant("eager", run, (path,), runtime=f"torch {torch.__version__}", precision="fp32")
+    return run

@@ -1,0 +1,218 @@
+"""Timing one side of a comparison alone in its own process.
+
+Two runtimes in one process distort each other: each one's thread pool (torch's OpenMP pool,
+ONNX Runtime's, OpenVINO's TBB arena) stays alive and keeps the cores busy or cold for the other,
+and OpenVINO measured 13% slower beside torch than alone on 2 cores. A side whose variant says how
+to rebuild itself (a :class:`Loader`) is therefore timed in a worker process of its own: the
+worker loads the variant from its files, and times blocks of calls on request while the other
+side's process waits blocked on a pipe. The samples are the same per-call latencies, read with the
+same clock, in the process that makes the calls.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import importlib
+import os
+import pickle
+import socket
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any
+
+from pytest_modelopt.errors import ModeloptError
+
+Call = Callable[[], Any]
+
+
+class WorkerUnavailable(ModeloptError):
+    """A worker could not start (the engine then times that side in-process) or died while
+    timing (the measurement fails with the reason)."""
+
+
+@dataclass(frozen=True)
+class Loader:
+    """How a worker process rebuilds a variant's ``run(batch)``.
+
+    ``function`` is an importable ``"module:name"`` that takes ``kwargs`` (picklable: paths,
+    settings, a picklable model) and returns the run callable. ``numpy_inputs``: the run function
+    takes numpy arrays, so the batch is sent as arrays and the worker need not import torch.
+    """
+
+    function: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    numpy_inputs: bool = False
+
+    def load(self) -> Callable[[Any], Any]:
+        module, _, name = self.function.partition(":")
+        return getattr(importlib.import_module(module), name)(**self.kwargs)
+
+
+class InProcess:
+    """A side timed in this process: the common case, and the fallback."""
+
+    isolation = "in process"
+
+    def __init__(self, call: Call, timer: Callable[[], float] = time.perf_counter) -> None:
+        self.call = call
+        self._timer = timer
+
+    def start(self) -> None:
+        return None
+
+    def time(self, calls: int) -> list[float]:
+        call, timer, samples = self.call, self._timer, []
+        for _ in range(calls):
+            begin = timer()
+            call()
+            samples.append(timer() - begin)
+        return samples
+
+    def close(self) -> None:
+        return None
+
+
+class Worker:
+    """A side timed in a worker process (started by :meth:`start`, ended by :meth:`close`).
+
+    ``fallback`` is the in-process call the engine uses instead when the worker cannot start.
+    """
+
+    isolation = "worker process"
+
+    def __init__(
+        self,
+        loader: Loader,
+        batch: Any,
+        *,
+        threads: int | None,
+        fallback: Call,
+        label: str = "variant",
+        start_timeout_s: float = 300.0,
+    ) -> None:
+        self.loader = loader
+        self.batch = batch
+        self.threads = threads
+        self.fallback = fallback
+        self.label = label
+        self.start_timeout_s = start_timeout_s
+        self.start_seconds = 0.0
+        self._process: Any = None
+        self._connection: Any = None
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None
+
+    def start(self) -> None:
+        """Spawn the worker and wait until it has loaded the variant; WorkerUnavailable if not."""
+        if self._process is not None:
+            return
+        begin = time.perf_counter()
+        batch = _as_numpy(self.batch) if self.loader.numpy_inputs else self.batch
+        try:
+            payload = pickle.dumps((self.loader, batch, self.threads))
+        except Exception as error:  # anything unpicklable: a local class, a lambda, a handle
+            raise WorkerUnavailable(
+                f"{self.label} cannot be sent to a worker process: {type(error).__name__}: {error}"
+            ) from error
+        # A fresh interpreter, never a fork (thread pools do not survive one), and not
+        # multiprocessing's spawn, which re-imports the user's main script.
+        ours, theirs = socket.socketpair()
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "pytest_modelopt.worker", str(theirs.fileno())],
+            pass_fds=(theirs.fileno(),),
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)},
+        )
+        theirs.close()
+        self._connection = Connection(ours.detach())
+        self._connection.send_bytes(payload)
+        try:
+            self._reply(self.start_timeout_s)
+        except WorkerUnavailable:
+            self.close()
+            raise
+        self.start_seconds = time.perf_counter() - begin
+
+    def time(self, calls: int) -> list[float]:
+        self._connection.send(calls)
+        return self._reply(None)
+
+    def close(self) -> None:
+        if self._process is None:
+            return
+        with contextlib.suppress(OSError, EOFError):
+            self._connection.send(None)
+        try:
+            self._process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+        self._connection.close()
+        self._process = self._connection = None
+
+    def _reply(self, timeout: float | None) -> Any:
+        if timeout is not None and not self._connection.poll(timeout):
+            raise WorkerUnavailable(f"{self.label} worker did not load within {timeout:g} s")
+        try:
+            status, value = self._connection.recv()
+        except (EOFError, OSError) as error:
+            raise WorkerUnavailable(
+                f"{self.label} worker exited (code {self._process.poll()})"
+            ) from error
+        if status == "error":
+            raise WorkerUnavailable(f"{self.label} worker failed: {value}")
+        return value
+
+
+def _serve(connection: Connection) -> None:
+    """The worker's loop: load, then time as many calls as asked until told to stop."""
+    try:
+        loader, batch, threads = pickle.loads(connection.recv_bytes())
+        _fix_torch_threads(threads)
+        run = loader.load()
+        gc.collect()
+        gc.disable()
+    except Exception as error:
+        connection.send(("error", f"{type(error).__name__}: {error}\n{traceback.format_exc()}"))
+        return
+    connection.send(("ready", None))
+    timer = time.perf_counter
+    while True:
+        calls = connection.recv()
+        if calls is None:
+            return
+        samples = []
+        try:
+            for _ in range(calls):
+                begin = timer()
+                run(batch)
+                samples.append(timer() - begin)
+        except Exception as error:
+            connection.send(("error", f"{type(error).__name__}: {error}"))
+            return
+        connection.send(("samples", samples))
+
+
+def _fix_torch_threads(threads: int | None) -> None:
+    if threads is None:
+        return
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(threads)
+
+
+def _as_numpy(batch: Any) -> Any:
+    if isinstance(batch, tuple):
+        return tuple(_as_numpy(item) for item in batch)
+    return batch.numpy() if hasattr(batch, "numpy") else batch
+
+
+if __name__ == "__main__":
+    _serve(Connection(int(sys.argv[1])))

@@ -19,6 +19,8 @@ from pytest_modelopt.registry import register_technique
 from pytest_modelopt.variants.base import BuildContext, Variant, WarningsToNotes
 
 SOURCES = ("torch", "onnx")
+# Every OpenVINO technique converts from the torch model unless told to convert its ONNX export.
+CONVERSION_DEFAULTS = {"source": "torch"}
 
 
 def convert(ctx: BuildContext) -> tuple[Any, dict[str, Any], list[str]]:
@@ -208,6 +210,7 @@ def _inputs(batch: Any) -> list[Any]:
 
 @register_technique(
     "openvino",
+    defaults=CONVERSION_DEFAULTS,
     backend="openvino",
     description="OpenVINO, LATENCY hint, the device's default execution precision (stated)",
 )
@@ -217,6 +220,7 @@ def build_openvino(ctx: BuildContext) -> Variant:
 
 @register_technique(
     "openvino_fp32",
+    defaults=CONVERSION_DEFAULTS,
     backend="openvino",
     description="OpenVINO, LATENCY hint, execution forced to fp32",
 )
@@ -226,6 +230,7 @@ def build_openvino_fp32(ctx: BuildContext) -> Variant:
 
 @register_technique(
     "openvino_int8",
+    defaults=CONVERSION_DEFAULTS,
     backend=("openvino", "nncf"),
     description="OpenVINO with NNCF post-training int8 quantization on the calibration data",
 )
@@ -235,6 +240,7 @@ def build_openvino_int8(ctx: BuildContext) -> Variant:
 
 @register_technique(
     "openvino_throughput",
+    defaults=CONVERSION_DEFAULTS,
     backend="openvino",
     description="OpenVINO, THROUGHPUT hint: the batch split across parallel streams",
 )

@@ -65,13 +65,15 @@ def test_violated_contract_fails_with_readable_table(project: pytest.Pytester) -
             modelopt_variant.expect(speedup=">=1.5", size_ratio="<=1")
         """
     )
-    result = project.runpytest()
+    # Time and noise allowance enough for a clear verdict on a loaded machine: this test is about
+    # the failure table, the noise rule has tests of its own.
+    result = project.runpytest("-o", "modelopt_max_time=2", "-o", "modelopt_noise=10")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
         [
             "*toy?fake_slow?: contract broken (speedup)*",
             "*metric*measured*interval*budget*verdict*",
-            "*speedup*0.3*x*>= 1.5x*FAIL*",
+            "*speedup*0.*x*>= 1.5x*FAIL*",
             "*size_ratio*<= 1x*PASS*",
         ]
     )

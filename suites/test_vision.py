@@ -46,7 +46,8 @@ VIT_TECHNIQUES = [
     "compile",
     "dynamic_int8",
     "static_int8",
-    "pruned_structured",
+    # pruned_structured is left out: torch-pruning's result fails timm's attention reshape on its
+    # first call (a BuildError naming the cause), a known gap.
     "lowrank",
     "clustered",
     "onnxruntime",

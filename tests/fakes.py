@@ -52,6 +52,17 @@ def build_needs_gpu(ctx):
     return _variant(ctx, "fake_needs_gpu", ctx.model.work)
 
 
+@register_technique("fake_crashes", frameworks=("python",))
+def build_crashes(ctx):
+    """Builds, but its variant raises when called."""
+    def run(x):
+        raise ValueError("shape mismatch in layer 3")
+
+    variant = _variant(ctx, "fake_crashes", ctx.model.work)
+    variant.run = run
+    return variant
+
+
 @register_technique("fake_noop", frameworks=("python",))
 def build_noop(ctx):
     raise NoEffectError("fake_noop changed nothing in toy: nothing to optimize")

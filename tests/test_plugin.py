@@ -214,6 +214,26 @@ def test_technique_that_changed_nothing_fails(project: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(["*fake_noop changed nothing in toy: nothing to optimize*"])
 
 
+def test_variant_that_cannot_run_fails_naming_the_technique(project: pytest.Pytester) -> None:
+    project.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.modelopt(techniques=["fake_crashes"])
+        def test_toy(modelopt_variant):
+            modelopt_variant.expect(speedup=">=1")
+        """
+    )
+    result = project.runpytest()
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*fake_crashes built a variant of toy that fails on the example input: "
+            "ValueError: shape mismatch in layer 3*"
+        ]
+    )
+
+
 def test_unknown_technique_names_the_known_ones(project: pytest.Pytester) -> None:
     project.makepyfile(
         """

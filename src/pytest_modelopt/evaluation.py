@@ -269,7 +269,13 @@ class Evaluator:
             ) from error
         variant.build_seconds = time.perf_counter() - start
         variant.memory["build_peak_mb"] = build_memory.host_mb
-        self._first_call(variant)
+        try:
+            self._first_call(variant)
+        except Exception as error:  # a variant that builds but cannot run is that build's failure
+            raise BuildError(
+                f"{technique_name} built a variant of {self.spec.name} that fails on the example "
+                f"input: {type(error).__name__}: {error}"
+            ) from error
         self.log(f"{self.spec.name}[{technique_name}]: built in {variant.build_seconds:.1f} s")
         self._variants[key] = variant
         return variant

@@ -29,7 +29,7 @@ def build_clustered(ctx: BuildContext) -> Variant:
     import torch
     from torch import nn
 
-    from pytest_modelopt.torchtools import call_model
+    from pytest_modelopt.variants.torch_eager import eager_runner
 
     clusters = int(ctx.params["clusters"])
     if not 2 <= clusters <= 256:
@@ -57,14 +57,10 @@ def build_clustered(ctx: BuildContext) -> Variant:
     path = ctx.workdir / "model.clustered.pt"
     torch.save(_packed_state(model, clustered, clusters), path)
 
-    def run(batch: object) -> object:
-        with torch.inference_mode():
-            return call_model(model, batch)
-
     index_bits = 4 if clusters <= 16 else 8
     return Variant(
         "clustered",
-        run,
+        eager_runner(model),
         (path,),
         runtime=f"torch {torch.__version__}",
         precision="fp32, weight-shared",

@@ -26,19 +26,15 @@ def torch_variant(
     layers were rebuilt, so the original class cannot load it) as the whole module."""
     import torch
 
-    from pytest_modelopt.torchtools import call_model
+    from pytest_modelopt.variants.torch_eager import eager_runner
 
     model = model.eval()
     path = ctx.workdir / "model.pt"
     torch.save(model if whole_module else model.state_dict(), path)
 
-    def run(batch: object) -> object:
-        with torch.inference_mode():
-            return call_model(model, batch)
-
     return Variant(
         technique,
-        run,
+        eager_runner(model),
         (path,),
         runtime=f"torch {torch.__version__}",
         precision="fp32",

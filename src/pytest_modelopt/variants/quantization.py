@@ -139,19 +139,15 @@ def _quantized_variant(
     model) as the variant."""
     import torch
 
-    from pytest_modelopt.torchtools import call_model
+    from pytest_modelopt.variants.torch_eager import eager_runner
 
     path = ctx.workdir / "model.pt"
     torch.save(model.state_dict() if state is None else state, path)
     runner = run_model if run_model is not None else model
 
-    def run(batch: object) -> object:
-        with torch.inference_mode():
-            return call_model(runner, batch)
-
     return Variant(
         technique,
-        run,
+        eager_runner(runner),
         (path,),
         runtime=f"torch {torch.__version__}",
         precision=precision,

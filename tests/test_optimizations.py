@@ -142,6 +142,30 @@ def test_pruned_structured_removes_channels(evaluator: Evaluator) -> None:
     assert result.accuracy["top1_agreement"] >= 0.85
 
 
+def test_pruned_structured_keeps_timm_attention_consistent(tmp_path) -> None:
+    pytest.importorskip("torch_pruning")
+    pytest.importorskip("timm")
+    spec = ModelSpec.from_timm(
+        "vit_tiny_patch16_224",
+        img_size=32,
+        patch_size=8,
+        embed_dim=48,
+        depth=2,
+        num_heads=3,
+        num_classes=10,
+        input_size=(3, 32, 32),
+    )
+    evaluator = Evaluator(spec, settings=QUICK, workdir=tmp_path)
+    result = evaluator.evaluate("pruned_structured", {"ratio": 0.25})
+    attention = result.variant.model.blocks[0].attn
+    assert attention.num_heads == 3
+    assert attention.head_dim == 12  # 16 per head, a quarter removed
+    assert attention.attn_dim == attention.qkv.out_features // 3 == attention.proj.in_features
+    assert attention.scale == pytest.approx(12**-0.5)
+    assert result.variant.details["parameters_after"] < result.variant.details["parameters_before"]
+    assert result.metrics["size_ratio"].value < 0.8
+
+
 def test_lowrank_replaces_layers_with_two_thinner_ones(evaluator: Evaluator) -> None:
     result = evaluator.evaluate("lowrank", {"energy": 0.9, "min_features": 8, "steps": 40})
     model = result.variant.model

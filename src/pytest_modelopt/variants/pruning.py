@@ -176,7 +176,7 @@ def prune_channels(
     """Remove ``ratio`` of the channels of every prunable layer group, in place.
 
     The output layer is left whole; attention layers keep their head count (head dimensions
-    shrink), and timm's Attention gets its ``head_dim`` updated to match.
+    shrink), and timm's Attention gets its head and attention dimensions updated to match.
     """
     import torch_pruning as tp
 
@@ -211,8 +211,18 @@ def prune_channels(
         ) from error
     for attention in model.modules():
         if all(hasattr(attention, name) for name in ("qkv", "num_heads", "head_dim")):
-            module: Any = attention
-            module.head_dim = module.qkv.out_features // 3 // module.num_heads
+            _resize_attention(attention)
+
+
+def _resize_attention(attention: Any) -> None:
+    """Make timm's Attention agree with its pruned qkv projection: forward reshapes with
+    ``head_dim`` and, in recent timm, ``attn_dim``. The scale follows the new head dimension, as
+    the fused scaled_dot_product_attention path computes it, so both paths stay the same model."""
+    attention.head_dim = attention.qkv.out_features // 3 // attention.num_heads
+    if hasattr(attention, "attn_dim"):
+        attention.attn_dim = attention.num_heads * attention.head_dim
+    if hasattr(attention, "scale"):
+        attention.scale = attention.head_dim**-0.5
 
 
 def _layer_shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:

@@ -3,14 +3,17 @@ machine's measured peak for the variant's precision (a roofline fraction).
 
 The model's operations are counted once, on the fp32 reference, with torch's FlopCounterMode
 (a multiply-add counts as two); every variant of the model does the same arithmetic, whatever its
-precision. The peak is a large matrix product in fp32, bf16 and int8, timed once per machine
-fingerprint, thread count and torch version, and cached.
+precision. The peak is a large matrix product in fp32, bf16 and int8 (the quantized engine's
+integer Linear kernel), timed once per machine fingerprint, thread count and torch version, and
+cached.
 """
 
 from __future__ import annotations
 
 import json
 import time
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +22,7 @@ from pytest_modelopt.atomic import atomic_write_text
 PEAK_SIZE = 2048
 PROBE_SIZE = 256
 PRECISIONS = ("fp32", "bf16", "int8")
+PEAK_METHOD = "v2"  # part of the cache key: v1 timed int8 with torch._int_mm
 
 
 def precision_class(precision: str) -> str:
@@ -56,7 +60,7 @@ def peak_ops_per_second(
     """This machine's measured peak for ``precision`` (ops/s); None where it cannot be measured."""
     import torch
 
-    key = f"{fingerprint}-t{threads}-torch{torch.__version__}"
+    key = f"{fingerprint}-t{threads}-torch{torch.__version__}-{PEAK_METHOD}"
     cache_file = cache_dir / f"peak-{key}.json" if cache_dir else None
     cached: dict[str, float | None] = {}
     if cache_file is not None and cache_file.is_file():
@@ -74,11 +78,10 @@ def peak_ops_per_second(
 def _measure_peak(precision: str, threads: int, n: int = PEAK_SIZE) -> float | None:
     """Best ops/s of an n x n matrix product over about a second.
 
-    A precision without fast kernels here (int8 ``_int_mm`` and fp16 on most CPUs run at well
-    under 1 GOPS) would make one 2048 product take seconds to minutes: a 256 product is timed
-    first, and its figure is the peak when the full size would exceed half a second.
+    A precision without fast kernels here (fp16 on most CPUs runs at well under 1 GOPS) would
+    make one 2048 product take seconds to minutes: a 256 product is timed first, and its figure
+    is the peak when the full size would exceed half a second.
     """
-    import torch
 
     from pytest_modelopt.measure import fixed_threads
 
@@ -86,25 +89,9 @@ def _measure_peak(precision: str, threads: int, n: int = PEAK_SIZE) -> float | N
         probe = _measure_peak(precision, threads, PROBE_SIZE)
         if probe is None or 2 * n**3 / probe > 0.5:
             return probe
-    if precision == "int8":
-        if not hasattr(torch, "_int_mm"):
-            return None
-        a = torch.randint(-128, 127, (n, n), dtype=torch.int8)
-        b = torch.randint(-128, 127, (n, n), dtype=torch.int8)
-
-        def call() -> Any:
-            return torch._int_mm(a, b)
-    else:
-        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}.get(
-            precision
-        )
-        if dtype is None:
-            return None
-        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-
-        def call() -> Any:
-            return torch.mm(a, b)
-
+    call = _quantized_linear(n) if precision == "int8" else _float_matmul(precision, n)
+    if call is None:
+        return None
     with fixed_threads(threads):
         try:
             call()
@@ -117,6 +104,36 @@ def _measure_peak(precision: str, threads: int, n: int = PEAK_SIZE) -> float | N
             call()
             best = min(best, time.perf_counter() - start)
     return 2 * n**3 / best
+
+
+def _float_matmul(precision: str, n: int) -> Callable[[], Any] | None:
+    import torch
+
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    if dtype is None:
+        return None
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    return lambda: torch.mm(a, b)
+
+
+def _quantized_linear(n: int) -> Callable[[], Any] | None:
+    """An n x n x n product through the quantized engine's Linear (fbgemm/x86 or qnnpack): the
+    integer kernels that int8 variants run. ``torch._int_mm`` is a reference loop on CPUs, many
+    times slower, and made int8 variants appear to exceed their peak."""
+    import torch
+
+    if torch.backends.quantized.engine == "none":
+        return None
+    with warnings.catch_warnings():  # torch 2.14 deprecates quantized tensors, fbgemm still runs
+        warnings.filterwarnings("ignore", "torch.quantize_per_tensor", UserWarning)
+        activations = torch.quantize_per_tensor(torch.randn(n, n), 0.05, 64, torch.quint8)
+        weight = torch.quantize_per_tensor(torch.randn(n, n), 0.05, 0, torch.qint8)
+    packed = torch.ops.quantized.linear_prepack(weight, None)
+
+    def call() -> Any:
+        return torch.ops.quantized.linear(activations, packed, 0.1, 64)
+
+    return call
 
 
 def roofline(flops: int | None, latency_s: float, peak: float | None) -> dict[str, float | None]:

@@ -59,6 +59,22 @@ def test_time_cap_is_respected() -> None:
     assert time.perf_counter() - start < 2.0
 
 
+def test_the_time_cap_stretches_to_the_rounds_an_interval_needs() -> None:
+    settings = MeasureSettings(warmup_s=0.05, warmup_calls=2, max_time_s=0.5, target_width=1e-9)
+    comparison = Interleaver(sleeper(0.05), sleeper(0.05), settings).run()
+    assert comparison.rounds >= 11  # the fewest with a finite 99.9% signed-rank interval
+    assert all(abs(bound) < float("inf") for bound in comparison.speedup_interval)
+    assert comparison.elapsed_s < 4 * 0.5 + 0.2
+
+
+def test_the_stretch_is_bounded() -> None:
+    settings = MeasureSettings(warmup_s=0.05, warmup_calls=2, max_time_s=0.1, target_width=1e-9)
+    comparison = Interleaver(sleeper(0.1), sleeper(0.1), settings).run()
+    assert comparison.stopped_by == "time cap"
+    assert comparison.rounds < 11
+    assert comparison.elapsed_s < 1.5
+
+
 def test_run_again_adds_rounds() -> None:
     interleaver = Interleaver(sleeper(0.001), sleeper(0.001), FAST)
     first = interleaver.run(max_time_s=0.2).rounds
@@ -114,6 +130,19 @@ def test_very_noisy_samples_are_inconclusive() -> None:
     check = judge_all({"speedup": ">=0.5"}, metrics)[0]
     assert check.verdict is Verdict.INCONCLUSIVE
     assert "too noisy to judge" in check.reason
+
+
+def test_noise_is_judged_on_the_rounds_not_the_raw_calls() -> None:
+    import numpy as np
+
+    # calls spread over a factor of six, but each round's variant takes half its reference:
+    # between runtimes, a block's first calls are slow while pools wake, and its median is not
+    rng = np.random.default_rng(5)
+    reference = list(rng.uniform(0.5e-3, 3e-3, 200))
+    variant = [x / 2 for x in reference]
+    metrics = latency_metrics(_comparison(variant, reference), 1, FAST)
+    check = judge_all({"speedup": ">=1.5"}, metrics)[0]
+    assert check.verdict is Verdict.PASS
 
 
 def test_p90_is_indicative_below_64_samples() -> None:

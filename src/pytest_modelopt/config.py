@@ -119,7 +119,12 @@ OPTIONS = (
     Option("warmup", _positive, 1.0, "minimum seconds of warm-up per variant"),
     Option("precision", _fraction, 0.02, "stop timing once the speedup interval is this narrow"),
     Option("confidence", _fraction, 0.999, "confidence level of intervals and verdicts"),
-    Option("noise", _positive, 0.25, "IQR/median above which latency is too noisy to judge"),
+    Option(
+        "noise",
+        _positive,
+        0.25,
+        "IQR/median of the per-round speedups above which latency is too noisy to judge",
+    ),
     Option(
         "inconclusive",
         _policy,
@@ -143,7 +148,7 @@ OPTIONS = (
     Option(
         "speedup_tolerance",
         _tolerance,
-        0.05,
+        0.10,
         "a speedup regresses when its whole interval lies below the baseline's speedup times "
         "(1 - this)",
     ),
@@ -185,7 +190,7 @@ class Settings:
     inconclusive: str = "fail"
     machine: str | None = None
     baseline_dir: str | None = None
-    speedup_tolerance: float = 0.05
+    speedup_tolerance: float = 0.10
     size_tolerance: float = 0.01
     accuracy_tolerance: float = 0.005
     latency_tolerance: float | None = None

@@ -439,7 +439,8 @@ def latency_metrics(
 
     noise = comparison.noise
     noisy = (
-        f"too noisy to judge: IQR/median {noise:.0%} > {settings.noise_threshold:.0%}"
+        f"too noisy to judge: IQR/median of the per-round speedups {noise:.0%} > "
+        f"{settings.noise_threshold:.0%}"
         if noise > settings.noise_threshold
         else None
     )

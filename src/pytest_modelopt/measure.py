@@ -39,10 +39,18 @@ from typing import Any
 
 import numpy as np
 
-from pytest_modelopt.stats import Summary, ratio_estimate, relative_width, summarize
+from pytest_modelopt.stats import (
+    Summary,
+    fewest_rounds,
+    ratio_estimate,
+    relative_width,
+    summarize,
+)
 from pytest_modelopt.worker import InProcess, Worker, WorkerUnavailable
 
 Call = Callable[[], Any]
+# How far past its time cap a comparison may go to reach the rounds a finite interval needs.
+OVERRUN = 4.0
 Side = InProcess | Worker
 
 
@@ -96,8 +104,12 @@ class Comparison:
 
     @property
     def noise(self) -> float:
-        """The larger relative IQR of the two sample sets."""
-        return max(self.variant.summary().relative_iqr, self.reference.summary().relative_iqr)
+        """Relative IQR of the per-round speedups, from which the interval is built.
+
+        Not of the raw calls: between runtimes, the first calls of each block are slower while
+        idle thread pools wake, which spreads the calls without moving the block medians.
+        """
+        return summarize(self.ratios).relative_iqr if self.ratios else math.inf
 
     def to_dict(self, *, raw: bool = True) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -163,13 +175,17 @@ class Interleaver:
         return CudaEvents(side) if self._cuda else InProcess(side)
 
     def run(self, max_time_s: float | None = None) -> Comparison:
-        """Warm up, then add rounds until precise enough or out of time."""
+        """Warm up, then add rounds until precise enough or out of time.
+
+        The time cap is stretched (up to ``OVERRUN`` times) for as many rounds as a finite
+        interval needs: fewer could decide nothing, so stopping there would waste the time spent.
+        """
         settings = self.settings
         budget = settings.max_time_s if max_time_s is None else max_time_s
         with self._started(), fixed_threads(settings.threads), gc_paused():
             start = time.perf_counter()
             self._warm_up(budget)
-            stopped_by = self._rounds(start + budget)
+            stopped_by = self._rounds(start + budget, start + OVERRUN * budget)
             self._threads = current_threads()
             self._elapsed += time.perf_counter() - start
         return self._comparison(stopped_by)
@@ -235,10 +251,12 @@ class Interleaver:
                 timing.discarded_calls = max(1, math.ceil(settings.transition_s / typical))
         self._log(f"warmed up: {len(warm[0])} calls each in {time.perf_counter() - start:.1f} s")
 
-    def _rounds(self, deadline: float) -> str:
+    def _rounds(self, deadline: float, last_deadline: float) -> str:
         assert self._timings is not None
         variant, reference = self._timings
         settings = self.settings
+        floor = fewest_rounds(settings.confidence)
+        stretched = False
         next_check = len(self._ratios) + settings.min_rounds
         next_check_time = 0.0
         variant_side, reference_side = self._sides
@@ -264,7 +282,14 @@ class Interleaver:
                 # Checks get dearer with the rounds: keep them to a few % of the time.
                 next_check_time = now + 30 * (time.perf_counter() - now)
             if now >= deadline:
-                return "time cap"
+                if len(self._ratios) >= floor or now >= last_deadline:
+                    return "time cap"
+                if not stretched:
+                    stretched = True
+                    self._log(
+                        f"{len(self._ratios)} rounds at the time cap; going on to {floor}, the "
+                        f"fewest that bound a {settings.confidence:.1%} interval"
+                    )
 
     def _block(self, side: Side, timing: Timing) -> float:
         """Time one block of calls; keep the samples after the transition; return their median."""

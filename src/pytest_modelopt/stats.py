@@ -30,7 +30,7 @@ class Summary:
 
     @property
     def relative_iqr(self) -> float:
-        """IQR / median: the noise measure behind the 'too noisy to judge' verdict."""
+        """IQR / median (of the per-round speedups, it decides 'too noisy to judge')."""
         return self.iqr / self.p50 if self.p50 > 0 else math.inf
 
     def reliable(self, percentile: int) -> bool:
@@ -115,6 +115,14 @@ def ratio_estimate(ratios: ArrayLike, confidence: float) -> tuple[float, tuple[f
     if k < 0:
         return estimate, (-math.inf, math.inf)
     return estimate, (math.exp(_walsh_order(x, k)), math.exp(_walsh_order(x, pairs - 1 - k)))
+
+
+def fewest_rounds(confidence: float) -> int:
+    """The fewest rounds whose signed-rank interval is finite at ``confidence`` (11 at 99.9%)."""
+    n = 1
+    while signed_rank_critical(n, 1 - confidence) < 0:
+        n += 1
+    return n
 
 
 def signed_rank_critical(n: int, alpha: float) -> int:

@@ -40,7 +40,7 @@ def _parser() -> argparse.ArgumentParser:
     compare = commands.add_parser("compare", help="what changed between two runs, with verdicts")
     compare.add_argument("old", type=Path, help="the earlier results JSON")
     compare.add_argument("new", type=Path, help="the later results JSON")
-    compare.add_argument("--speedup-tolerance", type=float, default=0.05)
+    compare.add_argument("--speedup-tolerance", type=float, default=0.10)
     compare.add_argument("--size-tolerance", type=float, default=0.01)
     compare.add_argument("--accuracy-tolerance", type=float, default=0.005)
     compare.add_argument(

@@ -14,7 +14,9 @@ PARAMS = {
     "pruned_structured": {"ratio": 0.3, "steps": 150, "lr": 1e-3},
     "lowrank": {"energy": 0.9, "steps": 100, "lr": 1e-3},
     "qat_int8": {"steps": 50},
-    "distilled": {"max_seconds": 30, "max_steps": 400},
+    # Steps, not seconds, end the training: a time box would make the student (and so its
+    # accuracy, which the baselines gate to half a point) depend on the machine's speed.
+    "distilled": {"max_seconds": 600, "max_steps": 400},
 }
 CHAIN_PARAMS = {"pruned_structured": PARAMS["pruned_structured"]}
 
@@ -81,7 +83,9 @@ def test_digits_cnn(modelopt_variant):
 
 
 @pytest.mark.modelopt(
-    spec="resnet18_digits", techniques=CNN_TECHNIQUES, params={**PARAMS, **CHAIN_PARAMS}
+    spec="resnet18_digits",
+    techniques=CNN_TECHNIQUES,
+    params={**PARAMS, **CHAIN_PARAMS, "distilled": {"max_seconds": 600, "max_steps": 100}},
 )
 def test_resnet18_digits(modelopt_variant):
     contract = dict(CONTRACTS[modelopt_variant.technique])
@@ -101,7 +105,7 @@ def test_resnet18_digits(modelopt_variant):
     techniques=GRU_TECHNIQUES,
     params={
         **{name: p for name, p in PARAMS.items() if name in GRU_TECHNIQUES},
-        "distilled": {"max_seconds": 60, "max_steps": 600, "lr": 1e-2},
+        "distilled": {"max_seconds": 600, "max_steps": 600, "lr": 1e-2},
     },
 )
 def test_digits_gru(modelopt_variant):

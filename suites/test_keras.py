@@ -27,6 +27,10 @@ def modelopt_spec(request: pytest.FixtureRequest) -> ModelSpec:
     return pilotnet_spec(request.config.cache.mkdir("modelopt-pilotnet"))
 
 
+# The reference is Keras eager, 20 to 40 times slower than TFLite and itself unsteady: between two
+# quiet sessions on the same machine these speedups moved by up to 20% (35x to 39x, 38x to 46x,
+# 36x to 29x). A regression gate tighter than that would cry wolf; 25% still catches a doubling.
+@pytest.mark.modelopt_baseline(speedup_tolerance=0.25)
 @pytest.mark.modelopt_requires(backend=["tensorflow", "litert"])
 @pytest.mark.modelopt(techniques=list(CONTRACTS))
 def test_pilotnet(modelopt_variant):

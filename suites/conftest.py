@@ -1,16 +1,30 @@
 """The bundled contract suites: run with `make suites` or `pytest suites/`.
 
-The suites time many variants; unless the command line or an ini file says otherwise, each
-variant is timed for up to 3 s (the plugin's default is 10 s), which keeps `make suites` near
-20 minutes on 2 cores. Pass `--modelopt-max-time 10` for tighter intervals.
+Three defaults differ from the plugin's, each unless the command line or an ini file sets it:
+
+- each variant is timed for up to 3 s (the plugin's default is 10 s), which keeps `make suites`
+  near 25 minutes on 2 cores; pass `--modelopt-max-time 10` for tighter intervals;
+- a speedup regresses only 20% below its baseline (the plugin's default is 10%): between two quiet
+  sessions on the shared 2-core VM whose baselines are committed, speedups between runtimes
+  moved by up to 20% (mobilenetv3 ONNX Runtime 5.48x [5.42, 5.60] then 4.37x [4.25, 5.02]) with
+  nothing changed; a machine of your own, with its own baselines, can hold a tighter gate;
+- an inconclusive verdict is reported (INCONCLUSIVE in the table and the summary) instead of
+  failing the test: the suites show what each technique does on this machine, and a noisy
+  machine should say so rather than fail. Gates in CI keep the plugin's `fail` policy.
 """
 
 import pytest
 
-SUITE_MAX_TIME = "3"
+SUITE_DEFAULTS = {
+    "max_time": "3",
+    "speedup_tolerance": "0.2",
+    "inconclusive": "report",
+}
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
-    if config.getoption("--modelopt-max-time") is None and not config.getini("modelopt_max_time"):
-        config.option.modelopt_max_time = SUITE_MAX_TIME
+    for name, value in SUITE_DEFAULTS.items():
+        option = f"modelopt_{name}"
+        if getattr(config.option, option, None) is None and not config.getini(option):
+            setattr(config.option, option, value)

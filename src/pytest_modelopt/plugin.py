@@ -34,11 +34,12 @@ if TYPE_CHECKING:
 SESSION_KEY = pytest.StashKey[ModeloptSession]()
 RESULT_KEY = pytest.StashKey["VariantResult"]()
 TOLERANCES_KEY = pytest.StashKey["Tolerances"]()
-MODELOPT_MARKER_KEYWORDS = frozenset({"techniques", "spec", "params"})
+MODELOPT_MARKER_KEYWORDS = frozenset({"techniques", "spec", "params", "max_time"})
 MARKERS = (
-    "modelopt(techniques, spec='modelopt_spec', params=None): run the test once per listed "
-    "technique; the modelopt_variant fixture gives each variant of the ModelSpec returned by the "
-    "fixture named spec, built with params[technique] and measured",
+    "modelopt(techniques, spec='modelopt_spec', params=None, max_time=None): run the test once "
+    "per listed technique; the modelopt_variant fixture gives each variant of the ModelSpec "
+    "returned by the fixture named spec, built with params[technique] and measured for up to "
+    "max_time seconds (default: --modelopt-max-time)",
     "modelopt_requires(gpu=False, backend=None, isa=None, packages=None): skip unless this "
     "machine has it (a missing package fails under --modelopt-strict)",
     "modelopt_baseline(speedup_tolerance=None, size_tolerance=None, accuracy_tolerance=None, "
@@ -104,10 +105,20 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             get_technique(name)
         except UnknownTechniqueError as error:
             pytest.fail(f"{metafunc.definition.nodeid}: {error}", pytrace=False)
-    problem = _params_problem(marker.kwargs.get("params"), techniques)
+    problem = _params_problem(marker.kwargs.get("params"), techniques) or _max_time_problem(
+        marker.kwargs.get("max_time")
+    )
     if problem:
         pytest.fail(f"{metafunc.definition.nodeid}: {problem}", pytrace=False)
     metafunc.parametrize("modelopt_technique", techniques, ids=techniques)
+
+
+def _max_time_problem(max_time: Any) -> str | None:
+    if max_time is None:
+        return None
+    if isinstance(max_time, bool) or not isinstance(max_time, int | float) or max_time <= 0:
+        return f"max_time must be a number of seconds > 0, got {max_time!r}"
+    return None
 
 
 def _params_problem(params: Any, techniques: list[str]) -> str | None:
@@ -276,7 +287,12 @@ def modelopt_variant(
             marker.kwargs.get("params") if marker else None, modelopt_technique
         )
         result = session.evaluate(
-            nodeid, spec, modelopt_technique, _modelopt_workdir / spec.name, params
+            nodeid,
+            spec,
+            modelopt_technique,
+            _modelopt_workdir / spec.name,
+            params,
+            max_time_s=marker.kwargs.get("max_time") if marker else None,
         )
     except RequirementMissing as missing:
         _skip_or_fail(session, missing)

@@ -140,6 +140,8 @@ class ModeloptSession:
         technique: str,
         workdir: Path,
         params: Mapping[str, Any] | None = None,
+        *,
+        max_time_s: float | None = None,
     ) -> VariantResult:
         """Build and measure one variant with the timing lock held (building too: a build in
         another worker would disturb this one's timing as much as another measurement)."""
@@ -150,7 +152,7 @@ class ModeloptSession:
                 from pytest_modelopt.testing import inject_slowdown
 
                 inject_slowdown(evaluator.build(technique, params), slowdown)
-            result = evaluator.evaluate(technique, params)
+            result = evaluator.evaluate(technique, params, max_time_s=max_time_s)
         result.remeasure = self._locked(nodeid, result.remeasure)
         return result
 

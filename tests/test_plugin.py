@@ -264,7 +264,10 @@ def test_unknown_marker_keyword_is_named(project: pytest.Pytester) -> None:
     result = project.runpytest()
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(
-        ["*modelopt takes keywords ?'max_time', 'params', 'spec', 'techniques'?; got unknown ?'techniqes'?"]
+        [
+            "*modelopt takes keywords ?'max_time', 'params', 'spec', 'techniques'?;"
+            " got unknown ?'techniqes'?"
+        ]
     )
 
 

@@ -78,7 +78,11 @@ def run_cli(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str
 def test_compare_unchanged_passes(runs: dict[str, Path], capsys) -> None:
     code, out, _ = run_cli(capsys, "compare", runs["a1"], runs["a2"], "--speedup-tolerance=0.5")
     assert code == 0, out
-    assert re.search(r"test_toy\.py::test_toy\[fake_fast\]\s+speedup\s+.*PASS", out)
+    # unchanged code is never a regression; two 0.3 s runs on a busy machine may be too close to
+    # call (INCONCLUSIVE, seen in full test runs), which the gate reports and does not fail
+    assert re.search(
+        r"test_toy\.py::test_toy\[fake_fast\]\s+speedup\s+.*(PASS|INCONCLUSIVE)", out
+    ), out
     assert "0 regression(s)" in out
 
 

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pytest_modelopt.baselines import Tolerances
 from pytest_modelopt.errors import InvalidFileError
 
 EXIT_REGRESSION = 1
@@ -40,9 +41,10 @@ def _parser() -> argparse.ArgumentParser:
     compare = commands.add_parser("compare", help="what changed between two runs, with verdicts")
     compare.add_argument("old", type=Path, help="the earlier results JSON")
     compare.add_argument("new", type=Path, help="the later results JSON")
-    compare.add_argument("--speedup-tolerance", type=float, default=0.10)
-    compare.add_argument("--size-tolerance", type=float, default=0.01)
-    compare.add_argument("--accuracy-tolerance", type=float, default=0.005)
+    defaults = Tolerances()  # the same defaults as the plugin's regression gate
+    compare.add_argument("--speedup-tolerance", type=float, default=defaults.speedup)
+    compare.add_argument("--size-tolerance", type=float, default=defaults.size)
+    compare.add_argument("--accuracy-tolerance", type=float, default=defaults.accuracy)
     compare.add_argument(
         "--latency-tolerance", type=float, default=None, help="also gate absolute p50 latency"
     )
@@ -66,12 +68,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from pytest_modelopt.baselines import (
-        Tolerances,
-        compare,
-        entry_from_record,
-        hardware_differences,
-    )
+    from pytest_modelopt.baselines import compare, entry_from_record, hardware_differences
     from pytest_modelopt.budget import Verdict
     from pytest_modelopt.results import load_run
 

@@ -49,9 +49,9 @@ from pytest_modelopt.stats import (
 from pytest_modelopt.worker import InProcess, Worker, WorkerUnavailable
 
 Call = Callable[[], Any]
+Side = InProcess | Worker
 # How far past its time cap a comparison may go to reach the rounds a finite interval needs.
 OVERRUN = 4.0
-Side = InProcess | Worker
 
 
 @dataclass(frozen=True)

@@ -153,6 +153,51 @@ def test_openvino_int8_without_calibration_data_says_what_to_give(evaluator) -> 
 
 
 @openvino_required
+def test_openvino_reads_bound_inputs_as_they_are_now(evaluator: Evaluator) -> None:
+    """Inputs are bound once without a copy: a repeated call, an array changed in place, a new
+    object of another dtype and the worker's numpy arrays all give the reference's answer."""
+    variant = evaluator.build("openvino_fp32")
+    eager = evaluator.build("eager")
+
+    def agrees(batch) -> bool:
+        expected = eager.run(torch.as_tensor(batch, dtype=torch.float32)).numpy()
+        return bool(abs(variant.run(batch) - expected).max() < 1e-4)
+
+    batch = torch.randn(4, 16)
+    first = variant.run(batch)
+    assert agrees(batch)
+    assert agrees(batch)  # the same object again: bound already
+    batch.mul_(-2)  # changed in place: the bound memory is read as it is now
+    assert agrees(batch)
+    assert abs(variant.run(batch) - first).max() > 1e-3
+    assert agrees(batch.numpy().astype("float64"))  # a new object, converted to the model's f32
+    assert agrees(torch.randn(9, 16).numpy())  # another batch size
+    with pytest.raises(ValueError, match="the model takes 1 inputs, the batch has 2"):
+        variant.run((batch, batch))
+
+
+@openvino_required
+def test_openvino_compiles_static_shapes_then_falls_back_to_dynamic(evaluator: Evaluator) -> None:
+    import openvino as ov
+
+    from pytest_modelopt.variants.openvino import ShapeCompiled
+
+    variant = evaluator.build("openvino")
+    assert variant.details["input_shapes"].startswith("static, compiled for each input shape")
+    core = ov.Core()
+    models = ShapeCompiled(core, core.read_model(variant.files[0]), "CPU", {})
+    static = [models.compiled(((size, 16),)) for size in range(1, models.MAX_STATIC_SHAPES + 1)]
+    assert [c.input(0).get_partial_shape().is_static for c in static] == [True] * len(static)
+    assert models.compiled(((1, 16),)) is static[0]  # compiled once per shape
+    fallback = models.compiled(((99, 16),))
+    assert fallback is models.compiled()
+    assert fallback.input(0).get_partial_shape().is_dynamic
+    request = models.bound_request([torch.ones(99, 16).numpy()])
+    request.infer()
+    assert request.get_output_tensor(0).data.shape[0] == 99
+
+
+@openvino_required
 def test_openvino_throughput_splits_a_batch_across_streams(tmp_path) -> None:
     import dataclasses
 

@@ -180,14 +180,15 @@ class ShapeCompiled:
         self.core, self.model, self.device, self.config = core, model, device, config
         self.dtypes = [port.get_element_type().to_dtype() for port in model.inputs]
         self.static_failure: str | None = None  # why static shapes could not be used, if so
-        self._compiled: dict[Any, Any] = {}  # input shapes (or "dynamic") -> compiled model
-        self._requests: dict[Any, Any] = {}
+        self._compiled: dict[Any, Any] = {}  # input shapes (None: dynamic) -> compiled model
+        self._requests: dict[int, Any] = {}  # id of a compiled model -> its request
 
     def compiled(self, shapes: tuple[tuple[int, ...], ...] | None = None) -> Any:
         """The compilation for ``shapes``; the dynamic one for ``None``."""
         key: Any = shapes
         if shapes is not None and shapes not in self._compiled:
-            if len(self._compiled) >= self.MAX_STATIC_SHAPES or self.static_failure:
+            static = sum(key is not None for key in self._compiled)
+            if static >= self.MAX_STATIC_SHAPES or self.static_failure:
                 key = None
             else:
                 try:

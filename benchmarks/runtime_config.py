@@ -40,6 +40,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pytest_modelopt.stats import summarize  # numpy only: children stay free of torch
+
 WARMUP_S = 3.0
 BLOCK = 50  # calls per request to the worker, as the engine asks for them
 NOISY = 0.10  # relative IQR of a row's paired ratios beyond which the run says nothing
@@ -195,8 +197,6 @@ def main() -> None:
     for row in table:
         print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)))
     worst = max(statistics.median(r) for *_, r in rows)
-    from pytest_modelopt.stats import summarize
-
     noisy = [f"{m} {o}" for m, o, *_, r in rows if summarize(r).relative_iqr > NOISY]
     if noisy:
         print(f"inconclusive: paired ratios spread (IQR) over {NOISY:.0%} in {', '.join(noisy)}")

@@ -40,24 +40,25 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pytest_modelopt.stats import summarize  # numpy only: children stay free of torch
+# Neither imports torch: the hand-written children stay free of it.
+from pytest_modelopt.stats import summarize
+from pytest_modelopt.worker import InProcess, Worker
 
 WARMUP_S = 3.0
-BLOCK = 50  # calls per request to the worker, as the engine asks for them
+BLOCK = 50  # calls per timed block, as the engine asks a side for them
 NOISY = 0.10  # relative IQR of a row's paired ratios beyond which the run says nothing
 
 
-def time_calls(call: Any, seconds: float) -> float:
-    """Median latency in ms of ``call`` over ``seconds`` after a warm-up."""
+def median_latency_ms(side: Any, seconds: float) -> float:
+    """Median per-call latency in ms of an engine side (``InProcess`` or a started ``Worker``),
+    timed in blocks of ``BLOCK`` calls over ``seconds`` after a warm-up."""
     end = time.perf_counter() + WARMUP_S
     while time.perf_counter() < end:
-        call()
-    samples = []
+        side.time(BLOCK)
+    samples: list[float] = []
     end = time.perf_counter() + seconds
     while time.perf_counter() < end:
-        start = time.perf_counter()
-        call()
-        samples.append(time.perf_counter() - start)
+        samples += side.time(BLOCK)
     return statistics.median(samples) * 1e3
 
 
@@ -70,21 +71,12 @@ def evaluator(model: str, workdir: Path, threads: int) -> Any:
 
 def ours(variant: Any, batch: Any, threads: int, seconds: float) -> float:
     """Median latency in ms of ``variant`` timed as the harness times it: in a worker process."""
-    from pytest_modelopt.worker import Worker
-
     worker = Worker(variant.loader, batch, threads=threads, fallback=lambda: None)
     worker.start()
     try:
-        end = time.perf_counter() + WARMUP_S
-        while time.perf_counter() < end:
-            worker.time(BLOCK)
-        samples: list[float] = []
-        end = time.perf_counter() + seconds
-        while time.perf_counter() < end:
-            samples += worker.time(BLOCK)
+        return median_latency_ms(worker, seconds)
     finally:
         worker.close()
-    return statistics.median(samples) * 1e3
 
 
 def child(kind: str, workdir: Path, threads: int, seconds: float) -> float:
@@ -104,7 +96,7 @@ def child(kind: str, workdir: Path, threads: int, seconds: float) -> float:
         (graph_input,) = session.get_inputs()
         shape = [1, *graph_input.shape[1:]]
         feed = {graph_input.name: np.random.default_rng(0).standard_normal(shape, np.float32)}
-        return time_calls(lambda: session.run(None, feed), seconds)
+        return median_latency_ms(InProcess(lambda: session.run(None, feed)), seconds)
     raise ValueError(kind)
 
 

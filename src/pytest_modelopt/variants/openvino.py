@@ -184,21 +184,22 @@ class ShapeCompiled:
         self._requests: dict[int, Any] = {}  # id of a compiled model -> its request
 
     def compiled(self, shapes: tuple[tuple[int, ...], ...] | None = None) -> Any:
-        """The compilation for ``shapes``; the dynamic one for ``None``."""
-        key: Any = shapes
-        if shapes is not None and shapes not in self._compiled:
-            static = sum(key is not None for key in self._compiled)
-            if static >= self.MAX_STATIC_SHAPES or self.static_failure:
-                key = None
-            else:
-                try:
-                    self._compiled[shapes] = self._compile_static(shapes)
-                except Exception as error:  # OpenVINO raises plain RuntimeErrors
-                    self.static_failure = _first_line(error)
-                    key = None
-        if key is None and key not in self._compiled:
-            self._compiled[None] = self.core.compile_model(self.model, self.device, self.config)
-        return self._compiled[key]
+        """The compilation for ``shapes``; the dynamic one for ``None``, past the static limit, or
+        once a static compilation has failed."""
+        if shapes is not None and shapes not in self._compiled and self._static_allowed():
+            try:
+                self._compiled[shapes] = self._compile_static(shapes)
+            except Exception as error:  # OpenVINO raises plain RuntimeErrors
+                self.static_failure = _first_line(error)
+        if shapes not in self._compiled:
+            shapes = None
+            if None not in self._compiled:
+                self._compiled[None] = self.core.compile_model(self.model, self.device, self.config)
+        return self._compiled[shapes]
+
+    def _static_allowed(self) -> bool:
+        static = sum(shapes is not None for shapes in self._compiled)
+        return not self.static_failure and static < self.MAX_STATIC_SHAPES
 
     def bound_request(self, arrays: list[Any]) -> Any:
         """A request of the compilation for these arrays' shapes, reading them without a copy (a

@@ -1,5 +1,7 @@
 import importlib.util
 import json
+import os
+import subprocess
 import sys
 
 import pytest
@@ -8,6 +10,7 @@ from pytest_modelopt.hardware import (
     CPU,
     GPU,
     Hardware,
+    IsaCap,
     backend_devices,
     detect_hardware,
     normalize_flags,
@@ -105,3 +108,141 @@ def test_backend_devices_report_installed_runtimes() -> None:
         assert "CPUExecutionProvider" in devices["onnxruntime"]["providers"]
     if importlib.util.find_spec("openvino"):
         assert "CPU" in devices["openvino"]["devices"]
+
+
+AMX_CPU_FLAGS = (
+    "avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16",
+)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("environ", "level"),
+    [
+        ({"ONEDNN_MAX_CPU_ISA": "AVX2"}, "avx2"),
+        ({"ONEDNN_MAX_CPU_ISA": "avx512_core_vnni"}, "avx512vnni"),
+        ({"DNNL_MAX_CPU_ISA": "AVX512_CORE"}, "avx512"),
+        ({"ATEN_CPU_CAPABILITY": "default"}, "sse4"),
+        # the most restrictive variable decides
+        ({"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_BF16", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}, "avx2"),
+        ({"ONEDNN_MAX_CPU_ISA": "ALL", "ATEN_CPU_CAPABILITY": "avx512"}, None),
+    ],
+)
+def test_isa_cap_is_read_from_the_runtimes_variables(environ, level) -> None:
+    cap = IsaCap.from_environment(environ)
+    assert cap is not None
+    assert cap.level == level
+    assert dict(cap.variables) == environ
+
+
+def test_no_cap_without_variables() -> None:
+    assert IsaCap.from_environment({"PATH": "/usr/bin"}) is None
+
+
+def test_a_cap_hides_the_flags_it_forbids_and_shows_in_the_fingerprint() -> None:
+    cpu = _cpu(flags=AMX_CPU_FLAGS)
+    capped = Hardware(cpu=cpu, isa_cap=IsaCap.from_environment({"ONEDNN_MAX_CPU_ISA": "AVX2"}))
+    assert capped.flags == ("avx2",)
+    assert not capped.has_isa("avx512_bf16")
+    assert not capped.has_isa("amx_int8")
+    assert capped.fingerprint == "intel-xeon-platinum-8480-f6m143-amx-cap-avx2-56c"
+    record = capped.to_dict()
+    assert record["isa_cap"]["variables"] == {"ONEDNN_MAX_CPU_ISA": "AVX2"}
+    assert record["isa_cap"]["flags_in_use"] == ["avx2"]
+    assert "OpenVINO" in record["isa_cap"]["obeyed_by"]["ONEDNN_MAX_CPU_ISA"]
+    assert "ISA capped by ONEDNN_MAX_CPU_ISA=AVX2" in capped.describe()
+    json.dumps(record)
+
+
+def test_a_cap_at_or_above_the_cpu_changes_nothing() -> None:
+    """An AVX2 machine capped to AVX2 is an AVX2 machine: same fingerprint, same flags."""
+    cpu = _cpu(flags=("avx2",))
+    capped = Hardware(cpu=cpu, isa_cap=IsaCap.from_environment({"ONEDNN_MAX_CPU_ISA": "AVX2"}))
+    assert capped.fingerprint == Hardware(cpu=cpu).fingerprint
+    assert capped.flags == ("avx2",)
+
+
+def test_an_unknown_cap_value_is_noted_and_not_applied(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX9000")
+    hardware = detect_hardware(gpus=False)
+    assert hardware.isa_cap is not None
+    assert hardware.isa_cap.level is None
+    assert hardware.flags == hardware.cpu.flags
+    assert any("ONEDNN_MAX_CPU_ISA=AVX9000" in note for note in hardware.notes)
+
+
+def test_detection_reads_the_cap_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "default")
+    hardware = detect_hardware(gpus=False)
+    assert hardware.isa_cap is not None
+    assert "avx2" not in hardware.flags
+    if "avx2" in hardware.cpu.flags:
+        assert "-cap-sse4-" in hardware.fingerprint
+
+
+def _run_capped(code: str, **environ: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={**os.environ, **environ},
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+needs_avx2 = pytest.mark.modelopt_requires(isa="avx2")
+
+
+@needs_avx2
+def test_torch_obeys_aten_cpu_capability() -> None:
+    code = "import torch; print(torch.backends.cpu.get_cpu_capability())"
+    assert _run_capped(code).strip() != "DEFAULT"
+    assert _run_capped(code, ATEN_CPU_CAPABILITY="default").strip() == "DEFAULT"
+
+
+# Large enough for torch to hand the convolution to oneDNN (a batch of 1 at 16 channels is not).
+TORCH_CONV = """
+import torch
+with torch.no_grad():
+    torch.nn.Conv2d(64, 64, 3).eval()(torch.randn(4, 64, 56, 56))
+"""
+
+
+@needs_avx2
+def test_torch_onednn_obeys_onednn_max_cpu_isa() -> None:
+    """oneDNN prints the implementation it ran: an AVX2 or better kernel uncapped, jit:sse41 under
+    an SSE4.1 cap."""
+    uncapped = _conv_lines(_run_capped(TORCH_CONV, ONEDNN_VERBOSE="1"))
+    capped = _conv_lines(_run_capped(TORCH_CONV, ONEDNN_VERBOSE="1", ONEDNN_MAX_CPU_ISA="SSE41"))
+    assert uncapped, "torch did not run the convolution through oneDNN"
+    assert not any("sse41" in line for line in uncapped), uncapped
+    assert capped, "torch did not run the convolution through oneDNN"
+    assert all("sse41" in line for line in capped), capped
+
+
+def _conv_lines(verbose: str) -> list[str]:
+    return [line for line in verbose.splitlines() if ",exec," in line and ",convolution," in line]
+
+
+OPENVINO_KERNELS = """
+import numpy as np, openvino as ov, torch
+net = torch.nn.Sequential(torch.nn.Conv2d(16, 32, 3), torch.nn.ReLU()).eval()
+x = torch.randn(1, 16, 32, 32)
+compiled = ov.Core().compile_model(
+    ov.convert_model(net, example_input=x), "CPU", {"PERF_COUNT": True, "INFERENCE_NUM_THREADS": 1}
+)
+request = compiled.create_infer_request()
+request.infer([x.numpy()])
+print(" ".join(sorted({p.exec_type for p in request.profiling_info})))
+"""
+
+
+@needs_avx2
+@pytest.mark.modelopt_requires(backend="openvino")
+def test_openvino_cpu_plugin_obeys_onednn_max_cpu_isa() -> None:
+    uncapped = _run_capped(OPENVINO_KERNELS).split()
+    capped = _run_capped(OPENVINO_KERNELS, ONEDNN_MAX_CPU_ISA="SSE41").split()
+    assert not any("sse42" in kernel for kernel in uncapped), uncapped
+    assert any("sse42" in kernel for kernel in capped), capped
+    assert not any("avx" in kernel for kernel in capped), capped

@@ -3,6 +3,11 @@
 Detection imports no ML library: the CPU comes from py-cpuinfo (cached, since it takes about a
 second), GPUs from nvidia-ml-py's ``pynvml``. The backends' own device lists (torch, ONNX Runtime,
 OpenVINO, TensorFlow) are read only by :func:`backend_devices`, on request.
+
+The runtimes can be told to use no more than an older instruction set through their own
+environment variables (:data:`ISA_CAP_VARIABLES`). Detection reads them: a cap removes the flags it
+forbids from what techniques and contracts see (``Hardware.has_isa``), and a cap that lowers the
+machine's ISA level shows in the fingerprint, so capped baselines never mix with uncapped ones.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import json
 import os
 import platform
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,7 +41,7 @@ ISA_FLAGS = (
 # Other spellings found in py-cpuinfo and /proc/cpuinfo output.
 _FLAG_ALIASES = {"avx512vnni": "avx512_vnni", "avx512bf16": "avx512_bf16", "asimd": "neon"}
 # Highest first: the first one present names the machine's ISA level in the fingerprint.
-_ISA_LEVELS = (
+ISA_LEVELS = (
     ("amx", ("amx_tile",)),
     ("avx512bf16", ("avx512_bf16",)),
     ("avx512vnni", ("avx512_vnni",)),
@@ -61,10 +66,125 @@ class CPU:
 
     @property
     def isa_level(self) -> str:
-        for level, needed in _ISA_LEVELS:
-            if all(flag in self.flags for flag in needed):
-                return level
-        return "baseline"
+        return isa_level(self.flags)
+
+
+def isa_level(flags: tuple[str, ...]) -> str:
+    """The highest level of :data:`ISA_LEVELS` whose flags are all in ``flags``."""
+    for level, needed in ISA_LEVELS:
+        if all(flag in flags for flag in needed):
+            return level
+    return "baseline"
+
+
+# The x86 levels a cap can stop at, lowest first, each with the flags of ISA_FLAGS it still allows.
+_CAP_LEVELS: dict[str, frozenset[str]] = {}
+for _level, _added in (
+    ("sse4", ()),
+    ("avx2", ("avx2",)),
+    ("avx512", ("avx512f",)),
+    ("avx512vnni", ("avx512_vnni",)),
+    ("avx512bf16", ("avx512_bf16",)),
+    ("avx512fp16", ("avx512_fp16",)),
+    ("amx", ("amx_tile", "amx_int8", "amx_bf16")),
+):
+    _CAP_LEVELS[_level] = frozenset().union(*_CAP_LEVELS.values(), _added)
+_X86_FLAGS = _CAP_LEVELS["amx"]
+
+# Each variable that caps a runtime's instruction set, what obeys it (measured: see
+# docs/architecture.md), and the level each of its values allows; None: no cap.
+ISA_CAP_VARIABLES: dict[str, tuple[str, dict[str, str | None]]] = {
+    "ONEDNN_MAX_CPU_ISA": (
+        "oneDNN: torch's convolutions and bf16 matmuls, TensorFlow, OpenVINO's CPU plugin "
+        "(its kernels and its default bf16 execution)",
+        {
+            "SSE41": "sse4",
+            "AVX": "sse4",
+            "AVX2": "avx2",
+            "AVX2_VNNI": "avx2",
+            "AVX2_VNNI_2": "avx2",
+            "AVX512_CORE": "avx512",
+            "AVX512_CORE_VNNI": "avx512vnni",
+            "AVX512_CORE_BF16": "avx512bf16",
+            "AVX512_CORE_FP16": "avx512fp16",
+            "AVX10_1_512": "avx512fp16",
+            "AVX512_CORE_AMX": "amx",
+            "AVX10_1_512_AMX": "amx",
+            "AVX512_CORE_AMX_FP16": None,
+            "AVX10_1_512_AMX_FP16": None,
+            "ALL": None,
+            "DEFAULT": None,
+        },
+    ),
+    "ATEN_CPU_CAPABILITY": (
+        "torch's vectorized ATen kernels (elementwise, reductions, softmax)",
+        {"DEFAULT": "sse4", "AVX2": "avx2", "AVX512": None},
+    ),
+    "MKL_ENABLE_INSTRUCTIONS": (
+        "MKL: torch's fp32 BLAS (Linear, matmul)",
+        {
+            "SSE4_2": "sse4",
+            "AVX": "sse4",
+            "AVX2": "avx2",
+            "AVX512": "avx512",
+            "AVX512_E1": "avx512vnni",
+        },
+    ),
+    "FBGEMM_ENABLE_INSTRUCTIONS": (
+        "FBGEMM: torch's x86 int8 kernels (dynamic and FX static int8)",
+        {
+            "AVX2": "avx2",
+            "AVX512": "avx512",
+            "AVX512_256": "avx512",
+            "AVX512_E1": "avx512vnni",
+            "AVX512_E1_256": "avx512vnni",
+        },
+    ),
+}
+_CAP_ALIASES = {"DNNL_MAX_CPU_ISA": "ONEDNN_MAX_CPU_ISA"}  # oneDNN's older spelling
+
+
+@dataclass(frozen=True)
+class IsaCap:
+    """The instruction-set caps in force, read from the runtimes' environment variables.
+
+    ``level`` is the lowest level any of them allows: techniques and contracts see only the flags
+    it allows, though runtimes that obey none of these variables (ONNX Runtime's MLAS, XNNPACK in
+    LiteRT, OpenVINO's MLAS GEMMs) still use everything the CPU has.
+    """
+
+    variables: tuple[tuple[str, str], ...]
+    level: str | None
+    unrecognized: tuple[str, ...] = ()
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str] | None = None) -> IsaCap | None:
+        environ = os.environ if environ is None else environ
+        variables, levels, unrecognized = [], [], []
+        for name in (*ISA_CAP_VARIABLES, *_CAP_ALIASES):
+            value = environ.get(name, "").strip()
+            if not value:
+                continue
+            variables.append((name, value))
+            _, levels_of = ISA_CAP_VARIABLES[_CAP_ALIASES.get(name, name)]
+            if value.upper() not in levels_of:
+                unrecognized.append(f"{name}={value}")
+            elif (level := levels_of[value.upper()]) is not None:
+                levels.append(level)
+        if not variables:
+            return None
+        order = list(_CAP_LEVELS)
+        lowest = min(levels, key=order.index) if levels else None
+        return cls(tuple(variables), lowest, tuple(unrecognized))
+
+    def allows(self, flag: str) -> bool:
+        return self.level is None or flag not in _X86_FLAGS or flag in _CAP_LEVELS[self.level]
+
+    def describe(self) -> str:
+        text = ", ".join(f"{name}={value}" for name, value in self.variables)
+        if self.unrecognized:
+            text += f" (not understood, so not applied: {', '.join(self.unrecognized)})"
+        return text
 
 
 @dataclass(frozen=True)
@@ -82,40 +202,69 @@ class Hardware:
     gpus: tuple[GPU, ...] = ()
     notes: tuple[str, ...] = field(default=(), compare=False)
     machine: str | None = None
+    isa_cap: IsaCap | None = None
+
+    @property
+    def flags(self) -> tuple[str, ...]:
+        """The CPU's ISA flags that the runtimes may use: the detected ones, less a cap's."""
+        if self.isa_cap is None:
+            return self.cpu.flags
+        return tuple(flag for flag in self.cpu.flags if self.isa_cap.allows(flag))
+
+    @property
+    def isa_level(self) -> str:
+        return isa_level(self.flags)
 
     @property
     def fingerprint(self) -> str:
         """A stable, readable key for this class of machine, used to key baselines.
 
         Built from what changes performance (CPU model, ISA level, core count, GPU model), never
-        from anything that drifts between runs such as clock speeds or free memory. A ``machine``
-        name set by the user (a class of CI runners) replaces it.
+        from anything that drifts between runs such as clock speeds or free memory. An ISA cap
+        that lowers the level is part of it (``...-avx512bf16-cap-avx2-2c``): ONNX Runtime and
+        XNNPACK ignore the cap, so a capped run is not an AVX2 machine's. A ``machine`` name set
+        by the user (a class of CI runners) replaces it.
         """
         if self.machine:
             return _slug(self.machine)
         parts = [_slug(self.cpu.brand)]
         if self.cpu.family is not None and self.cpu.model is not None:
             parts.append(f"f{self.cpu.family}m{self.cpu.model}")
-        parts += [self.cpu.isa_level, f"{self.cpu.physical_cores}c"]
+        parts.append(self.cpu.isa_level)
+        if self.isa_cap is not None and self.isa_level != self.cpu.isa_level:
+            parts.append(f"cap-{self.isa_cap.level}")
+        parts.append(f"{self.cpu.physical_cores}c")
         if self.gpus:
             names = sorted({_slug(gpu.name) for gpu in self.gpus})
             parts.append(f"{len(self.gpus)}x{'+'.join(names)}")
         return "-".join(parts)
 
     def has_isa(self, flag: str) -> bool:
-        return flag in self.cpu.flags
+        return flag in self.flags
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["fingerprint"] = self.fingerprint
         data["cpu"]["isa_level"] = self.cpu.isa_level
+        if self.isa_cap is not None:
+            data["isa_cap"] = {
+                "variables": dict(self.isa_cap.variables),
+                "level": self.isa_cap.level,
+                "unrecognized": list(self.isa_cap.unrecognized),
+                "flags_in_use": list(self.flags),
+                "obeyed_by": {
+                    name: ISA_CAP_VARIABLES[_CAP_ALIASES.get(name, name)][0]
+                    for name, _ in self.isa_cap.variables
+                },
+            }
         return data
 
     def describe(self) -> str:
         gpus = ", ".join(g.name for g in self.gpus) or "no NVIDIA GPU"
+        capped = f", ISA capped by {self.isa_cap.describe()}" if self.isa_cap else ""
         return (
             f"{self.fingerprint} ({self.cpu.brand}, {self.cpu.physical_cores} physical / "
-            f"{self.cpu.logical_cores} logical cores, {gpus})"
+            f"{self.cpu.logical_cores} logical cores, {gpus}{capped})"
         )
 
 
@@ -125,7 +274,10 @@ def detect_hardware(
     """Detect this machine. ``cache_dir`` keeps py-cpuinfo's answer between runs."""
     cpu = _detect_cpu(cache_dir)
     found, notes = _detect_nvidia_gpus() if gpus else ((), ())
-    return Hardware(cpu=cpu, gpus=found, notes=notes, machine=machine)
+    cap = IsaCap.from_environment()
+    if cap is not None and cap.unrecognized:
+        notes += (f"ISA cap values not understood, so not applied: {', '.join(cap.unrecognized)}",)
+    return Hardware(cpu=cpu, gpus=found, notes=notes, machine=machine, isa_cap=cap)
 
 
 def _detect_cpu(cache_dir: Path | None) -> CPU:

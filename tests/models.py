@@ -71,3 +71,20 @@ def trainable_mlp_spec() -> ModelSpec:
         train_data=labelled_batches(16, seed=4),
         eval_data=test,
     )
+
+
+# Unit roundoff of each execution precision a runtime may state (OpenVINO's names and ours).
+UNIT_ROUNDOFF = {"f32": 2**-24, "fp32": 2**-24, "bf16": 2**-8, "f16": 2**-11, "fp16": 2**-11}
+
+
+def agreement_tolerance(precision: str, expected) -> float:
+    """The largest output difference from an fp32 reference that a variant running in
+    ``precision`` may show: 1e-4 in fp32 (different kernels sum in another order), else a few
+    rounding steps of the precision at the scale of the largest output (bf16 keeps about 3
+    significant digits, so a 10.0 logit may come back 0.1 off)."""
+    import numpy as np
+
+    if precision not in UNIT_ROUNDOFF:
+        raise ValueError(f"no tolerance known for precision {precision!r}")
+    scale = float(np.abs(np.asarray(expected)).max())
+    return max(1e-4, 16 * UNIT_ROUNDOFF[precision] * scale)

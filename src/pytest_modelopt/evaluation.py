@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
+import hashlib
 import math
 import sys
 import tempfile
@@ -245,7 +246,10 @@ class Evaluator:
                 f"{technique_name}: applies to {'/'.join(technique.frameworks)} models; "
                 f"{self.spec.name} is a {framework} model"
             )
-        workdir = self.workdir / _safe(technique_name)
+        # One directory per technique and parameters: a second build with other parameters must
+        # not overwrite the files (size, worker reload) of the first.
+        suffix = f"-{hashlib.sha256(key.encode()).hexdigest()[:8]}" if params else ""
+        workdir = self.workdir / _safe(technique_name + suffix)
         workdir.mkdir(parents=True, exist_ok=True)
         context = BuildContext(
             spec=self.spec,

@@ -21,6 +21,10 @@ from pytest_modelopt.variants.base import BuildContext, Variant, WarningsToNotes
 SOURCES = ("torch", "onnx")
 # Every OpenVINO technique converts from the torch model unless told to convert its ONNX export.
 CONVERSION_DEFAULTS = {"source": "torch"}
+# Execution precisions a technique may be pinned to; None keeps the device's default (bf16 on CPUs
+# with AMX or AVX512-BF16, f32 elsewhere).
+PRECISIONS = ("f32", "bf16", "f16")
+PRECISION_DEFAULTS = {**CONVERSION_DEFAULTS, "inference_precision": None}
 
 
 def convert(ctx: BuildContext) -> tuple[Any, dict[str, Any], list[str]]:
@@ -63,6 +67,7 @@ def openvino_variant(
 
     from pytest_modelopt.worker import Loader
 
+    precision_hint = precision_hint or _pinned_precision(ctx, technique)
     model, details, notes = convert(ctx)
     if quantize:
         model = nncf_quantize(ctx, technique, model)
@@ -296,9 +301,20 @@ def _inputs(batch: Any) -> list[Any]:
     return [item.numpy() if hasattr(item, "numpy") else item for item in items]
 
 
+def _pinned_precision(ctx: BuildContext, technique: str) -> str | None:
+    """The ``inference_precision`` parameter, checked: None keeps the device's default."""
+    pinned = ctx.params.get("inference_precision")
+    if pinned is not None and pinned not in PRECISIONS:
+        raise BuildError(
+            f"{technique}: inference_precision {pinned!r} for {ctx.spec.name}: choose one of "
+            f"{', '.join(PRECISIONS)}, or None for the device's default"
+        )
+    return str(pinned) if pinned else None
+
+
 @register_technique(
     "openvino",
-    defaults=CONVERSION_DEFAULTS,
+    defaults=PRECISION_DEFAULTS,
     backend="openvino",
     description="OpenVINO, LATENCY hint, the device's default execution precision (stated)",
 )
@@ -318,7 +334,7 @@ def build_openvino_fp32(ctx: BuildContext) -> Variant:
 
 @register_technique(
     "openvino_int8",
-    defaults=CONVERSION_DEFAULTS,
+    defaults=PRECISION_DEFAULTS,
     backend=("openvino", "nncf"),
     description="OpenVINO with NNCF post-training int8 quantization on the calibration data",
 )
@@ -328,7 +344,7 @@ def build_openvino_int8(ctx: BuildContext) -> Variant:
 
 @register_technique(
     "openvino_throughput",
-    defaults=CONVERSION_DEFAULTS,
+    defaults=PRECISION_DEFAULTS,
     backend="openvino",
     description="OpenVINO, THROUGHPUT hint: the batch split across parallel streams",
 )

@@ -115,7 +115,8 @@ def tflite_variant(
             y = (y.astype(np.float32) - out_zero) * out_scale
         return y
 
-    tensor_types = Counter(np.dtype(t["dtype"]).name for t in interpreter.get_tensor_details())
+    tensors = interpreter.get_tensor_details()
+    tensor_types = Counter(np.dtype(t["dtype"]).name for t in tensors)
     import ai_edge_litert
 
     return Variant(
@@ -130,9 +131,22 @@ def tflite_variant(
             "input_type": np.dtype(in_type).name,
             "output_type": np.dtype(out_type).name,
             "tensor_types": dict(sorted(tensor_types.items())),
+            "int8_scales": _scale_granularity(tensors),
         },
         notes=[n for n in recorded.notes if "tf.lite.Interpreter" not in n][:3],
     )
+
+
+def _scale_granularity(tensors: list[dict[str, Any]]) -> dict[str, int]:
+    """How many int8 tensors are quantized with one scale, and how many per channel."""
+    import numpy as np
+
+    counts: Counter[str] = Counter()
+    for tensor in tensors:
+        if tensor["dtype"] == np.int8:
+            scales = len(tensor["quantization_parameters"]["scales"])
+            counts["per_channel" if scales > 1 else "per_tensor"] += 1
+    return dict(sorted(counts.items()))
 
 
 def representative_dataset(ctx: BuildContext, technique: str) -> Callable[[], Iterator[Any]]:

@@ -42,6 +42,12 @@ def build_slow(ctx):
     return _variant(ctx, "fake_slow", ctx.model.work * 3)
 
 
+@register_technique("fake_same", frameworks=("python",))
+def build_same(ctx):
+    """Does exactly the reference's work: a true speedup of 1.0."""
+    return _variant(ctx, "fake_same", ctx.model.work)
+
+
 @register_technique("fake_needs_package", frameworks=("python",), packages="no_such_pkg_zz")
 def build_needs_package(ctx):
     return _variant(ctx, "fake_needs_package", ctx.model.work)

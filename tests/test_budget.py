@@ -2,7 +2,17 @@ import math
 
 import pytest
 
-from pytest_modelopt.budget import Budget, Measured, Verdict, format_checks, judge, judge_all
+from pytest_modelopt.budget import (
+    LOOSEN_TOLERANCE,
+    Budget,
+    Check,
+    Measured,
+    Verdict,
+    format_checks,
+    judge,
+    judge_all,
+    what_to_do,
+)
 from pytest_modelopt.errors import BudgetError
 
 
@@ -72,3 +82,34 @@ def test_table_lists_every_metric_with_interval_budget_and_verdict() -> None:
     assert lines[3].split() == ["speedup", "1.21x", "[1.1x,", "1.3x]", ">=", "1.2x", "INCONCLUSIVE"]
     assert lines[4].split() == ["size_ratio", "0.7x", "<=", "0.5x", "FAIL"]
     assert "budget lies inside the interval [1.1x, 1.3x]" in lines[5]
+
+
+def _inconclusive(value: float, interval: tuple[float, float], budget: str = ">=1.0") -> Check:
+    check = judge(Budget.parse("speedup", budget), Measured(value, interval))
+    assert check.verdict is Verdict.INCONCLUSIVE
+    return check
+
+
+def test_what_to_do_estimates_the_timing_that_would_decide() -> None:
+    # 1.02x [0.95x, 1.05x] after 3 s: the lower half-width (log 1.02/0.95) must shrink to the
+    # distance to 1.0 (log 1.02), 3.6x narrower: about 13x the rounds, 46 s with the margin.
+    advice = what_to_do([_inconclusive(1.02, (0.95, 1.05))], timed_s=3.0)
+    assert "about 46 s of timing would likely decide it (3.0 s were spent)" in advice
+    assert "max_time=47 on the modelopt marker, --modelopt-max-time 47" in advice
+    assert "set the budget further from the measured value" in advice
+    assert "--modelopt-inconclusive=report" in advice
+
+
+def test_what_to_do_without_hope_from_more_timing() -> None:
+    on_the_budget = what_to_do([_inconclusive(1.001, (0.9, 1.1))], timed_s=3.0)
+    assert "lies on the budget (>= 1x): more timing will not settle it" in on_the_budget
+    unbounded = what_to_do([_inconclusive(1.2, (0.0, math.inf))], timed_s=3.0)
+    assert "3.0 s gave too few rounds for a bounded interval: max_time=12" in unbounded
+
+
+def test_what_to_do_when_too_noisy() -> None:
+    noisy = Measured(1.1, (0.9, 1.3), "too noisy to judge: IQR/median 40% > 25%")
+    check = judge(Budget.parse("speedup", ">=1.0"), noisy)
+    advice = what_to_do([check], timed_s=3.0, loosen=LOOSEN_TOLERANCE)
+    assert "run on a quieter machine" in advice
+    assert "--modelopt-noise" in advice

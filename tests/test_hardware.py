@@ -9,6 +9,7 @@ import pytest
 from pytest_modelopt.hardware import (
     CPU,
     GPU,
+    ISA_CAP_VARIABLES,
     Hardware,
     IsaCap,
     backend_devices,
@@ -161,8 +162,16 @@ def test_a_cap_at_or_above_the_cpu_changes_nothing() -> None:
     assert capped.flags == ("avx2",)
 
 
-def test_an_unknown_cap_value_is_noted_and_not_applied(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX9000")
+@pytest.fixture
+def uncapped(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """No ISA cap variable set, whatever this run's environment (the capped tox run sets them)."""
+    for name in (*ISA_CAP_VARIABLES, "DNNL_MAX_CPU_ISA"):
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def test_an_unknown_cap_value_is_noted_and_not_applied(uncapped: pytest.MonkeyPatch) -> None:
+    uncapped.setenv("ONEDNN_MAX_CPU_ISA", "AVX9000")
     hardware = detect_hardware(gpus=False)
     assert hardware.isa_cap is not None
     assert hardware.isa_cap.level is None
@@ -170,8 +179,8 @@ def test_an_unknown_cap_value_is_noted_and_not_applied(monkeypatch: pytest.Monke
     assert any("ONEDNN_MAX_CPU_ISA=AVX9000" in note for note in hardware.notes)
 
 
-def test_detection_reads_the_cap_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "default")
+def test_detection_reads_the_cap_from_the_environment(uncapped: pytest.MonkeyPatch) -> None:
+    uncapped.setenv("ATEN_CPU_CAPABILITY", "default")
     hardware = detect_hardware(gpus=False)
     assert hardware.isa_cap is not None
     assert "avx2" not in hardware.flags

@@ -367,3 +367,34 @@ def test_plugin_load_imports_no_ml_library(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_subprocess()
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["modelopt: *"])
+
+
+def test_an_inconclusive_contract_says_what_to_do(project: pytest.Pytester) -> None:
+    """A budget on the true value (a variant doing the reference's own work, speedup >= 1.0) can
+    only be inconclusive: the failure names the interval and the three ways out."""
+    project.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.modelopt(techniques=["fake_same"])
+        def test_toy(modelopt_variant):
+            modelopt_variant.expect(speedup=">=1.0")
+        """
+    )
+    result = project.runpytest()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*toy[[]fake_same[]]: inconclusive (speedup): the measurements cannot decide*",
+            "*speedup*INCONCLUSIVE*",
+            "*speedup: inconclusive: the budget lies inside the interval [[]*x, *x[]]",
+            "*what to do:",
+            "*- speedup: *",
+            "*- or report instead of failing: --modelopt-inconclusive=report*",
+        ]
+    )
+    advice = next(line for line in result.outlines if "- speedup: " in line)
+    assert ("max_time=" in advice and "--modelopt-max-time" in advice) or (
+        "set the budget further from the measured value" in advice
+    ), advice
+    project.runpytest("--modelopt-inconclusive=report").assert_outcomes(passed=1)

@@ -198,3 +198,88 @@ def format_checks(checks: Iterable[Check], title: str = "") -> str:
         if index == 0:
             lines.append("  ".join("-" * width for width in widths))
     return "\n".join(lines + reasons)
+
+
+# Beyond this factor more timing is not worth suggesting: the value sits on the budget.
+_MAX_USEFUL_TIME_FACTOR = 30.0
+
+
+LOOSEN_BUDGET = "set the budget further from the measured value"
+LOOSEN_TOLERANCE = (
+    "raise the tolerance (modelopt_baseline(speedup_tolerance=...) on the test, or "
+    "--modelopt-speedup-tolerance)"
+)
+
+
+def what_to_do(undecided: Iterable[Check], timed_s: float, loosen: str = LOOSEN_BUDGET) -> str:
+    """How to turn inconclusive verdicts into decisions, with the timing likely to decide each;
+    ``loosen`` says how to move the limit (a contract's budget, a baseline's tolerance).
+
+    An interval narrows about as one over the square root of the rounds, so the budget leaves it
+    once the rounds grow by (half-width / distance to the budget)^2, on the log scale of ratios.
+    """
+    lines = ["what to do:"]
+    for check in undecided:
+        lines.append(f"  - {check.budget.metric.name}: {_advice(check, timed_s, loosen)}")
+    lines.append(
+        "  - or report instead of failing: --modelopt-inconclusive=report "
+        "(ini modelopt_inconclusive = report)"
+    )
+    return "\n".join(lines)
+
+
+def _advice(check: Check, timed_s: float, loosen: str) -> str:
+    reason = check.measured.undecidable or ""
+    if reason.startswith("too noisy"):
+        return (
+            "the rounds disagree too much for more time to help: run on a quieter machine (no "
+            "other jobs, fewer xdist workers), or raise --modelopt-noise"
+        )
+    if "samples" in reason:
+        return f"a percentile needs more samples: {_more_time(4 * timed_s)}"
+    if _unbounded_side(check):
+        return (
+            f"{timed_s:.1f} s gave too few rounds for a bounded interval: "
+            f"{_more_time(4 * timed_s)}; or {loosen}"
+        )
+    factor = _time_factor(check)
+    if factor is None or factor > _MAX_USEFUL_TIME_FACTOR:
+        return (
+            f"the measured {check.budget.metric.format(check.measured.value)} lies on the budget "
+            f"({check.budget}): more timing will not settle it; {loosen}"
+        )
+    seconds = timed_s * factor * 1.2  # 20% over the estimate: rounds vary in length
+    return (
+        f"about {seconds:.0f} s of timing would likely decide it ({timed_s:.1f} s were spent): "
+        f"{_more_time(seconds)}; or {loosen}"
+    )
+
+
+def _more_time(seconds: float) -> str:
+    cap = max(1, math.ceil(seconds))
+    return (
+        f"max_time={cap} on the modelopt marker, --modelopt-max-time {cap} "
+        "(MeasureSettings(max_time_s=...) in Python)"
+    )
+
+
+def _unbounded_side(check: Check) -> bool:
+    """Whether the interval is open on the side where the budget lies (too few rounds)."""
+    if check.measured.interval is None:
+        return False
+    low, high = check.measured.interval
+    side = low if check.budget.threshold < check.measured.value else high
+    return not 0 < side < math.inf
+
+
+def _time_factor(check: Check) -> float | None:
+    """How many times the rounds so far would likely move the interval off the budget."""
+    value, threshold = check.measured.value, check.budget.threshold
+    if check.measured.interval is None or min(value, threshold) <= 0:
+        return None
+    low, high = check.measured.interval
+    side = low if threshold < value else high
+    distance = abs(math.log(value / threshold))
+    if distance < 1e-9:
+        return None
+    return (math.log(value / side) / distance) ** 2

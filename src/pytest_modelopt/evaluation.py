@@ -31,6 +31,7 @@ from pytest_modelopt.budget import (
     Verdict,
     format_checks,
     judge_all,
+    what_to_do,
 )
 from pytest_modelopt.efficiency import count_flops, peak_ops_per_second, precision_class, roofline
 from pytest_modelopt.errors import BuildError, ContractViolation, ModeloptError, NotApplicable
@@ -108,13 +109,12 @@ class VariantResult:
                 format_checks(checks, f"{self.label}: contract broken ({_names(failed)})")
             )
         if undecided and self.inconclusive == "fail":
-            raise ContractViolation(
-                format_checks(
-                    checks,
-                    f"{self.label}: inconclusive ({_names(undecided)}): the measurements "
-                    "cannot decide the budget on this machine",
-                )
+            table = format_checks(
+                checks,
+                f"{self.label}: inconclusive ({_names(undecided)}): the measurements "
+                "cannot decide the budget on this machine",
             )
+            raise ContractViolation(f"{table}\n{what_to_do(undecided, self.comparison.elapsed_s)}")
         return checks
 
     def throughput_at(

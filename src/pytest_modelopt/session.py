@@ -181,7 +181,7 @@ class ModeloptSession:
     ) -> None:
         """Judge the result against its stored entry; raise ContractViolation on a regression."""
         from pytest_modelopt.baselines import compare, format_baseline_checks, module_of
-        from pytest_modelopt.budget import Verdict
+        from pytest_modelopt.budget import LOOSEN_TOLERANCE, Verdict, what_to_do
 
         if self.settings.save_baseline:
             self.baseline_status[nodeid] = {"status": "recorded"}
@@ -220,13 +220,15 @@ class ModeloptSession:
             )
         if undecided and self.settings.inconclusive == "fail":
             names = ", ".join(c.metric for c in undecided)
-            raise ContractViolation(
-                format_baseline_checks(
-                    checks,
-                    f"{result.label}: inconclusive against {where} ({names}): the measurements "
-                    "cannot decide on this machine",
-                )
+            table = format_baseline_checks(
+                checks,
+                f"{result.label}: inconclusive against {where} ({names}): the measurements "
+                "cannot decide on this machine",
             )
+            advice = what_to_do(
+                [c.check for c in undecided], result.comparison.elapsed_s, LOOSEN_TOLERANCE
+            )
+            raise ContractViolation(f"{table}\n{advice}")
 
     def entry(self, result: VariantResult) -> dict[str, Any]:
         from pytest_modelopt.baselines import entry_from_record

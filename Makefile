@@ -9,7 +9,12 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 # tested with; pyproject.toml only declares ranges.
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: suites test lint typecheck check benchmark clean
+# The runtimes' own variables that cap their instruction set at AVX2 (docs/architecture.md says
+# which runtime obeys which): `make test-avx2` runs the tests as an AVX2-only machine would.
+ISA_CAP_AVX2 := ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 \
+	FBGEMM_ENABLE_INSTRUCTIONS=AVX2
+
+.PHONY: suites test test-avx2 lint typecheck check benchmark clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +28,9 @@ suites: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest --modelopt-strict $(ARGS)
+
+test-avx2: $(STAMP)
+	env $(ISA_CAP_AVX2) $(BIN)/python -m pytest --modelopt-strict $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests suites benchmarks

@@ -95,9 +95,11 @@ def test_digits_cnn(modelopt_variant):
 def test_resnet18_digits(modelopt_variant):
     contract = dict(CONTRACTS[modelopt_variant.technique])
     if modelopt_variant.technique == "eager":
-        # 3 epochs (68 steps) reach about 62% test accuracy: a weakly trained model, trained in
-        # 10 minutes on this loaded 2-core machine. The drops of the other techniques are real.
-        contract["accuracy"] = ">=60%"
+        # 3 epochs (68 steps) reach about 62% test accuracy on the AVX2 EPYC: a weakly trained
+        # model, trained in 10 minutes on a 2-core machine, whose weights follow the CPU's
+        # kernels. The floor says "trained, far above chance (10%)" on any CPU; the drops of the
+        # other techniques are real, and the baselines gate this machine's accuracy to 2 points.
+        contract["accuracy"] = ">=50%"
     if modelopt_variant.technique == "lowrank":
         # low rank factorizes Linear and 1x1 convolutions: resnet18 is mostly 3x3 convolutions,
         # so its file stays the same size (1.0004x measured: the extra layer names)

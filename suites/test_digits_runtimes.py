@@ -22,6 +22,19 @@ def modelopt_spec(request: pytest.FixtureRequest) -> ModelSpec:
     return digits_spec(request.config.cache.mkdir("modelopt-digits"))
 
 
+# OpenVINO's default execution precision is bf16 on CPUs with AVX512-BF16 or AMX: about 3
+# significant digits flip a test digit or two of 360 where fp32 flips none.
+BF16_ACCURACY_DROP = "<=1%"
+
+
+def contract(result) -> dict:
+    """The technique's contract for the precision the variant states it ran in."""
+    chosen = dict(CONTRACTS[result.technique])
+    if result.variant.details.get("execution_precision") == "bf16":
+        chosen["accuracy_drop"] = BF16_ACCURACY_DROP
+    return chosen
+
+
 @pytest.mark.modelopt(techniques=list(CONTRACTS))
 def test_digits_cnn_runtimes(modelopt_variant):
-    modelopt_variant.expect(**CONTRACTS[modelopt_variant.technique])
+    modelopt_variant.expect(**contract(modelopt_variant))

@@ -14,6 +14,10 @@ Regression rules (each a :class:`~pytest_modelopt.budget.Budget` judged by the e
   hardware matches the stored one, the new interval against ``stored p50 * (1 + tolerance)``.
 - ``size_bytes``: at most ``stored * (1 + size_tolerance)``.
 - ``accuracy`` and ``top1_agreement``: at least ``stored - accuracy_tolerance`` (points).
+- Counted entries (the instructions meter, kept under ``<fingerprint>-counted``): in place of
+  speedup and latency, ``instructions_per_call`` at most ``stored * (1 + instructions_tolerance)``
+  and ``instructions_ratio`` (its interval) at least ``stored * (1 - instructions_tolerance)``;
+  counts are deterministic, so the default tolerance is 1%.
 """
 
 from __future__ import annotations
@@ -44,9 +48,14 @@ ENTRY_SHAPE = {
     "spec": "str",
     "technique": "str",
     "recorded": "str",
-    "speedup": {**_MEASURED, "value": "positive", "interval": "interval", "confidence": "number"},
-    "latency_p50_ms": _MEASURED,
-    "reference_p50_ms": _MEASURED,
+    "speedup?": {**_MEASURED, "value": "positive", "interval": "interval", "confidence": "number"},
+    "latency_p50_ms?": _MEASURED,
+    "reference_p50_ms?": _MEASURED,
+    "meter?": "str",
+    "instructions_ratio?": {**_MEASURED, "value": "positive", "interval": "interval"},
+    "instructions_per_call?": _MEASURED,
+    "reference_instructions_per_call?": _MEASURED,
+    "estimated_cycles?": _MEASURED,
     "size_bytes": "int",
     "reference_bytes": "int",
     "accuracy": ("map", "number"),
@@ -75,12 +84,15 @@ class Tolerances:
     size: float = 0.01
     accuracy: float = 0.005
     latency: float | None = None
+    # Counts of one build differ by less than 0.01% between processes (docs/verdict-quality.md).
+    instructions: float = 0.01
 
     MARKER_KEYWORDS: ClassVar[tuple[str, ...]] = (
         "speedup_tolerance",
         "size_tolerance",
         "accuracy_tolerance",
         "latency_tolerance",
+        "instructions_tolerance",
     )
 
     def override(self, where: str, **keywords: Any) -> Tolerances:
@@ -113,13 +125,27 @@ def entry_from_record(
 ) -> dict[str, Any]:
     """A baseline entry from one result record (``VariantResult.to_dict()`` with its test id)."""
     latency = record["latency"]
+    common = {
+        "spec": record["spec"],
+        "technique": record["technique"],
+        "recorded": recorded,
+        "size_bytes": record["sizes"]["variant_bytes"],
+        "reference_bytes": record["sizes"]["reference_bytes"],
+        "accuracy": {
+            name: value
+            for name, value in record["accuracy"].items()
+            if isinstance(value, int | float)
+        },
+        "settings": {**settings, "threads": latency.get("threads")},
+        "environment": {key: str(value) for key, value in dict(environment).items()},
+    }
+    if latency.get("meter") == "instructions":
+        return {**common, **_counted_fields(record)}
     metrics = record["metrics"]
     p50 = metrics["latency_p50_ms"]
     reference = latency["reference"]["stats"]
     return {
-        "spec": record["spec"],
-        "technique": record["technique"],
-        "recorded": recorded,
+        **common,
         "speedup": {
             "value": latency["speedup"],
             "interval": _interval(latency["speedup_interval"]),
@@ -134,15 +160,30 @@ def entry_from_record(
             "undecidable": p50.get("undecidable"),
         },
         "reference_p50_ms": {"value": reference["p50"] * 1e3, "n": reference["n"]},
-        "size_bytes": record["sizes"]["variant_bytes"],
-        "reference_bytes": record["sizes"]["reference_bytes"],
-        "accuracy": {
-            name: value
-            for name, value in record["accuracy"].items()
-            if isinstance(value, int | float)
+    }
+
+
+def _counted_fields(record: Mapping[str, Any]) -> dict[str, Any]:
+    """What the instructions meter adds to an entry: counts, the ratio, the ISA, top functions."""
+    latency = record["latency"]
+    counts = latency["counts"]
+    variant, reference = counts["variant"], counts["reference"]
+    return {
+        "meter": "instructions",
+        "instructions_ratio": {
+            "value": latency["speedup"],
+            "interval": _interval(latency["speedup_interval"]),
+            "n": latency["rounds"],
         },
-        "settings": {**settings, "threads": latency.get("threads")},
-        "environment": {key: str(value) for key, value in dict(environment).items()},
+        "instructions_per_call": {"value": variant["instructions"], "n": variant["calls"]},
+        "reference_instructions_per_call": {
+            "value": reference["instructions"],
+            "n": reference["calls"],
+        },
+        "estimated_cycles": {"value": variant["estimated_cycles"]},
+        "isa": variant.get("isa", {}),
+        "top_functions": variant.get("top_functions", {}),
+        "reference_top_functions": reference.get("top_functions", {}),
     }
 
 
@@ -208,15 +249,33 @@ def compare(
         budget = Budget(METRICS[metric], op, threshold)
         checks.append(BaselineCheck(judge(budget, measured), old))
 
-    old_speedup = _measured(stored["speedup"], keep_reason=False)
-    add(
-        "speedup",
-        ">=",
-        old_speedup.value * (1 - tolerances.speedup),
-        old_speedup,
-        _measured(new["speedup"], keep_reason=True),
-    )
-    if tolerances.latency is not None and same_hardware:
+    if "speedup" in stored and "speedup" in new:
+        old_speedup = _measured(stored["speedup"], keep_reason=False)
+        add(
+            "speedup",
+            ">=",
+            old_speedup.value * (1 - tolerances.speedup),
+            old_speedup,
+            _measured(new["speedup"], keep_reason=True),
+        )
+    if "instructions_per_call" in stored and "instructions_per_call" in new:
+        old_count = Measured(stored["instructions_per_call"]["value"])
+        add(
+            "instructions_per_call",
+            "<=",
+            old_count.value * (1 + tolerances.instructions),
+            old_count,
+            Measured(new["instructions_per_call"]["value"]),
+        )
+        old_ratio = _measured(stored["instructions_ratio"], keep_reason=False)
+        add(
+            "instructions_ratio",
+            ">=",
+            old_ratio.value * (1 - tolerances.instructions),
+            old_ratio,
+            _measured(new["instructions_ratio"], keep_reason=False),
+        )
+    if tolerances.latency is not None and same_hardware and "latency_p50_ms" in stored:
         old_p50 = _measured(stored["latency_p50_ms"], keep_reason=False)
         add(
             "latency_p50_ms",
@@ -293,6 +352,12 @@ def baseline_filename(module: str) -> str:
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", module.removesuffix(".py")).strip("._-")[:80]
     digest = hashlib.sha256(module.encode()).hexdigest()[:8]
     return f"{stem or 'tests'}-{digest}.json"
+
+
+def counted_fingerprint(hardware: Hardware) -> str:
+    """Where counted baselines of this machine live: apart from timed ones, since counts come
+    from valgrind's simulated CPU (AVX2 kernels at most), not from this CPU's timing."""
+    return f"{hardware.fingerprint}-counted"
 
 
 def hardware_record(hardware: Hardware) -> dict[str, Any]:
@@ -376,10 +441,13 @@ class SaveReport:
 class BaselineStore:
     """The baselines of one fingerprint under ``root``; reads are cached, writes are atomic."""
 
-    def __init__(self, root: Path, hardware: Hardware) -> None:
+    def __init__(self, root: Path, hardware: Hardware, *, meter: str = "wall") -> None:
         self.root = root
         self.hardware = hardware
-        self.fingerprint = hardware.fingerprint
+        self.meter = meter
+        self.fingerprint = (
+            counted_fingerprint(hardware) if meter == "instructions" else (hardware.fingerprint)
+        )
         self.directory = root / self.fingerprint
         self._files: dict[Path, dict[str, Any]] = {}
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from pytest_modelopt.baselines import format_function_diff, function_diff
 from pytest_modelopt.counting import (
     ClientRequests,
     Counts,
@@ -147,6 +148,19 @@ def test_an_overhead_is_subtracted_and_never_below_zero() -> None:
     assert counted.events == {"Ir": 700.0, "D1mr": 0.0}
 
 
+def test_the_function_diff_ranks_what_changed_most() -> None:
+    stored = {"conv": 1000.0, "gemm": 5000.0, "relu": 10.0}
+    new = {"conv": 1300.0, "gemm": 5000.0, "pad": 50.0}
+    assert function_diff(stored, new) == [
+        ("conv", 1000.0, 1300.0),
+        ("pad", None, 50.0),
+        ("relu", 10.0, None),
+    ]
+    table = format_function_diff(stored, new)
+    assert "+300" in table
+    assert "gemm" not in table
+
+
 def test_client_requests_are_no_ops_outside_valgrind() -> None:
     requests = ClientRequests()
     assert requests.running_on_valgrind() is False
@@ -262,8 +276,13 @@ def test_counts_agree_between_processes_and_catch_two_percent(counted: pytest.Py
     result = counted.runpytest(*measure)
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
-        ["*regression against the baseline for *-counted*instructions_per_call*"]
+        [
+            "*regression against the baseline for *-counted*instructions_per_call*",
+            "what changed, by function*",
+            "function (self Ir per call)*baseline*measured*change",
+        ]
     )
+    assert "instructions_per_call  " in result.stdout.str()
 
 
 @needs_valgrind

@@ -332,6 +332,46 @@ def format_baseline_checks(checks: Iterable[BaselineCheck], title: str) -> str:
     return "\n".join(lines + reasons)
 
 
+def function_diff(
+    stored: Mapping[str, float], new: Mapping[str, float], rows: int = 10
+) -> list[tuple[str, float | None, float | None]]:
+    """The functions whose instructions per call changed most between two top-function lists
+    (each the top 30 by self instructions): (function, baseline, measured); None where a
+    function is not in that list's top."""
+    names = set(stored) | set(new)
+
+    def change(name: str) -> float:
+        return abs(new.get(name, 0.0) - stored.get(name, 0.0))
+
+    ranked = sorted(names, key=lambda name: (-change(name), name))[:rows]
+    return [(name, stored.get(name), new.get(name)) for name in ranked if change(name) > 0]
+
+
+def format_function_diff(stored: Mapping[str, float], new: Mapping[str, float]) -> str:
+    """A table of what grew: the functions whose self instructions per call changed most."""
+    diff = function_diff(stored, new)
+    if not diff:
+        return ""
+    rows = [("function (self Ir per call)", "baseline", "measured", "change")]
+    for name, old, measured in diff:
+        growth = (measured or 0.0) - (old or 0.0)
+        rows.append(
+            (
+                name[:60],
+                "-" if old is None else f"{old:,.0f}",
+                "-" if measured is None else f"{measured:,.0f}",
+                f"{growth:+,.0f}",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    lines = ["what changed, by function (- : not in that run's top 30):"]
+    for index, row in enumerate(rows):
+        lines.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+        if index == 0:
+            lines.append("  ".join("-" * width for width in widths))
+    return "\n".join(line.rstrip() for line in lines)
+
+
 def _with_interval(metric: Any, measured: Measured) -> str:
     text = metric.format(measured.value)
     if measured.interval is not None:

@@ -188,7 +188,13 @@ class ModeloptSession:
         self, nodeid: str, result: VariantResult, tolerances: Tolerances
     ) -> None:
         """Judge the result against its stored entry; raise ContractViolation on a regression."""
-        from pytest_modelopt.baselines import compare, format_baseline_checks, module_of
+        from pytest_modelopt.baselines import (
+            compare,
+            format_baseline_checks,
+            format_function_diff,
+            function_diff,
+            module_of,
+        )
         from pytest_modelopt.budget import Verdict
 
         if self.settings.save_baseline:
@@ -222,11 +228,19 @@ class ModeloptSession:
         if failed:
             self.obtained[nodeid] = new
             names = ", ".join(c.metric for c in failed)
-            raise ContractViolation(
-                format_baseline_checks(
-                    checks, f"{result.label}: regression against {where} ({names})"
-                )
+            table = format_baseline_checks(
+                checks, f"{result.label}: regression against {where} ({names})"
             )
+            grown = format_function_diff(
+                stored.get("top_functions", {}), new.get("top_functions", {})
+            )
+            self.baseline_status[nodeid]["functions"] = [
+                {"function": name, "baseline": old, "measured": measured}
+                for name, old, measured in function_diff(
+                    stored.get("top_functions", {}), new.get("top_functions", {})
+                )
+            ]
+            raise ContractViolation(f"{table}\n{grown}" if grown else table)
         if undecided and self.settings.inconclusive == "fail":
             names = ", ".join(c.metric for c in undecided)
             raise ContractViolation(

@@ -4,13 +4,16 @@ The pytester projects count a pure-Python toy model (a loop of ``work`` steps) w
 and reference a worker process rebuilds from importable loaders: a counted verdict takes seconds.
 """
 
+import importlib.util
 import json
+import re
 import shutil
 from pathlib import Path
 
 import pytest
 
 from pytest_modelopt.baselines import format_function_diff, function_diff
+from pytest_modelopt.cli import main
 from pytest_modelopt.counting import (
     ClientRequests,
     Counts,
@@ -259,7 +262,9 @@ def test_the_marker_counts_one_test_and_the_others_are_timed(counted: pytest.Pyt
 
 
 @needs_valgrind
-def test_counts_agree_between_processes_and_catch_two_percent(counted: pytest.Pytester) -> None:
+def test_counts_agree_between_processes_and_catch_two_percent(
+    counted: pytest.Pytester, capsys: pytest.CaptureFixture[str]
+) -> None:
     """The gate CI users rely on: a baseline recorded by one process, compared in others."""
     contract(counted)
     measure = ("--modelopt-measure=instructions",)
@@ -272,6 +277,16 @@ def test_counts_agree_between_processes_and_catch_two_percent(counted: pytest.Py
     for side in ("variant", "reference"):
         spread = abs(first[side]["instructions"] / second[side]["instructions"] - 1)
         assert spread < 0.002, (side, spread)
+    results = [counted.path / "first.json", counted.path / "second.json"]
+    code = main(["compare", *map(str, results)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert re.search(r"test_toy\[toy_fast\]\s+instructions_per_call\s.*PASS", out), out
+    if importlib.util.find_spec("matplotlib") is not None:
+        page = counted.path / "matrix.html"
+        assert main(["merge", *map(str, results), "--html", str(page)]) == 0
+        assert "-counted" in page.read_text()
+        assert "x Ir" in page.read_text()
     contract(counted, extra=0.02)  # the variant's loop does 2% more steps
     result = counted.runpytest(*measure)
     result.assert_outcomes(failed=1)

@@ -86,7 +86,9 @@ METRICS: dict[str, Metric] = {
         Metric("cycles_ratio", True, "x", "reference estimated cycles / variant estimated cycles"),
     )
 }
-# What each meter measures: a budget on the other meter's metrics is reported, not judged.
+# The meters a variant can be measured with (measure.py, counting.py), and what each measures:
+# a budget on the other meter's metrics is reported, not judged.
+METERS = ("wall", "instructions")
 METER_METRICS = {
     "wall": frozenset(
         {"speedup", "latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "throughput"}

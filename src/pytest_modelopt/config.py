@@ -93,7 +93,7 @@ def _slowdowns(text: str) -> tuple[tuple[str, float], ...]:
 
 
 def _meter(text: str) -> str:
-    from pytest_modelopt.measure import METERS
+    from pytest_modelopt.budget import METERS
 
     if text not in METERS:
         raise ValueError(f"expected one of {', '.join(METERS)}, got {text!r}")

@@ -26,6 +26,7 @@ import numpy as np
 from pytest_modelopt.budget import (
     INCONCLUSIVE_POLICIES,
     METER_METRICS,
+    METERS,
     Check,
     Measured,
     Verdict,
@@ -36,7 +37,6 @@ from pytest_modelopt.efficiency import count_flops, peak_ops_per_second, precisi
 from pytest_modelopt.errors import BuildError, ContractViolation, ModeloptError, NotApplicable
 from pytest_modelopt.hardware import Hardware, detect_hardware, gpu_state
 from pytest_modelopt.measure import (
-    METERS,
     Comparison,
     Interleaver,
     MeasureSettings,

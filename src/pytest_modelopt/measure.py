@@ -54,7 +54,6 @@ from pytest_modelopt.stats import (
 from pytest_modelopt.worker import InProcess, Worker, WorkerUnavailable
 
 Call = Callable[[], Any]
-METERS = ("wall", "instructions")
 
 
 class Meter(Protocol):

@@ -126,7 +126,7 @@ def _max_time_problem(max_time: Any) -> str | None:
 
 
 def _measure_problem(measure: Any) -> str | None:
-    from pytest_modelopt.measure import METERS
+    from pytest_modelopt.budget import METERS
 
     if measure is None or measure in METERS:
         return None

@@ -486,7 +486,8 @@ class ModeloptSession:
             "benchmarks": self.benchmarks,
             "schema": RESULTS_SCHEMA,
             "created": created,
-            "fingerprint": self.hardware.fingerprint,
+            # counted sessions are their own column in a matrix: <fingerprint>-counted
+            "fingerprint": self.store.fingerprint,
             "hardware": {**self.hardware.to_dict(), **_detected(self.hardware)},
             "environment": environment(),
             "settings": self.settings.to_dict(),

@@ -19,7 +19,9 @@ from pytest_modelopt.counting import (
     Counts,
     estimated_cycles,
     parse_callgrind,
+    single_threaded,
 )
+from pytest_modelopt.worker import Loader
 
 needs_valgrind = pytest.mark.skipif(
     shutil.which("valgrind") is None, reason="valgrind is not installed (apt-get install valgrind)"
@@ -162,6 +164,16 @@ def test_the_function_diff_ranks_what_changed_most() -> None:
     table = format_function_diff(stored, new)
     assert "+300" in table
     assert "gemm" not in table
+
+
+def test_counted_sides_are_rebuilt_with_one_thread() -> None:
+    ort = Loader("pytest_modelopt.variants.onnx_runtime:ort_runner", {"path": "m", "threads": 2})
+    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": 2}
+    openvino = Loader("x:y", {"xml": "m.xml", "config": config}, numpy_inputs=True)
+    assert single_threaded(ort).kwargs == {"path": "m", "threads": 1}
+    assert single_threaded(openvino).kwargs["config"]["INFERENCE_NUM_THREADS"] == 1
+    assert single_threaded(openvino).numpy_inputs
+    assert config["INFERENCE_NUM_THREADS"] == 2  # the variant's own loader is left as it was
 
 
 def test_client_requests_are_no_ops_outside_valgrind() -> None:

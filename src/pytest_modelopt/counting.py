@@ -37,12 +37,15 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
+import gc
 import mmap
 import os
 import pickle
 import platform
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -228,11 +231,12 @@ def parse_callgrind(path: Path, top: int = TOP_FUNCTIONS) -> Counts:
     return Counts(events, dict(ranked))
 
 
-def mean_counts(counts: list[Counts]) -> dict[str, Any]:
-    """Per-call averages of events, estimated cycles, and the top functions of the last call."""
+def per_call(counts: list[Counts]) -> dict[str, Any]:
+    """Per-call medians of events (robust to a call that an allocator's trim or a lazy cache
+    made dearer), estimated cycles, and the top functions of the last call."""
     if not counts:
         return {}
-    events = {name: sum(c.events.get(name, 0.0) for c in counts) / len(counts) for name in EVENTS}
+    events = {name: statistics.median(c.events.get(name, 0.0) for c in counts) for name in EVENTS}
     return {
         "instructions": events["Ir"],
         "estimated_cycles": estimated_cycles(events),
@@ -306,7 +310,10 @@ class CountingWorker:
             str(theirs.fileno()),
         ]
         self._process = subprocess.Popen(
-            command, pass_fds=(theirs.fileno(),), env=_worker_environment(self.threads)
+            command,
+            pass_fds=(theirs.fileno(),),
+            env=_worker_environment(self.threads),
+            preexec_fn=_no_address_randomization,
         )
         theirs.close()
         self._connection = Connection(ours.detach())
@@ -426,10 +433,10 @@ class CountedSide:
             self.worker.release()
 
     def report(self, skip: int) -> dict[str, Any]:
-        """Per-call averages of the counts after the first ``skip`` (first call, warm-up)."""
+        """Per-call medians of the counts after the first ``skip`` (first call, warm-up)."""
         kept = self.counts[skip:] or self.counts
         return {
-            **mean_counts(kept),
+            **per_call(kept),
             "isa": self.worker.isa,
             "isa_note": ISA_NOTE,
             "cycles_model": CYCLES_MODEL,
@@ -441,9 +448,35 @@ class CountedSide:
 def counted_sides(
     variant: tuple[Loader, Any], reference: tuple[Loader, Any], *, threads: int | None, label: str
 ) -> tuple[CountedSide, CountedSide]:
-    """The variant's and the reference's meters, sharing one worker under valgrind."""
-    worker = CountingWorker([variant, reference], threads=threads, label=label)
+    """The variant's and the reference's meters, sharing one worker under valgrind; each side
+    rebuilt with one thread where its loader takes a thread count."""
+    sides = [(single_threaded(loader), batch) for loader, batch in (variant, reference)]
+    worker = CountingWorker(sides, threads=threads, label=label)
     return CountedSide(worker, 0, f"{label} variant"), CountedSide(worker, 1, f"{label} reference")
+
+
+def single_threaded(loader: Loader) -> Loader:
+    """The loader with its runtime's own pool at one thread (ONNX Runtime's ``threads``,
+    OpenVINO's ``INFERENCE_NUM_THREADS``): valgrind runs threads one at a time, and a pool's
+    spinning would add instructions that differ from one process to the next."""
+    kwargs = dict(loader.kwargs)
+    if "threads" in kwargs:
+        kwargs["threads"] = 1
+    config = kwargs.get("config")
+    if isinstance(config, dict) and "INFERENCE_NUM_THREADS" in config:
+        kwargs["config"] = {**config, "INFERENCE_NUM_THREADS": 1}
+    return dataclasses.replace(loader, kwargs=kwargs)
+
+
+def _no_address_randomization() -> None:
+    """In the child before exec: no address-space randomization (personality ADDR_NO_RANDOMIZE),
+    so that hash tables keyed by addresses probe alike in every process. Best effort: where the
+    call is refused, counts vary a little more."""
+    with contextlib.suppress(Exception):
+        libc = ctypes.CDLL(None, use_errno=True)
+        current = libc.personality(0xFFFFFFFF)
+        if current != -1:
+            libc.personality(current | 0x0040000)
 
 
 def _worker_environment(threads: int | None) -> dict[str, str]:
@@ -491,6 +524,8 @@ def _serve(connection: Connection) -> None:
         for run, batch in runs:
             for _ in range(warmup_calls):
                 run(batch)
+        gc.collect()
+        gc.disable()  # a collection inside a counted call would add its instructions to it
         requests.start_instrumentation()
         for run, batch in runs:  # warm the simulated caches; collection is still off
             run(batch)

@@ -183,6 +183,43 @@ def test_client_requests_are_no_ops_outside_valgrind() -> None:
     requests.dump("nothing")
 
 
+def looping_runner(work: int, load_work: int = 0):
+    """A worker's loader: `load_work` steps once when loaded, `work` steps per call."""
+
+    def loop(steps: int) -> int:
+        total = 0
+        for i in range(steps):
+            total += i
+        return total
+
+    loop(load_work)
+    return lambda batch: loop(work)
+
+
+@needs_valgrind
+def test_only_the_counted_calls_are_counted() -> None:
+    """Loading and warm-up are not counted, and a call's count grows with its own work only."""
+    from pytest_modelopt.counting import counted_sides
+
+    small = (Loader("test_counting:looping_runner", {"work": 2000, "load_work": 300_000}), None)
+    large = (Loader("test_counting:looping_runner", {"work": 4000}), None)
+    variant, reference = counted_sides(small, large, threads=1, label="loops")
+    variant.start()
+    reference.start()
+    try:
+        small_calls, large_calls = variant.sample(5), reference.sample(5)
+    finally:
+        variant.close()
+        reference.close()
+    assert not variant.worker.running
+    # 300,000 steps at load would be 150 calls' worth: none of it is in a call's count
+    assert max(small_calls) < 1.2 * min(small_calls)
+    # twice the steps, twice the instructions, up to the call's own constant cost
+    per_step = (min(large_calls) - min(small_calls)) / 2000
+    assert per_step > 0
+    assert min(small_calls) == pytest.approx(2000 * per_step, rel=0.05)
+
+
 # -- selection ---------------------------------------------------------------------------------
 
 

@@ -15,9 +15,11 @@ Regression rules (each a :class:`~pytest_modelopt.budget.Budget` judged by the e
 - ``size_bytes``: at most ``stored * (1 + size_tolerance)``.
 - ``accuracy`` and ``top1_agreement``: at least ``stored - accuracy_tolerance`` (points).
 - Counted entries (the instructions meter, kept under ``<fingerprint>-counted``): in place of
-  speedup and latency, ``instructions_per_call`` at most ``stored * (1 + instructions_tolerance)``
-  and ``instructions_ratio`` (its interval) at least ``stored * (1 - instructions_tolerance)``;
-  counts are deterministic, so the default tolerance is 1%.
+  speedup and latency, the variant's ``instructions_per_call`` at most
+  ``stored * (1 + instructions_tolerance)``; counts barely move between processes, so the default
+  tolerance is 1%. The instructions ratio is stored, not gated: its denominator, the reference's
+  count, moves with what else the worker imported, and on tiny models its interval over the
+  rounds is as wide as the gate.
 """
 
 from __future__ import annotations
@@ -84,7 +86,8 @@ class Tolerances:
     size: float = 0.01
     accuracy: float = 0.005
     latency: float | None = None
-    # Counts of one build differ by less than 0.01% between processes (docs/verdict-quality.md).
+    # Per-call counts of one build moved by up to 0.6% between processes (a tiny torch MLP; a
+    # pure-Python model 0.006%): docs/architecture.md, "Meters".
     instructions: float = 0.01
 
     MARKER_KEYWORDS: ClassVar[tuple[str, ...]] = (
@@ -266,14 +269,6 @@ def compare(
             old_count.value * (1 + tolerances.instructions),
             old_count,
             Measured(new["instructions_per_call"]["value"]),
-        )
-        old_ratio = _measured(stored["instructions_ratio"], keep_reason=False)
-        add(
-            "instructions_ratio",
-            ">=",
-            old_ratio.value * (1 - tolerances.instructions),
-            old_ratio,
-            _measured(new["instructions_ratio"], keep_reason=False),
         )
     if tolerances.latency is not None and same_hardware and "latency_p50_ms" in stored:
         old_p50 = _measured(stored["latency_p50_ms"], keep_reason=False)

@@ -180,8 +180,8 @@ OPTIONS = (
         "instructions_tolerance",
         _tolerance,
         0.01,
-        "under the instructions meter, instructions per call regress above the baseline's times "
-        "(1 + this), and the instructions ratio below its times (1 - this)",
+        "under the instructions meter, a variant's instructions per call regress above the "
+        "baseline's times (1 + this)",
     ),
     Option(
         "latency_tolerance",

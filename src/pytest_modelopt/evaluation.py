@@ -50,6 +50,9 @@ from pytest_modelopt.variants.base import BuildContext, Variant
 from pytest_modelopt.worker import Worker
 
 REFERENCE = "eager"
+# Counted calls of a tiny torch model vary by about 1% (glibc malloc, CPython's call paths); more
+# than this between rounds means the work itself changes from call to call.
+COUNT_NOISE = 0.05
 
 
 @dataclass
@@ -535,8 +538,10 @@ def counted_metrics(comparison: Comparison) -> dict[str, Measured]:
     the variant's instructions and estimated cycles per call, and the cycles ratio."""
     variant, reference = comparison.counts["variant"], comparison.counts["reference"]
     noisy = (
-        f"counts vary between rounds: IQR/median of the per-round ratios {comparison.noise:.2%}"
-        if comparison.noise > 0.01
+        f"counts vary between rounds: IQR/median of the per-round ratios {comparison.noise:.1%} "
+        f"> {COUNT_NOISE:.0%}: a call's work is not the same every time (threads? a cache that "
+        "fills over the calls?)"
+        if comparison.noise > COUNT_NOISE
         else None
     )
     cycles_ratio = reference["estimated_cycles"] / max(variant["estimated_cycles"], 1.0)

@@ -54,11 +54,11 @@ def median_latency_ms(side: Any, seconds: float) -> float:
     timed in blocks of ``BLOCK`` calls over ``seconds`` after a warm-up."""
     end = time.perf_counter() + WARMUP_S
     while time.perf_counter() < end:
-        side.time(BLOCK)
+        side.sample(BLOCK)
     samples: list[float] = []
     end = time.perf_counter() + seconds
     while time.perf_counter() < end:
-        samples += side.time(BLOCK)
+        samples += side.sample(BLOCK)
     return statistics.median(samples) * 1e3
 
 

@@ -347,9 +347,9 @@ def worker(loader: Loader, batch: Any, threads: int, label: str) -> Worker:
 
 def alone_median(side: Worker, warmup_s: float = 1.0, seconds: float = 2.0) -> float:
     """Median per-call time of a worker timed alone (nothing else of ours runs meanwhile)."""
-    typical = statistics.median(side.time(5))
-    side.time(max(1, round(warmup_s / typical)))
-    return statistics.median(side.time(max(10, round(seconds / typical))))
+    typical = statistics.median(side.sample(5))
+    side.sample(max(1, round(warmup_s / typical)))
+    return statistics.median(side.sample(max(10, round(seconds / typical))))
 
 
 def real_pair_quality(settings: MeasureSettings, trials: int, threads: int) -> dict[str, Any]:

@@ -14,6 +14,12 @@ Regression rules (each a :class:`~pytest_modelopt.budget.Budget` judged by the e
   hardware matches the stored one, the new interval against ``stored p50 * (1 + tolerance)``.
 - ``size_bytes``: at most ``stored * (1 + size_tolerance)``.
 - ``accuracy`` and ``top1_agreement``: at least ``stored - accuracy_tolerance`` (points).
+- Counted entries (the instructions meter, kept under ``<fingerprint>-counted``): in place of
+  speedup and latency, the variant's ``instructions_per_call`` at most
+  ``stored * (1 + instructions_tolerance)``; counts barely move between processes, so the default
+  tolerance is 1%. The instructions ratio is stored, not gated: its denominator, the reference's
+  count, moves with what else the worker imported, and on tiny models its interval over the
+  rounds is as wide as the gate.
 """
 
 from __future__ import annotations
@@ -44,9 +50,14 @@ ENTRY_SHAPE = {
     "spec": "str",
     "technique": "str",
     "recorded": "str",
-    "speedup": {**_MEASURED, "value": "positive", "interval": "interval", "confidence": "number"},
-    "latency_p50_ms": _MEASURED,
-    "reference_p50_ms": _MEASURED,
+    "speedup?": {**_MEASURED, "value": "positive", "interval": "interval", "confidence": "number"},
+    "latency_p50_ms?": _MEASURED,
+    "reference_p50_ms?": _MEASURED,
+    "meter?": "str",
+    "instructions_ratio?": {**_MEASURED, "value": "positive", "interval": "interval"},
+    "instructions_per_call?": _MEASURED,
+    "reference_instructions_per_call?": _MEASURED,
+    "estimated_cycles?": _MEASURED,
     "size_bytes": "int",
     "reference_bytes": "int",
     "accuracy": ("map", "number"),
@@ -75,12 +86,16 @@ class Tolerances:
     size: float = 0.01
     accuracy: float = 0.005
     latency: float | None = None
+    # Per-call counts of one build moved by up to 0.6% between processes (a tiny torch MLP; a
+    # pure-Python model 0.006%): docs/architecture.md, "Meters".
+    instructions: float = 0.01
 
     MARKER_KEYWORDS: ClassVar[tuple[str, ...]] = (
         "speedup_tolerance",
         "size_tolerance",
         "accuracy_tolerance",
         "latency_tolerance",
+        "instructions_tolerance",
     )
 
     def override(self, where: str, **keywords: Any) -> Tolerances:
@@ -113,13 +128,27 @@ def entry_from_record(
 ) -> dict[str, Any]:
     """A baseline entry from one result record (``VariantResult.to_dict()`` with its test id)."""
     latency = record["latency"]
+    common = {
+        "spec": record["spec"],
+        "technique": record["technique"],
+        "recorded": recorded,
+        "size_bytes": record["sizes"]["variant_bytes"],
+        "reference_bytes": record["sizes"]["reference_bytes"],
+        "accuracy": {
+            name: value
+            for name, value in record["accuracy"].items()
+            if isinstance(value, int | float)
+        },
+        "settings": {**settings, "threads": latency.get("threads")},
+        "environment": {key: str(value) for key, value in dict(environment).items()},
+    }
+    if latency.get("meter") == "instructions":
+        return {**common, **_counted_fields(record)}
     metrics = record["metrics"]
     p50 = metrics["latency_p50_ms"]
     reference = latency["reference"]["stats"]
     return {
-        "spec": record["spec"],
-        "technique": record["technique"],
-        "recorded": recorded,
+        **common,
         "speedup": {
             "value": latency["speedup"],
             "interval": _interval(latency["speedup_interval"]),
@@ -134,15 +163,30 @@ def entry_from_record(
             "undecidable": p50.get("undecidable"),
         },
         "reference_p50_ms": {"value": reference["p50"] * 1e3, "n": reference["n"]},
-        "size_bytes": record["sizes"]["variant_bytes"],
-        "reference_bytes": record["sizes"]["reference_bytes"],
-        "accuracy": {
-            name: value
-            for name, value in record["accuracy"].items()
-            if isinstance(value, int | float)
+    }
+
+
+def _counted_fields(record: Mapping[str, Any]) -> dict[str, Any]:
+    """What the instructions meter adds to an entry: counts, the ratio, the ISA, top functions."""
+    latency = record["latency"]
+    counts = latency["counts"]
+    variant, reference = counts["variant"], counts["reference"]
+    return {
+        "meter": "instructions",
+        "instructions_ratio": {
+            "value": latency["speedup"],
+            "interval": _interval(latency["speedup_interval"]),
+            "n": latency["rounds"],
         },
-        "settings": {**settings, "threads": latency.get("threads")},
-        "environment": {key: str(value) for key, value in dict(environment).items()},
+        "instructions_per_call": {"value": variant["instructions"], "n": variant["calls"]},
+        "reference_instructions_per_call": {
+            "value": reference["instructions"],
+            "n": reference["calls"],
+        },
+        "estimated_cycles": {"value": variant["estimated_cycles"]},
+        "isa": variant.get("isa", {}),
+        "top_functions": variant.get("top_functions", {}),
+        "reference_top_functions": reference.get("top_functions", {}),
     }
 
 
@@ -208,15 +252,25 @@ def compare(
         budget = Budget(METRICS[metric], op, threshold)
         checks.append(BaselineCheck(judge(budget, measured), old))
 
-    old_speedup = _measured(stored["speedup"], keep_reason=False)
-    add(
-        "speedup",
-        ">=",
-        old_speedup.value * (1 - tolerances.speedup),
-        old_speedup,
-        _measured(new["speedup"], keep_reason=True),
-    )
-    if tolerances.latency is not None and same_hardware:
+    if "speedup" in stored and "speedup" in new:
+        old_speedup = _measured(stored["speedup"], keep_reason=False)
+        add(
+            "speedup",
+            ">=",
+            old_speedup.value * (1 - tolerances.speedup),
+            old_speedup,
+            _measured(new["speedup"], keep_reason=True),
+        )
+    if "instructions_per_call" in stored and "instructions_per_call" in new:
+        old_count = Measured(stored["instructions_per_call"]["value"])
+        add(
+            "instructions_per_call",
+            "<=",
+            old_count.value * (1 + tolerances.instructions),
+            old_count,
+            Measured(new["instructions_per_call"]["value"]),
+        )
+    if tolerances.latency is not None and same_hardware and "latency_p50_ms" in stored:
         old_p50 = _measured(stored["latency_p50_ms"], keep_reason=False)
         add(
             "latency_p50_ms",
@@ -273,6 +327,46 @@ def format_baseline_checks(checks: Iterable[BaselineCheck], title: str) -> str:
     return "\n".join(lines + reasons)
 
 
+def function_diff(
+    stored: Mapping[str, float], new: Mapping[str, float], rows: int = 10
+) -> list[tuple[str, float | None, float | None]]:
+    """The functions whose instructions per call changed most between two top-function lists
+    (each the top 30 by self instructions): (function, baseline, measured); None where a
+    function is not in that list's top."""
+    names = set(stored) | set(new)
+
+    def change(name: str) -> float:
+        return abs(new.get(name, 0.0) - stored.get(name, 0.0))
+
+    ranked = sorted(names, key=lambda name: (-change(name), name))[:rows]
+    return [(name, stored.get(name), new.get(name)) for name in ranked if change(name) > 0]
+
+
+def format_function_diff(stored: Mapping[str, float], new: Mapping[str, float]) -> str:
+    """A table of what grew: the functions whose self instructions per call changed most."""
+    diff = function_diff(stored, new)
+    if not diff:
+        return ""
+    rows = [("function (self Ir per call)", "baseline", "measured", "change")]
+    for name, old, measured in diff:
+        growth = (measured or 0.0) - (old or 0.0)
+        rows.append(
+            (
+                name[:60],
+                "-" if old is None else f"{old:,.0f}",
+                "-" if measured is None else f"{measured:,.0f}",
+                f"{growth:+,.0f}",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    lines = ["what changed, by function (- : not in that run's top 30):"]
+    for index, row in enumerate(rows):
+        lines.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+        if index == 0:
+            lines.append("  ".join("-" * width for width in widths))
+    return "\n".join(line.rstrip() for line in lines)
+
+
 def _with_interval(metric: Any, measured: Measured) -> str:
     text = metric.format(measured.value)
     if measured.interval is not None:
@@ -293,6 +387,12 @@ def baseline_filename(module: str) -> str:
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", module.removesuffix(".py")).strip("._-")[:80]
     digest = hashlib.sha256(module.encode()).hexdigest()[:8]
     return f"{stem or 'tests'}-{digest}.json"
+
+
+def counted_fingerprint(hardware: Hardware) -> str:
+    """Where counted baselines of this machine live: apart from timed ones, since counts come
+    from valgrind's simulated CPU (AVX2 kernels at most), not from this CPU's timing."""
+    return f"{hardware.fingerprint}-counted"
 
 
 def hardware_record(hardware: Hardware) -> dict[str, Any]:
@@ -376,10 +476,13 @@ class SaveReport:
 class BaselineStore:
     """The baselines of one fingerprint under ``root``; reads are cached, writes are atomic."""
 
-    def __init__(self, root: Path, hardware: Hardware) -> None:
+    def __init__(self, root: Path, hardware: Hardware, *, meter: str = "wall") -> None:
         self.root = root
         self.hardware = hardware
-        self.fingerprint = hardware.fingerprint
+        self.meter = meter
+        self.fingerprint = (
+            counted_fingerprint(hardware) if meter == "instructions" else (hardware.fingerprint)
+        )
         self.directory = root / self.fingerprint
         self._files: dict[Path, dict[str, Any]] = {}
 

@@ -43,6 +43,8 @@ class Metric:
             return f"{value * 100:.2f}%"
         if self.unit == "B":
             return f"{value:,.0f} B"
+        if self.unit in {"Ir", "cycles"}:
+            return f"{value:,.0f} {self.unit}"
         return f"{value:.4g}{(' ' + self.unit) if self.unit else ''}"
 
 
@@ -68,7 +70,32 @@ METRICS: dict[str, Metric] = {
         Metric("mse_increase", False, "", "variant MSE - reference MSE"),
         Metric("relative_mse_increase", False, "%", "mse_increase / reference MSE"),
         Metric("peak_memory_mb", False, "MB", "host memory a first call adds at its peak"),
+        Metric(
+            "instructions_ratio",
+            True,
+            "x",
+            "reference instructions / variant instructions per call, counted under valgrind",
+        ),
+        Metric("instructions_per_call", False, "Ir", "instructions of one variant call (valgrind)"),
+        Metric(
+            "estimated_cycles",
+            False,
+            "cycles",
+            "cycles of one variant call estimated from simulated cache misses (valgrind)",
+        ),
+        Metric("cycles_ratio", True, "x", "reference estimated cycles / variant estimated cycles"),
     )
+}
+# The meters a variant can be measured with (measure.py, counting.py), and what each measures:
+# a budget on the other meter's metrics is reported, not judged.
+METERS = ("wall", "instructions")
+METER_METRICS = {
+    "wall": frozenset(
+        {"speedup", "latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "throughput"}
+    ),
+    "instructions": frozenset(
+        {"instructions_ratio", "instructions_per_call", "estimated_cycles", "cycles_ratio"}
+    ),
 }
 
 _BUDGET = re.compile(r"^\s*(>=|<=|>|<)?\s*([-+]?[0-9.]+(?:e[-+]?\d+)?)\s*(%|x|ms)?\s*$", re.I)

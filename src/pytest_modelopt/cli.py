@@ -104,7 +104,7 @@ def _compare(args: argparse.Namespace) -> int:
         )
         same_hardware = same_fingerprint and _detected(old) == _detected(new)
         checks = compare(before_entry, after_entry, tolerances, same_hardware=same_hardware)
-        for check in checks:
+        for index, check in enumerate(checks):
             metric = check.check.budget.metric
             before, after = check.baseline.value, check.check.measured.value
             change = f"{(after - before) / before:+.1%}" if before else ""
@@ -113,7 +113,7 @@ def _compare(args: argparse.Namespace) -> int:
                 regressions += 1
             rows.append(
                 (
-                    test if metric.name == "speedup" else "",
+                    test if index == 0 else "",
                     metric.name,
                     _show(metric, check.baseline),
                     _show(metric, check.check.measured),

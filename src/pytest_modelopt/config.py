@@ -92,6 +92,14 @@ def _slowdowns(text: str) -> tuple[tuple[str, float], ...]:
     return tuple(pairs)
 
 
+def _meter(text: str) -> str:
+    from pytest_modelopt.budget import METERS
+
+    if text not in METERS:
+        raise ValueError(f"expected one of {', '.join(METERS)}, got {text!r}")
+    return text
+
+
 def _positive(text: str) -> float:
     value = float(text)
     if value <= 0:
@@ -115,6 +123,13 @@ OPTIONS = (
         ini_type="bool",
     ),
     Option("threads", _threads, None, "threads for every runtime, or 'auto' (physical cores)"),
+    Option(
+        "measure",
+        _meter,
+        "wall",
+        "how variants are measured against the reference: wall (interleaved wall-clock timing) "
+        "or instructions (counted under valgrind, one thread: deterministic between sessions)",
+    ),
     Option("max_time", _positive, 10.0, "seconds of timing per variant before a verdict"),
     Option("warmup", _positive, 1.0, "minimum seconds of warm-up per variant"),
     Option("precision", _fraction, 0.02, "stop timing once the speedup interval is this narrow"),
@@ -162,6 +177,13 @@ OPTIONS = (
         "accuracy and top1_agreement regress below the baseline's minus this (0.005: 0.5 points)",
     ),
     Option(
+        "instructions_tolerance",
+        _tolerance,
+        0.01,
+        "under the instructions meter, a variant's instructions per call regress above the "
+        "baseline's times (1 + this)",
+    ),
+    Option(
         "latency_tolerance",
         _optional_tolerance,
         None,
@@ -182,6 +204,7 @@ OPTIONS = (
 class Settings:
     strict: bool = False
     threads: int | None = None
+    measure: str = "wall"
     max_time: float = 10.0
     warmup: float = 1.0
     precision: float = 0.02
@@ -193,6 +216,7 @@ class Settings:
     speedup_tolerance: float = 0.10
     size_tolerance: float = 0.01
     accuracy_tolerance: float = 0.005
+    instructions_tolerance: float = 0.01
     latency_tolerance: float | None = None
     inject_slowdown: tuple[tuple[str, float], ...] = ()
     json_path: Path | None = None
@@ -237,6 +261,7 @@ class Settings:
             speedup=self.speedup_tolerance,
             size=self.size_tolerance,
             accuracy=self.accuracy_tolerance,
+            instructions=self.instructions_tolerance,
             latency=self.latency_tolerance,
         )
 
@@ -249,12 +274,17 @@ class Settings:
         from pytest_modelopt.measure import MeasureSettings
 
         return MeasureSettings(
-            threads=self.threads or hardware.cpu.physical_cores,
+            # Counted runs use one thread (variants are built for it): pools' spinning would
+            # make counts differ between processes.
+            threads=1
+            if self.measure == "instructions"
+            else self.threads or hardware.cpu.physical_cores,
             warmup_s=self.warmup,
             max_time_s=self.max_time,
             target_width=self.precision,
             confidence=self.confidence,
             noise_threshold=self.noise,
+            meter=self.measure,
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -26,6 +26,8 @@ import numpy as np
 
 from pytest_modelopt.budget import (
     INCONCLUSIVE_POLICIES,
+    METER_METRICS,
+    METERS,
     Check,
     Measured,
     Verdict,
@@ -36,7 +38,13 @@ from pytest_modelopt.budget import (
 from pytest_modelopt.efficiency import count_flops, peak_ops_per_second, precision_class, roofline
 from pytest_modelopt.errors import BuildError, ContractViolation, ModeloptError, NotApplicable
 from pytest_modelopt.hardware import Hardware, detect_hardware, gpu_state
-from pytest_modelopt.measure import Comparison, Interleaver, MeasureSettings, time_alone
+from pytest_modelopt.measure import (
+    Comparison,
+    Interleaver,
+    MeasureSettings,
+    Side,
+    time_alone,
+)
 from pytest_modelopt.memory import PeakMemory
 from pytest_modelopt.registry import get_technique
 from pytest_modelopt.spec import ModelSpec
@@ -44,6 +52,9 @@ from pytest_modelopt.variants.base import BuildContext, Variant
 from pytest_modelopt.worker import Worker
 
 REFERENCE = "eager"
+# Counted calls of a tiny torch model vary by about 1% (glibc malloc, CPython's call paths); more
+# than this between rounds means the work itself changes from call to call.
+COUNT_NOISE = 0.05
 
 
 @dataclass
@@ -65,6 +76,11 @@ class VariantResult:
     throughput: dict[int, Measured] = field(default_factory=dict)
     remeasure: Callable[[], Comparison] | None = field(default=None, repr=False)
     log: Callable[[str], None] = field(default=lambda message: None, repr=False)
+    unjudged: list[str] = field(default_factory=list)
+
+    @property
+    def meter(self) -> str:
+        return self.comparison.meter
 
     @property
     def technique(self) -> str:
@@ -76,7 +92,10 @@ class VariantResult:
 
     @property
     def metrics(self) -> dict[str, Measured]:
-        metrics = latency_metrics(self.comparison, self.spec.batch_size, self.settings)
+        if self.meter == "instructions":
+            metrics = counted_metrics(self.comparison)
+        else:
+            metrics = latency_metrics(self.comparison, self.spec.batch_size, self.settings)
         sizes = self.sizes
         metrics["size_bytes"] = Measured(sizes["variant_bytes"])
         metrics["size_ratio"] = Measured(sizes["variant_bytes"] / sizes["reference_bytes"])
@@ -92,8 +111,12 @@ class VariantResult:
 
         An inconclusive latency verdict is measured once more (``retries``); if still
         inconclusive, the ``fail`` policy fails the test with the word "inconclusive" and the
-        reason, the ``report`` policy lets it pass and reports it as inconclusive.
+        reason, the ``report`` policy lets it pass and reports it as inconclusive. Budgets on
+        what the other meter measures (``speedup`` under the instructions meter,
+        ``instructions_ratio`` under the wall clock) are not judged: they are listed in
+        ``unjudged`` and in the results.
         """
+        budgets = self._judged(budgets)
         checks = judge_all(budgets, self.metrics)
         for _ in range(self.retries):
             if not any(c.verdict is Verdict.INCONCLUSIVE for c in checks) or not self.remeasure:
@@ -116,6 +139,19 @@ class VariantResult:
             )
             raise ContractViolation(f"{table}\n{what_to_do(undecided, self.comparison.elapsed_s)}")
         return checks
+
+    def _judged(self, budgets: Mapping[str, float | str]) -> dict[str, float | str]:
+        other = {
+            name for meter, names in METER_METRICS.items() if meter != self.meter for name in names
+        }
+        for name in sorted(set(budgets) & other):
+            note = (
+                f"{name}={budgets[name]!r} not judged: the {self.meter} meter does not measure it"
+            )
+            if note not in self.unjudged:
+                self.unjudged.append(note)
+                self.log(f"{self.label}: {note}")
+        return {name: spec for name, spec in budgets.items() if name not in other}
 
     def throughput_at(
         self, batch_sizes: Sequence[int], seconds: float = 1.0
@@ -198,6 +234,8 @@ class VariantResult:
                 for c in self.checks
             ],
             "verdict": self.verdict.value if self.verdict else None,
+            "meter": self.meter,
+            "unjudged": self.unjudged,
         }
 
 
@@ -305,30 +343,44 @@ class Evaluator:
         params: Mapping[str, Any] | None = None,
         *,
         max_time_s: float | None = None,
+        meter: str | None = None,
     ) -> VariantResult:
-        """Build, time against the reference, size and score one variant; ``max_time_s``
-        replaces the settings' time cap for this variant."""
+        """Build, measure against the reference, size and score one variant; ``max_time_s``
+        replaces the settings' time cap for this variant, ``meter`` the settings' meter
+        (``wall`` or ``instructions``)."""
         settings = self.settings
         if max_time_s is not None:
             settings = dataclasses.replace(settings, max_time_s=float(max_time_s))
+        meter = meter or settings.meter
+        if meter not in METERS:
+            raise ValueError(f"meter must be one of {', '.join(METERS)}, got {meter!r}")
         reference = self.build(REFERENCE)
         variant = self.build(technique_name, params)
         cross_runtime = variant.runtime_family != reference.runtime_family
+        sides: tuple[Callable[[], Any] | Side, Callable[[], Any] | Side]
+        if meter == "instructions":
+            settings = counting_settings(settings)
+            sides = self._counted_sides(variant, reference)
+            cross_runtime = False  # counts do not suffer from a neighbour's thread pool
+        else:
+            sides = (self._side(variant, cross_runtime), self._side(reference, cross_runtime))
         interleaver = Interleaver(
-            self._side(variant, cross_runtime),
-            self._side(reference, cross_runtime),
+            sides[0],
+            sides[1],
             settings,
             device=variant.device,
             cross_runtime=cross_runtime,
             log=lambda message: self.log(f"{self.spec.name}[{technique_name}]: {message}"),
         )
+        verb = "counting instructions" if meter == "instructions" else "timing"
         self.log(
-            f"{self.spec.name}[{technique_name}]: timing against {REFERENCE} "
+            f"{self.spec.name}[{technique_name}]: {verb} against {REFERENCE} "
             f"(up to {settings.max_time_s:g} s)"
         )
         comparison = interleaver.run()
+        ratio = "instructions ratio" if meter == "instructions" else "speedup"
         self.log(
-            f"{self.spec.name}[{technique_name}]: speedup {comparison.speedup:.3g}x in "
+            f"{self.spec.name}[{technique_name}]: {ratio} {comparison.speedup:.4g}x in "
             f"{comparison.rounds} rounds ({comparison.stopped_by})"
         )
         return VariantResult(
@@ -338,7 +390,7 @@ class Evaluator:
             comparison=comparison,
             sizes=self._sizes(variant, reference),
             accuracy=self._accuracy(variant),
-            efficiency=self._efficiency(variant, comparison),
+            efficiency=self._efficiency(variant, comparison) if meter == "wall" else {},
             gpu_state=gpu_state(0) if variant.device.startswith("cuda") else None,
             settings=settings,
             inconclusive=self.inconclusive,
@@ -363,6 +415,29 @@ class Evaluator:
             batch,
             threads=self.settings.threads,
             fallback=call,
+            label=f"{self.spec.name}[{variant.technique}]",
+        )
+
+    def _counted_sides(self, variant: Variant, reference: Variant) -> tuple[Side, Side]:
+        """Both sides counted under valgrind in one worker process; a variant that cannot be
+        rebuilt there (no loader) cannot be counted."""
+        from pytest_modelopt.counting import counted_sides, find_valgrind
+
+        find_valgrind()  # ValgrindMissing (a skip, a failure under strict mode) before any work
+        for side in (variant, reference):
+            if side.loader is None:
+                raise NotApplicable(
+                    f"{self.spec.name}[{side.technique}] cannot be counted: the instructions meter "
+                    "rebuilds each side in a worker process under valgrind, and this variant has "
+                    "no loader; measure it with --modelopt-measure=wall"
+                )
+        assert variant.loader is not None
+        assert reference.loader is not None
+        batch = self.spec.example_input
+        return counted_sides(
+            (variant.loader, batch),
+            (reference.loader, batch),
+            threads=1,
             label=f"{self.spec.name}[{variant.technique}]",
         )
 
@@ -442,6 +517,44 @@ def regression_metrics(out: np.ndarray, ref: np.ndarray, labels: list[Any]) -> d
     if reference_mse > 0:
         metrics["relative_mse_increase"] = (mse - reference_mse) / reference_mse
     return metrics
+
+
+def counting_settings(settings: MeasureSettings) -> MeasureSettings:
+    """The engine's settings for the counting meter: one thread, a call of warm-up (the worker
+    warms up natively before counting), no settling (counts do not drift), a first check at
+    the fewest rounds that bound a finite interval, and a time cap that allows for valgrind."""
+    from pytest_modelopt.stats import fewest_rounds
+
+    return dataclasses.replace(
+        settings,
+        meter="instructions",
+        threads=1,
+        warmup_s=0.0,
+        warmup_calls=1,
+        settle=False,
+        min_rounds=fewest_rounds(settings.confidence),
+        max_time_s=max(settings.max_time_s, 60.0),
+    )
+
+
+def counted_metrics(comparison: Comparison) -> dict[str, Measured]:
+    """The counting meter's metrics: the instructions ratio with its interval over the rounds,
+    the variant's instructions and estimated cycles per call, and the cycles ratio."""
+    variant, reference = comparison.counts["variant"], comparison.counts["reference"]
+    noisy = (
+        f"counts vary between rounds: IQR/median of the per-round ratios {comparison.noise:.1%} "
+        f"> {COUNT_NOISE:.0%}: a call's work is not the same every time (threads? a cache that "
+        "fills over the calls?)"
+        if comparison.noise > COUNT_NOISE
+        else None
+    )
+    cycles_ratio = reference["estimated_cycles"] / max(variant["estimated_cycles"], 1.0)
+    return {
+        "instructions_ratio": Measured(comparison.speedup, comparison.speedup_interval, noisy),
+        "instructions_per_call": Measured(variant["instructions"]),
+        "estimated_cycles": Measured(variant["estimated_cycles"]),
+        "cycles_ratio": Measured(cycles_ratio),
+    }
 
 
 def latency_metrics(

@@ -151,12 +151,34 @@ def _cell(record: dict[str, Any] | None) -> str:
         f"{'acc' if accuracy[0] == 'accuracy' else 'agree'} {accuracy[1]:.1%}" if accuracy else ""
     )
     state = _state(record)
+    if latency.get("meter") == "instructions":
+        ratio_text = f"{latency['speedup']:.3f}x Ir"
+        figure = f"{latency['counts']['variant']['instructions'] / 1e6:.4g}M Ir/call"
+    else:
+        ratio_text = f"{latency['speedup']:.2f}x"
+        figure = f"p50 {latency['variant']['stats']['p50'] * 1e3:.3g} ms"
     return (
-        f'<td class="cell {state}"><span class="big">{latency["speedup"]:.2f}x</span> '
+        f'<td class="cell {state}"><span class="big">{ratio_text}</span> '
         f'<span class="small">[{_bound(low)}, {_bound(high)}]</span><br>'
-        f'<span class="small">p50 {latency["variant"]["stats"]["p50"] * 1e3:.3g} ms · size '
+        f'<span class="small">{figure} · size '
         f"{ratio:.2f}x · {shown}</span><br>"
         f'<span class="verdict">{_e(_state_text(record))}</span></td>'
+    )
+
+
+def _figures(latency: dict[str, Any]) -> tuple[str, str, str]:
+    """Variant and reference figures (p50 ms, or instructions per call) and the ratio's unit."""
+    if latency.get("meter") == "instructions":
+        counts = latency["counts"]
+        return (
+            f"{counts['variant']['instructions']:,.0f} Ir",
+            f"{counts['reference']['instructions']:,.0f} Ir",
+            " Ir",
+        )
+    return (
+        f"{latency['variant']['stats']['p50'] * 1e3:.4g}",
+        f"{latency['reference']['stats']['p50'] * 1e3:.4g}",
+        "",
     )
 
 
@@ -210,6 +232,8 @@ def _pareto_png(spec: str, latest: dict[str, Run]) -> bytes:
         colour = COLOURS[index % len(COLOURS)]
         points = []
         for record in (r for r in run.records if r["spec"] == spec):
+            if record["latency"].get("meter") == "instructions":
+                continue  # counted: no latency to plot
             accuracy = accuracy_of(record)
             latency_ms = record["latency"]["variant"]["stats"]["p50"] * 1e3
             if accuracy is None or latency_ms <= 0:
@@ -361,6 +385,7 @@ def _details(run: Run) -> str:
     for record in run.records:
         latency = record["latency"]
         low, high = latency["speedup_interval"]
+        variant, reference, unit = _figures(latency)
         accuracy = accuracy_of(record)
         checks = "; ".join(
             f"{c.get('metric')} {c.get('budget')}: {c.get('verdict')}"
@@ -375,9 +400,8 @@ def _details(run: Run) -> str:
         )
         rows.append(
             f"<tr><td>{_e(record['test'])}</td><td>{_e(record['technique'])}</td>"
-            f"<td>{latency['speedup']:.3g}x [{_bound(low)}, {_bound(high)}]</td>"
-            f"<td>{latency['variant']['stats']['p50'] * 1e3:.4g}</td>"
-            f"<td>{latency['reference']['stats']['p50'] * 1e3:.4g}</td>"
+            f"<td>{latency['speedup']:.3g}x{unit} [{_bound(low)}, {_bound(high)}]</td>"
+            f"<td>{variant}</td><td>{reference}</td>"
             f"<td>{record['sizes']['variant_bytes']:,} B</td>"
             f"<td>{_e(f'{accuracy[0]} {accuracy[1]:.2%}' if accuracy else '-')}</td>"
             f'<td class="{_state(record)}">{_e(record.get("verdict") or "-")}<br>'

@@ -24,6 +24,11 @@ Protocol, in order:
 Two runtimes are timed each in a worker process of its own where their variants can be reloaded
 there (pytest_modelopt.worker): their thread pools then never share a process. GPU work is timed
 with CUDA events around each call, never a host clock around asynchronous work.
+
+The engine asks each side, a *meter*, for samples: per-call figures in the meter's unit. Wall-clock
+meters (``InProcess``, ``Worker``, ``CudaEvents``) give seconds; the counting meter
+(pytest_modelopt.counting) gives instructions counted under valgrind. One loop serves both: the
+counting meter only changes the settings (no time-based warm-up, no settling: counts do not drift).
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -49,7 +54,30 @@ from pytest_modelopt.stats import (
 from pytest_modelopt.worker import InProcess, Worker, WorkerUnavailable
 
 Call = Callable[[], Any]
-Side = InProcess | Worker
+
+
+class Meter(Protocol):
+    """One side of a comparison, as the engine sees it: started, asked for samples, closed.
+
+    ``sample(calls)`` makes that many calls and returns one figure per call, in ``unit``
+    (``"s"`` for wall-clock meters, ``"instructions"`` for the counting meter). ``fallback`` is
+    the in-process call to time instead when the meter cannot start (None: no fallback, the
+    measurement fails with the reason).
+    """
+
+    isolation: str
+
+    @property
+    def running(self) -> bool: ...
+
+    def start(self) -> None: ...
+
+    def sample(self, calls: int) -> list[float]: ...
+
+    def close(self) -> None: ...
+
+
+Side = Meter
 # How far past its time cap a comparison may go to reach the rounds a finite interval needs.
 OVERRUN = 4.0
 
@@ -68,6 +96,8 @@ class MeasureSettings:
     block_s: float = 0.05
     transition_s: float = 0.04
     workers: bool = True
+    meter: str = "wall"
+    settle: bool = True
 
 
 @dataclass
@@ -101,6 +131,9 @@ class Comparison:
     threads: int | None
     cross_runtime: bool = False
     isolation: dict[str, str] = field(default_factory=dict)
+    meter: str = "wall"
+    unit: str = "s"
+    counts: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def noise(self) -> float:
@@ -123,7 +156,11 @@ class Comparison:
             "cross_runtime": self.cross_runtime,
             "isolation": self.isolation,
             "noise": self.noise,
+            "meter": self.meter,
+            "unit": self.unit,
         }
+        if self.counts:
+            data["counts"] = self.counts
         for side in ("variant", "reference"):
             timing: Timing = getattr(self, side)
             data[side] = {
@@ -142,9 +179,11 @@ class Comparison:
 class Interleaver:
     """Times ``variant`` against ``reference``; :meth:`run` may be called again for more rounds.
 
-    Each side is a callable (timed in this process) or a :class:`~pytest_modelopt.worker.Worker`
-    (timed alone in its own process, in blocks). A worker that cannot start falls back to its
-    in-process call, and the reason is recorded in the comparison's ``isolation``.
+    Each side is a callable (timed in this process) or a :class:`Meter`: a
+    :class:`~pytest_modelopt.worker.Worker` (timed alone in its own process, in blocks) or a
+    :class:`~pytest_modelopt.counting.CountedSide` (instructions counted under valgrind). A worker
+    that cannot start falls back to its in-process call, and the reason is recorded in the
+    comparison's ``isolation``.
     """
 
     def __init__(
@@ -170,9 +209,10 @@ class Interleaver:
         self._threads: int | None = None
 
     def _side(self, side: Call | Side) -> Side:
-        if isinstance(side, InProcess | Worker):
-            return side
-        return CudaEvents(side) if self._cuda else InProcess(side)
+        if hasattr(side, "sample"):
+            return side  # type: ignore[return-value]
+        call: Call = side
+        return CudaEvents(call) if self._cuda else InProcess(call)
 
     def run(self, max_time_s: float | None = None) -> Comparison:
         """Warm up, then add rounds until precise enough or out of time.
@@ -194,20 +234,26 @@ class Interleaver:
     def _started(self) -> Iterator[None]:
         """Start worker sides (falling back to in-process calls, with the reason); end them.
 
-        A worker its caller started already is used as it is and left running.
+        A worker its caller started already is used as it is and left running. A meter without
+        a fallback (the counting meter) that cannot start fails the measurement with the reason.
         """
         started: list[Side] = []
         for index, side in enumerate(self._sides):
-            if not isinstance(side, Worker) or side.running:
+            if side.running:
                 continue
             try:
                 side.start()
                 started.append(side)
-                self._log(f"{side.label}: timed in its own worker process")
+                self._log(f"{getattr(side, 'label', 'side')}: {side.isolation}")
             except WorkerUnavailable as error:
-                self._sides[index] = self._side(side.fallback)
+                fallback = getattr(side, "fallback", None)
+                if fallback is None:
+                    for other in started:
+                        other.close()
+                    raise
+                self._sides[index] = self._side(fallback)
                 self._isolation[index] = f"in process: {error}"
-                self._log(f"{side.label}: timed in this process ({error})")
+                self._log(f"{getattr(side, 'label', 'side')}: timed in this process ({error})")
         try:
             yield
         finally:
@@ -222,11 +268,11 @@ class Interleaver:
         """
         settings = self.settings
         if self._timings is None:
-            first = [side.time(1)[0] for side in self._sides]
+            first = [side.sample(1)[0] for side in self._sides]
             self._timings = (Timing(first_call_s=first[0]), Timing(first_call_s=first[1]))
         elif any(isinstance(side, Worker) for side in self._sides):
             for side in self._sides:
-                side.time(1)
+                side.sample(1)
         else:
             return
         warm: tuple[list[float], list[float]] = ([], [])
@@ -235,12 +281,13 @@ class Interleaver:
         chunk = 5 if self._cross_runtime else 1
         while True:
             for side, samples in zip(self._sides, warm, strict=True):
-                samples.extend(side.time(chunk))
+                samples.extend(side.sample(chunk))
             enough = (
                 time.perf_counter() - start >= settings.warmup_s
                 and len(warm[0]) >= settings.warmup_calls
             )
-            if (enough and all(_settled(s) for s in warm)) or time.perf_counter() > deadline:
+            settled = not settings.settle or all(_settled(s) for s in warm)
+            if (enough and settled) or time.perf_counter() > deadline:
                 break
         for timing, samples in zip(self._timings, warm, strict=True):
             timing.warmup_calls += len(samples)
@@ -294,10 +341,10 @@ class Interleaver:
     def _block(self, side: Side, timing: Timing) -> float:
         """Time one block of calls; keep the samples after the transition; return their median."""
         if timing.block_calls == 1:  # one call a side: the common, same-runtime case
-            sample = self._time(side.call) if type(side) is InProcess else side.time(1)[0]
+            sample = self._time(side.call) if type(side) is InProcess else side.sample(1)[0]
             timing.samples_s.append(sample)
             return sample
-        block = side.time(timing.discarded_calls + timing.block_calls)[timing.discarded_calls :]
+        block = side.sample(timing.discarded_calls + timing.block_calls)[timing.discarded_calls :]
         timing.samples_s.extend(block)
         return float(np.median(block))
 
@@ -311,6 +358,13 @@ class Interleaver:
         assert self._timings is not None
         ratios = list(self._ratios)
         speedup, interval = ratio_estimate(ratios, self.settings.confidence)
+        counts = {}
+        for name, side, timing in zip(
+            ("variant", "reference"), self._sides, self._timings, strict=True
+        ):
+            report = getattr(side, "report", None)
+            if report is not None:  # the counting meter: events per call after the warm-up
+                counts[name] = report(skip=1 + timing.warmup_calls)
         return Comparison(
             variant=self._timings[0],
             reference=self._timings[1],
@@ -324,6 +378,9 @@ class Interleaver:
             threads=self._threads,
             cross_runtime=self._cross_runtime,
             isolation={"variant": self._isolation[0], "reference": self._isolation[1]},
+            meter=self.settings.meter,
+            unit=str(getattr(self._sides[0], "unit", "s")),
+            counts=counts,
         )
 
 
@@ -333,7 +390,7 @@ class CudaEvents(InProcess):
 
     isolation = "in process (CUDA events)"
 
-    def time(self, calls: int) -> list[float]:
+    def sample(self, calls: int) -> list[float]:
         import torch
 
         samples = []
@@ -356,10 +413,10 @@ def time_alone(
     by time and count until settled."""
     side = CudaEvents(call) if device.startswith("cuda") else InProcess(call)
     with fixed_threads(settings.threads), gc_paused():
-        warm = side.time(1)
+        warm = side.sample(1)
         start = time.perf_counter()
         while True:
-            warm += side.time(1)
+            warm += side.sample(1)
             enough = time.perf_counter() - start >= settings.warmup_s
             if enough and len(warm) > settings.warmup_calls and _settled(warm[1:]):
                 break
@@ -368,7 +425,7 @@ def time_alone(
         samples: list[float] = []
         deadline = time.perf_counter() + seconds
         while time.perf_counter() < deadline or len(samples) < 10:
-            samples += side.time(1)
+            samples += side.sample(1)
     return samples
 
 

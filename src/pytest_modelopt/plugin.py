@@ -34,12 +34,13 @@ if TYPE_CHECKING:
 SESSION_KEY = pytest.StashKey[ModeloptSession]()
 RESULT_KEY = pytest.StashKey["VariantResult"]()
 TOLERANCES_KEY = pytest.StashKey["Tolerances"]()
-MODELOPT_MARKER_KEYWORDS = frozenset({"techniques", "spec", "params", "max_time"})
+MODELOPT_MARKER_KEYWORDS = frozenset({"techniques", "spec", "params", "max_time", "measure"})
 MARKERS = (
-    "modelopt(techniques, spec='modelopt_spec', params=None, max_time=None): run the test once "
-    "per listed technique; the modelopt_variant fixture gives each variant of the ModelSpec "
-    "returned by the fixture named spec, built with params[technique] and measured for up to "
-    "max_time seconds (default: --modelopt-max-time)",
+    "modelopt(techniques, spec='modelopt_spec', params=None, max_time=None, measure=None): run "
+    "the test once per listed technique; the modelopt_variant fixture gives each variant of the "
+    "ModelSpec returned by the fixture named spec, built with params[technique] and measured for "
+    "up to max_time seconds (default: --modelopt-max-time) by the meter named by measure, wall "
+    "or instructions (default: --modelopt-measure)",
     "modelopt_requires(gpu=False, backend=None, isa=None, packages=None): skip unless this "
     "machine has it (a missing package fails under --modelopt-strict)",
     "modelopt_baseline(speedup_tolerance=None, size_tolerance=None, accuracy_tolerance=None, "
@@ -75,7 +76,8 @@ def pytest_cmdline_main(config: pytest.Config) -> int | None:
 def pytest_report_header(config: pytest.Config) -> list[str]:
     session = config.stash[SESSION_KEY]
     strict = ", strict" if session.settings.strict else ""
-    return [f"modelopt: {session.hardware.fingerprint}{strict}"]
+    meter = ", instructions counted under valgrind" if session.settings.measure != "wall" else ""
+    return [f"modelopt: {session.hardware.fingerprint}{strict}{meter}"]
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -105,8 +107,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             get_technique(name)
         except UnknownTechniqueError as error:
             pytest.fail(f"{metafunc.definition.nodeid}: {error}", pytrace=False)
-    problem = _params_problem(marker.kwargs.get("params"), techniques) or _max_time_problem(
-        marker.kwargs.get("max_time")
+    problem = (
+        _params_problem(marker.kwargs.get("params"), techniques)
+        or _max_time_problem(marker.kwargs.get("max_time"))
+        or _measure_problem(marker.kwargs.get("measure"))
     )
     if problem:
         pytest.fail(f"{metafunc.definition.nodeid}: {problem}", pytrace=False)
@@ -119,6 +123,14 @@ def _max_time_problem(max_time: Any) -> str | None:
     if isinstance(max_time, bool) or not isinstance(max_time, int | float) or max_time <= 0:
         return f"max_time must be a number of seconds > 0, got {max_time!r}"
     return None
+
+
+def _measure_problem(measure: Any) -> str | None:
+    from pytest_modelopt.budget import METERS
+
+    if measure is None or measure in METERS:
+        return None
+    return f"measure must be one of {', '.join(repr(m) for m in METERS)}, got {measure!r}"
 
 
 def _params_problem(params: Any, techniques: list[str]) -> str | None:
@@ -280,9 +292,10 @@ def modelopt_variant(
         raise SpecError(f"fixture {spec_fixture!r} returned {type(spec).__name__}, not a ModelSpec")
     session = request.config.stash[SESSION_KEY]
     nodeid = request.node.nodeid
+    meter = (marker.kwargs.get("measure") if marker else None) or session.settings.measure
     problem = None
     try:
-        session.check_baseline_file(nodeid)
+        session.check_baseline_file(nodeid, meter)
         params = technique_params(
             marker.kwargs.get("params") if marker else None, modelopt_technique
         )
@@ -293,6 +306,7 @@ def modelopt_variant(
             _modelopt_workdir / spec.name,
             params,
             max_time_s=marker.kwargs.get("max_time") if marker else None,
+            meter=meter,
         )
     except RequirementMissing as missing:
         _skip_or_fail(session, missing)

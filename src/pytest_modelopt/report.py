@@ -106,15 +106,15 @@ def results_table(records: Iterable[Mapping[str, Any]]) -> list[tuple[str, dict[
     rows = [header]
     for record in records:
         latency = record["latency"]
-        low, high = (_number(x) for x in latency["speedup_interval"])
         sizes = record["sizes"]
+        variant, reference, ratio = _measured_cells(latency)
         rows.append(
             (
                 record["test"].split("::")[-1].split("[")[0],
                 record["technique"],
-                f"{latency['variant']['stats']['p50'] * 1e3:.3g}",
-                f"{latency['reference']['stats']['p50'] * 1e3:.3g}",
-                f"{latency['speedup']:.2f}x [{low:.2f}, {high:.2f}]",
+                variant,
+                reference,
+                ratio,
                 f"{sizes['variant_bytes'] / sizes['reference_bytes']:.2f}x",
                 f"{sizes['variant_gzip_bytes'] / sizes['reference_gzip_bytes']:.2f}x",
                 _accuracy(record["accuracy"]),
@@ -129,6 +129,24 @@ def results_table(records: Iterable[Mapping[str, Any]]) -> list[tuple[str, dict[
         text = "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
         lines.append((text.rstrip(), _row_markup(row[-2:]) if index else {"bold": True}))
     return lines
+
+
+def _measured_cells(latency: Mapping[str, Any]) -> tuple[str, str, str]:
+    """The variant's and the reference's figure and the ratio with its interval: milliseconds
+    and the speedup, or (instructions meter) millions of instructions per call and their ratio."""
+    low, high = (_number(x) for x in latency["speedup_interval"])
+    if latency.get("meter") == "instructions":
+        counts = latency["counts"]
+        return (
+            f"{counts['variant']['instructions'] / 1e6:.4g}M Ir",
+            f"{counts['reference']['instructions'] / 1e6:.4g}M Ir",
+            f"{latency['speedup']:.3f}x Ir [{low:.3f}, {high:.3f}]",
+        )
+    return (
+        f"{latency['variant']['stats']['p50'] * 1e3:.3g}",
+        f"{latency['reference']['stats']['p50'] * 1e3:.3g}",
+        f"{latency['speedup']:.2f}x [{low:.2f}, {high:.2f}]",
+    )
 
 
 def _row_markup(states: tuple[str, ...]) -> dict[str, bool]:

@@ -24,9 +24,10 @@ RECORD_SHAPE = {
         "variant": _STATS,
         "reference": _STATS,
     },
-    "metrics": {
-        "speedup": {"value": "number", "interval": "interval"},
-        "latency_p50_ms": {"value": "number", "interval": "interval?"},
+    "metrics": {  # wall-clock records have the first two, counted ones the third
+        "speedup?": {"value": "number", "interval": "interval"},
+        "latency_p50_ms?": {"value": "number", "interval": "interval?"},
+        "instructions_per_call?": {"value": "number"},
     },
     "sizes": {
         "variant_bytes": "int",

@@ -53,7 +53,7 @@ class ModeloptSession:
         self.settings = settings
         self.worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
         self._hardware: Hardware | None = None
-        self._store: BaselineStore | None = None
+        self._stores: dict[str, BaselineStore] = {}
         self._lock: FileLock | None = None
         self._evaluators: dict[int, tuple[ModelSpec, Evaluator]] = {}
         self.records: list[dict[str, Any]] = []
@@ -76,11 +76,17 @@ class ModeloptSession:
 
     @property
     def store(self) -> BaselineStore:
+        """The baselines of the session's meter (``--modelopt-measure``)."""
+        return self.store_for(self.settings.measure)
+
+    def store_for(self, meter: str) -> BaselineStore:
+        """The baselines of one meter: counted ones live under a fingerprint of their own."""
         from pytest_modelopt.baselines import BaselineStore
 
-        if self._store is None:
-            self._store = BaselineStore(self.settings.baseline_root, self.hardware)
-        return self._store
+        if meter not in self._stores:
+            root = self.settings.baseline_root
+            self._stores[meter] = BaselineStore(root, self.hardware, meter=meter)
+        return self._stores[meter]
 
     def _cache_dir(self) -> Path | None:
         cache = getattr(self.config, "cache", None)  # absent under -p no:cacheprovider
@@ -142,6 +148,7 @@ class ModeloptSession:
         params: Mapping[str, Any] | None = None,
         *,
         max_time_s: float | None = None,
+        meter: str | None = None,
     ) -> VariantResult:
         """Build and measure one variant with the timing lock held (building too: a build in
         another worker would disturb this one's timing as much as another measurement)."""
@@ -151,8 +158,9 @@ class ModeloptSession:
             if slowdown:
                 from pytest_modelopt.testing import inject_slowdown
 
-                inject_slowdown(evaluator.build(technique, params), slowdown)
-            result = evaluator.evaluate(technique, params, max_time_s=max_time_s)
+                variant = evaluator.build(technique, params)
+                inject_slowdown(variant, slowdown, batch=spec.example_input)
+            result = evaluator.evaluate(technique, params, max_time_s=max_time_s, meter=meter)
         result.remeasure = self._locked(nodeid, result.remeasure)
         return result
 
@@ -170,28 +178,35 @@ class ModeloptSession:
 
     # -- baselines ---------------------------------------------------------------------------
 
-    def check_baseline_file(self, nodeid: str) -> None:
+    def check_baseline_file(self, nodeid: str, meter: str | None = None) -> None:
         """Raise InvalidFileError before measuring if this test's baseline file is broken."""
         from pytest_modelopt.baselines import module_of
 
-        self.store.load(module_of(nodeid))
+        self.store_for(meter or self.settings.measure).load(module_of(nodeid))
 
     def compare_with_baseline(
         self, nodeid: str, result: VariantResult, tolerances: Tolerances
     ) -> None:
         """Judge the result against its stored entry; raise ContractViolation on a regression."""
-        from pytest_modelopt.baselines import compare, format_baseline_checks, module_of
+        from pytest_modelopt.baselines import (
+            compare,
+            format_baseline_checks,
+            format_function_diff,
+            function_diff,
+            module_of,
+        )
         from pytest_modelopt.budget import LOOSEN_TOLERANCE, Verdict, what_to_do
 
         if self.settings.save_baseline:
             self.baseline_status[nodeid] = {"status": "recorded"}
             return
-        stored = self.store.entry(nodeid)
+        store = self.store_for(result.meter)
+        stored = store.entry(nodeid)
         if stored is None:  # a new test in a module that has a baseline: "no entry"
-            file = self.store.load(module_of(nodeid))
+            file = store.load(module_of(nodeid))
             self.baseline_status[nodeid] = {"status": "no entry" if file else "no baseline"}
             return
-        same, differences = self.store.same_hardware(module_of(nodeid))
+        same, differences = store.same_hardware(module_of(nodeid))
         for attempt in range(2):
             new = self.entry(result)
             checks = compare(stored, new, tolerances, same_hardware=same)
@@ -207,17 +222,25 @@ class ModeloptSession:
             "checks": [c.to_dict() for c in checks],
             "hardware_differences": differences,
         }
-        where = f"the baseline for {self.store.fingerprint}"
+        where = f"the baseline for {store.fingerprint}"
         if not same and tolerances.latency is not None:
             where += " (absolute latency not compared: the detected hardware differs)"
         if failed:
             self.obtained[nodeid] = new
             names = ", ".join(c.metric for c in failed)
-            raise ContractViolation(
-                format_baseline_checks(
-                    checks, f"{result.label}: regression against {where} ({names})"
-                )
+            table = format_baseline_checks(
+                checks, f"{result.label}: regression against {where} ({names})"
             )
+            grown = format_function_diff(
+                stored.get("top_functions", {}), new.get("top_functions", {})
+            )
+            self.baseline_status[nodeid]["functions"] = [
+                {"function": name, "baseline": old, "measured": measured}
+                for name, old, measured in function_diff(
+                    stored.get("top_functions", {}), new.get("top_functions", {})
+                )
+            ]
+            raise ContractViolation(f"{table}\n{grown}" if grown else table)
         if undecided and self.settings.inconclusive == "fail":
             names = ", ".join(c.metric for c in undecided)
             table = format_baseline_checks(
@@ -255,7 +278,8 @@ class ModeloptSession:
                 **result.to_dict(),
             }
         )
-        self.benchmarks.append(benchmark_entry(nodeid, result))
+        if result.meter == "wall":  # pytest-benchmark's schema holds seconds, not counts
+            self.benchmarks.append(benchmark_entry(nodeid, result))
 
     # -- hooks ---------------------------------------------------------------------------------
 
@@ -308,27 +332,29 @@ class ModeloptSession:
         from pytest_modelopt.baselines import SaveReport, module_of
 
         report = SaveReport()
-        store = self.store
         if self.settings.save_baseline and self.records:
             from pytest_modelopt.baselines import entry_from_record
             from pytest_modelopt.report import environment
 
             created, env = _now(), environment()
-            entries = {
-                record["test"]: entry_from_record(
-                    record,
-                    recorded=created,
-                    settings=self.settings.recorded_settings(),
-                    environment=env,
+            by_meter: dict[str, dict[str, Any]] = {}
+            for record in self.records:
+                by_meter.setdefault(record.get("meter", "wall"), {})[record["test"]] = (
+                    entry_from_record(
+                        record,
+                        recorded=created,
+                        settings=self.settings.recorded_settings(),
+                        environment=env,
+                    )
                 )
-                for record in self.records
-            }
-            store.save(entries, report)
-        by_module: dict[str, dict[str, Any]] = {}
+            for meter, entries in sorted(by_meter.items()):
+                self.store_for(meter).save(entries, report)
+        by_module: dict[tuple[str, str], dict[str, Any]] = {}
         for nodeid, entry in self.obtained.items():
-            by_module.setdefault(module_of(nodeid), {})[nodeid] = entry
-        for module, updates in sorted(by_module.items()):
-            path = store.write_obtained(module, updates)
+            key = (entry.get("meter", "wall"), module_of(nodeid))
+            by_module.setdefault(key, {})[nodeid] = entry
+        for (meter, module), updates in sorted(by_module.items()):
+            path = self.store_for(meter).write_obtained(module, updates)
             self.messages.append(
                 (f"regressed measurements written beside the baseline for diffing: {path}", {})
             )
@@ -462,7 +488,8 @@ class ModeloptSession:
             "benchmarks": self.benchmarks,
             "schema": RESULTS_SCHEMA,
             "created": created,
-            "fingerprint": self.hardware.fingerprint,
+            # counted sessions are their own column in a matrix: <fingerprint>-counted
+            "fingerprint": self.store.fingerprint,
             "hardware": {**self.hardware.to_dict(), **_detected(self.hardware)},
             "environment": environment(),
             "settings": self.settings.to_dict(),

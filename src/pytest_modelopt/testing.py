@@ -4,6 +4,12 @@
 30% of its own time again in extra compute (a busy loop on the calling thread), so that the
 regression gate can be seen to fail on the variant it names. Never use it outside such a check:
 the variant's notes and the summary say it was slowed down.
+
+A variant that a worker process rebuilds (its ``Loader``: timed alone between runtimes, or counted
+under valgrind) gets the slowdown there too, as a fixed number of loop iterations per call,
+calibrated here on the variant's own calls: the same work in every process, so the counting meter
+sees a deterministic extra cost (about the fraction asked, as far as the loop's and the model's
+instructions per second agree).
 """
 
 from __future__ import annotations
@@ -12,16 +18,28 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from pytest_modelopt.worker import Loader
+
 if TYPE_CHECKING:
     from pytest_modelopt.variants.base import Variant
 
 INJECTED = "injected_slowdown"
+INJECTED_ITERATIONS = "injected_loop_iterations"
 
 
-def inject_slowdown(variant: Variant, fraction: float) -> None:
-    """Wrap ``variant.run`` so each call takes ``1 + fraction`` times as long (once per variant)."""
+def inject_slowdown(variant: Variant, fraction: float, batch: Any = None) -> None:
+    """Wrap ``variant.run`` so each call takes ``1 + fraction`` times as long (once per variant);
+    with the ``batch`` it runs on, wrap its loader too (a fixed loop, calibrated on it)."""
     if INJECTED in variant.details:
         return
+    if variant.loader is not None and batch is not None:
+        iterations = calibrated_iterations(variant.run, batch, fraction)
+        variant.loader = Loader(
+            "pytest_modelopt.testing:slowed_runner",
+            {"loader": variant.loader, "iterations": iterations},
+            numpy_inputs=variant.loader.numpy_inputs,
+        )
+        variant.details[INJECTED_ITERATIONS] = iterations
     variant.run = _slowed(variant.run, fraction)
     variant.details[INJECTED] = fraction
     variant.notes.append(
@@ -37,6 +55,45 @@ def _slowed(run: Callable[[Any], Any], fraction: float) -> Callable[[Any], Any]:
         return output
 
     return run_slowed
+
+
+def calibrated_iterations(
+    run: Callable[[Any], Any], batch: Any, fraction: float, calls: int = 21
+) -> int:
+    """Iterations of :func:`busy_loop` that take ``fraction`` of one call of ``run``, here."""
+    import statistics  # here, not at the top: a worker that loads slowed_runner never needs it
+
+    run(batch)
+    call_s = statistics.median(_seconds(lambda: run(batch)) for _ in range(calls))
+    iterations = 1000
+    loop_s = statistics.median(_seconds(lambda: busy_loop(iterations)) for _ in range(calls))
+    return max(1, round(fraction * call_s / (loop_s / iterations)))
+
+
+def slowed_runner(loader: Loader, iterations: int) -> Callable[[Any], Any]:
+    """A worker's loader: the wrapped loader's run, then ``iterations`` of :func:`busy_loop`."""
+    run = loader.load()
+
+    def run_slowed(batch: Any) -> Any:
+        output = run(batch)
+        busy_loop(iterations)
+        return output
+
+    return run_slowed
+
+
+def busy_loop(iterations: int) -> int:
+    """A fixed amount of compute: the same instructions in every process."""
+    total = 0
+    for i in range(iterations):
+        total += i * i
+    return total
+
+
+def _seconds(call: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    call()
+    return time.perf_counter() - start
 
 
 def busy_wait(seconds: float) -> None:

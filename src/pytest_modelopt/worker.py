@@ -58,6 +58,8 @@ class InProcess:
     """A side timed in this process: the common case, and the fallback."""
 
     isolation = "in process"
+    unit = "s"
+    running = True  # nothing to start
 
     def __init__(self, call: Call, timer: Callable[[], float] = time.perf_counter) -> None:
         self.call = call
@@ -66,7 +68,7 @@ class InProcess:
     def start(self) -> None:
         return None
 
-    def time(self, calls: int) -> list[float]:
+    def sample(self, calls: int) -> list[float]:
         call, timer, samples = self.call, self._timer, []
         for _ in range(calls):
             begin = timer()
@@ -85,6 +87,7 @@ class Worker:
     """
 
     isolation = "worker process"
+    unit = "s"
 
     def __init__(
         self,
@@ -140,7 +143,7 @@ class Worker:
             raise
         self.start_seconds = time.perf_counter() - begin
 
-    def time(self, calls: int) -> list[float]:
+    def sample(self, calls: int) -> list[float]:
         self._connection.send(calls)
         return self._reply(None)
 

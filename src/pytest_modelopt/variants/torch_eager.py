@@ -20,14 +20,24 @@ def build_eager(ctx: BuildContext) -> Variant:
         from pytest_modelopt.variants.tflite import keras_reference
 
         return keras_reference(ctx)
+    from pytest_modelopt.worker import Loader
+
     if ctx.spec.framework != "torch":
         path = ctx.workdir / "model.pkl"
         path.write_bytes(pickle.dumps(ctx.model))
-        return Variant("eager", ctx.model, (path,), runtime="python", precision="fp32")
+        return Variant(
+            "eager",
+            ctx.model,
+            (path,),
+            runtime="python",
+            precision="fp32",
+            # A worker unpickles the model: its class must be importable there.
+            loader=Loader(
+                "pytest_modelopt.variants.torch_eager:pickled_runner", {"path": str(path)}
+            ),
+        )
 
     import torch
-
-    from pytest_modelopt.worker import Loader
 
     model = ctx.model.eval()
     path = ctx.workdir / "model.pt"
@@ -54,3 +64,10 @@ def eager_runner(model: Any) -> Callable[[Any], Any]:
             return call_model(model, batch)
 
     return run
+
+
+def pickled_runner(path: str) -> Callable[[Any], Any]:
+    """``run(batch)`` of a plain Python model pickled at ``path`` (a worker's loader)."""
+    with open(path, "rb") as file:
+        model: Callable[[Any], Any] = pickle.load(file)
+    return model

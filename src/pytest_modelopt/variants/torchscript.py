@@ -6,12 +6,14 @@ deprecation is recorded in the variant's notes, and ``export`` is its successor.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from pytest_modelopt.errors import BuildError, ParameterError
 from pytest_modelopt.registry import register_technique
 from pytest_modelopt.variants.base import BuildContext, Variant, WarningsToNotes
+from pytest_modelopt.worker import Loader
 
 
 @register_technique(
@@ -55,7 +57,27 @@ def build_torchscript(ctx: BuildContext) -> Variant:
         precision="fp32",
         details={"path": method, "frozen": True, "optimize_for_inference": True, "saved": saved},
         notes=recorded.notes,
+        # A worker loads the saved file (and freezes it there when the traced module was saved).
+        loader=Loader(
+            "pytest_modelopt.variants.torchscript:torchscript_runner",
+            {"path": str(path), "freeze": saved == "traced"},
+        ),
     )
+
+
+def torchscript_runner(path: str, freeze: bool) -> Callable[[Any], Any]:
+    """``run(batch)`` of the saved TorchScript module (a worker process's loader)."""
+    import torch
+
+    module = torch.jit.load(path).eval()
+    if freeze:
+        module = torch.jit.optimize_for_inference(torch.jit.freeze(module))
+
+    def run(batch: Any) -> Any:
+        with torch.no_grad():
+            return module(*batch) if isinstance(batch, tuple) else module(batch)
+
+    return run
 
 
 def _trace(model: Any, ctx: BuildContext) -> Any:

@@ -1,0 +1,562 @@
+"""The instruction-counting meter: each side's calls counted under valgrind's callgrind.
+
+Timing between two sessions drifts (speedups moved up to 20% between quiet sessions here);
+instructions counted under simulation do not. Both sides of a comparison are rebuilt from their
+:class:`~pytest_modelopt.worker.Loader` in one worker process that runs under callgrind, with
+threads fixed to one. The engine (:class:`~pytest_modelopt.measure.Interleaver`) asks each side
+for samples as it asks a timing side; a sample here is the instructions of one call.
+
+Inside the worker, in order:
+
+1. the variants are loaded and warmed up natively: callgrind starts with instrumentation off
+   (``--instr-atstart=no``), so imports and JIT compilation run at valgrind's core speed;
+2. instrumentation is switched on (a callgrind client request), and each side runs once more
+   uncounted, so that the simulated caches are warm;
+3. every counted call is bracketed by two ``CALLGRIND_TOGGLE_COLLECT`` requests (collection is
+   off outside them: ``--collect-atstart=no``) and followed by a dump of its own
+   (``CALLGRIND_DUMP_STATS_AT``); the instructions of an empty bracket, counted once, are
+   subtracted, so a sample is the call's instructions alone.
+
+Client requests are valgrind's magic instruction sequence (no-ops on a real CPU), written into an
+executable page and called through ctypes: no compiler, no C extension. x86-64 only.
+
+``--smc-check=all`` makes valgrind re-translate code that a program writes and then runs, so the
+kernels that oneDNN, OpenVINO and inductor generate at run time are counted as they are.
+Valgrind emulates no AVX-512 (and no AMX): under it, runtimes that dispatch on CPUID take their
+AVX2 kernels. The ISA each runtime chose is recorded with the counts, and counted baselines are
+kept under a fingerprint of their own.
+
+Estimated cycles use the model of Itamar Turner-Trauring (pythonspeed.com, "consistent
+benchmarking in CI"), which iai and CodSpeed's first instrument adopted: an L1 hit costs 1 cycle,
+an access that misses L1 but hits the last level 5, one that goes to RAM 35::
+
+    cycles = (Ir + Dr + Dw - L1 misses) + 5 * (L1 misses - LL misses) + 35 * LL misses
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import dataclasses
+import gc
+import mmap
+import os
+import pickle
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from pytest_modelopt.errors import PackageMissing
+from pytest_modelopt.worker import Loader, WorkerUnavailable, _as_numpy, _fix_torch_threads
+
+VALGRIND_ENV = "MODELOPT_VALGRIND"
+EVENTS = ("Ir", "Dr", "Dw", "I1mr", "D1mr", "D1mw", "ILmr", "DLmr", "DLmw")
+CYCLES_MODEL = "L1 hit 1, last-level hit 5, RAM 35 cycles (Turner-Trauring, as iai and CodSpeed)"
+ISA_NOTE = (
+    "valgrind emulates no AVX-512 or AMX: runtimes took their AVX2 (or older) kernels, so "
+    "counts describe those kernels, not the ones this CPU runs natively"
+)
+TOP_FUNCTIONS = 30
+VALGRIND_OPTIONS = (
+    "--tool=callgrind",
+    "--smc-check=all",
+    "--instr-atstart=no",
+    "--collect-atstart=no",
+    "--cache-sim=yes",
+    "--compress-strings=no",
+    "--compress-pos=no",
+)
+
+# Callgrind's client requests (callgrind.h): VG_USERREQ_TOOL_BASE('C', 'T') + n.
+_CALLGRIND = (ord("C") << 24) | (ord("T") << 16)
+TOGGLE_COLLECT = _CALLGRIND + 2
+DUMP_STATS_AT = _CALLGRIND + 3
+START_INSTRUMENTATION = _CALLGRIND + 4
+RUNNING_ON_VALGRIND = 0x1001
+# rax = &args, rdx = default; the preamble rotates rdi by 128 bits in all (a no-op), then
+# xchg rbx,rbx asks valgrind to serve the request; the result comes back in rdx.
+_REQUEST_CODE = bytes.fromhex("4889f84889f248c1c70348c1c70d48c1c73d48c1c7334887db4889d0c3")
+
+
+class ValgrindMissing(PackageMissing):
+    """The counting meter needs valgrind; it is not installed (or not usable) here."""
+
+
+# -- valgrind on this machine ------------------------------------------------------------------
+
+
+def find_valgrind() -> str:
+    """The valgrind executable ($MODELOPT_VALGRIND, else the PATH's); ValgrindMissing if none."""
+    configured = os.environ.get(VALGRIND_ENV)
+    found = shutil.which(configured or "valgrind")
+    if found is None:
+        where = f"${VALGRIND_ENV}={configured!r}" if configured else "valgrind on the PATH"
+        raise ValgrindMissing(
+            f"the instructions meter needs valgrind and found no {where}: install it "
+            "(Debian/Ubuntu: apt-get install valgrind) or measure with --modelopt-measure=wall"
+        )
+    if platform.machine() not in {"x86_64", "AMD64"}:
+        raise ValgrindMissing(
+            f"the instructions meter issues callgrind requests for x86-64 only; this machine is "
+            f"{platform.machine()}: measure with --modelopt-measure=wall"
+        )
+    return found
+
+
+def valgrind_version(executable: str) -> str:
+    done = subprocess.run([executable, "--version"], capture_output=True, text=True, timeout=60)
+    return done.stdout.strip() or done.stderr.strip()
+
+
+# -- client requests ---------------------------------------------------------------------------
+
+
+class ClientRequests:
+    """Valgrind client requests from Python: the magic sequence in an executable page."""
+
+    def __init__(self) -> None:
+        self._page = mmap.mmap(
+            -1, mmap.PAGESIZE, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC
+        )
+        self._page.write(_REQUEST_CODE)
+        address = ctypes.addressof(ctypes.c_char.from_buffer(self._page))
+        signature = ctypes.CFUNCTYPE(
+            ctypes.c_uint64, ctypes.POINTER(ctypes.c_uint64), ctypes.c_uint64
+        )
+        self._function = signature(address)
+        self._toggle = self._arguments(TOGGLE_COLLECT)
+        self._labels: dict[str, ctypes.Array[ctypes.c_char]] = {}
+
+    @staticmethod
+    def _arguments(request: int, *values: int) -> ctypes.Array[ctypes.c_uint64]:
+        return (ctypes.c_uint64 * 6)(request, *values, *([0] * (5 - len(values))))
+
+    def request(self, request: int, *values: int) -> int:
+        return int(self._function(self._arguments(request, *values), 0))
+
+    def running_on_valgrind(self) -> bool:
+        return self.request(RUNNING_ON_VALGRIND) > 0
+
+    def start_instrumentation(self) -> None:
+        self.request(START_INSTRUMENTATION)
+
+    def toggle_collect(self) -> None:
+        self._function(self._toggle, 0)
+
+    def dump(self, label: str) -> None:
+        text = self._labels.setdefault(label, ctypes.create_string_buffer(label.encode()))
+        self.request(DUMP_STATS_AT, ctypes.addressof(text))
+
+
+# -- counts ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Counts:
+    """Callgrind's events of one counted stretch, and the functions that cost most (self Ir)."""
+
+    events: dict[str, float]
+    functions: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def instructions(self) -> float:
+        return self.events.get("Ir", 0.0)
+
+    @property
+    def estimated_cycles(self) -> float:
+        return estimated_cycles(self.events)
+
+    def minus(self, other: Counts) -> Counts:
+        """These counts less an overhead (the empty bracket), never below zero."""
+        events = {
+            name: max(0.0, value - other.events.get(name, 0.0))
+            for name, value in self.events.items()
+        }
+        return Counts(events, self.functions)
+
+
+def estimated_cycles(events: Mapping[str, float]) -> float:
+    """Cycles from simulated cache behaviour (the module docstring's model)."""
+    accesses = events.get("Ir", 0.0) + events.get("Dr", 0.0) + events.get("Dw", 0.0)
+    l1_misses = events.get("I1mr", 0.0) + events.get("D1mr", 0.0) + events.get("D1mw", 0.0)
+    ll_misses = events.get("ILmr", 0.0) + events.get("DLmr", 0.0) + events.get("DLmw", 0.0)
+    return (accesses - l1_misses) + 5 * (l1_misses - ll_misses) + 35 * ll_misses
+
+
+def parse_callgrind(path: Path, top: int = TOP_FUNCTIONS) -> Counts:
+    """The totals of a callgrind dump and its ``top`` functions by self instructions.
+
+    A cost line follows a ``fn=`` line (self cost) or a ``calls=`` line (the inclusive cost of
+    that call, which is not the caller's own and is skipped).
+    """
+    names: list[str] = []
+    totals: list[float] | None = None
+    self_ir: dict[str, float] = {}
+    function = ""
+    after_call = False
+    with path.open(encoding="utf-8", errors="replace") as lines:
+        for line in lines:
+            if line.startswith("events:"):
+                names = line.split()[1:]
+            elif line.startswith("totals:") or (line.startswith("summary:") and totals is None):
+                totals = [float(value) for value in line.split()[1:]]
+            elif line.startswith("fn="):
+                function = line[3:].strip()
+            elif line.startswith("calls="):
+                after_call = True
+            elif line[:1].isdigit() or line[:1] in "+-*":
+                if after_call:
+                    after_call = False
+                    continue
+                costs = line.split()[1:]
+                if costs and function:
+                    self_ir[function] = self_ir.get(function, 0.0) + float(costs[0])
+    if totals is None or not names:
+        raise WorkerUnavailable(f"callgrind dump {path} has no totals: valgrind failed to write it")
+    events = {
+        name: totals[index] if index < len(totals) else 0.0 for index, name in enumerate(names)
+    }
+    ranked = sorted(self_ir.items(), key=lambda item: -item[1])[:top]
+    return Counts(events, dict(ranked))
+
+
+def per_call(counts: list[Counts]) -> dict[str, Any]:
+    """Per-call medians of events (robust to a call that an allocator's trim or a lazy cache
+    made dearer), estimated cycles, and the top functions of the last call."""
+    if not counts:
+        return {}
+    events = {name: statistics.median(c.events.get(name, 0.0) for c in counts) for name in EVENTS}
+    return {
+        "instructions": events["Ir"],
+        "estimated_cycles": estimated_cycles(events),
+        "events": events,
+        "calls": len(counts),
+        "top_functions": counts[-1].functions,
+    }
+
+
+# -- the worker under valgrind -----------------------------------------------------------------
+
+
+class CountingWorker:
+    """One process under callgrind holding every side of a comparison, each in a slot.
+
+    Started by the first side that starts, ended when the last side closes. ``warmup_calls``
+    native calls per side come before instrumentation is switched on (JIT, lazy init).
+    """
+
+    def __init__(
+        self,
+        sides: list[tuple[Loader, Any]],
+        *,
+        threads: int | None,
+        label: str,
+        warmup_calls: int = 3,
+        start_timeout_s: float = 1800.0,
+    ) -> None:
+        self.sides = sides
+        self.threads = threads
+        self.label = label
+        self.warmup_calls = warmup_calls
+        self.start_timeout_s = start_timeout_s
+        self.start_seconds = 0.0
+        self.isa: dict[str, str] = {}
+        self.valgrind = ""
+        self._users = 0
+        self._process: Any = None
+        self._connection: Any = None
+        self._directory: Path | None = None
+        self._overhead: Counts | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None
+
+    def acquire(self) -> None:
+        if self._process is None:
+            self._start()
+        self._users += 1
+
+    def release(self) -> None:
+        self._users -= 1
+        if self._users <= 0:
+            self.close()
+
+    def _start(self) -> None:
+        executable = find_valgrind()
+        begin = time.perf_counter()
+        payload = self._payload()
+        self._directory = Path(tempfile.mkdtemp(prefix="modelopt-callgrind-"))
+        ours, theirs = socket.socketpair()
+        command = [
+            executable,
+            *VALGRIND_OPTIONS,
+            f"--callgrind-out-file={self._directory / 'callgrind.out'}",
+            f"--log-file={self._directory / 'valgrind.log'}",
+            sys.executable,
+            "-m",
+            "pytest_modelopt.counting",
+            str(theirs.fileno()),
+        ]
+        self._process = subprocess.Popen(
+            command,
+            pass_fds=(theirs.fileno(),),
+            env=_worker_environment(self.threads),
+            preexec_fn=_no_address_randomization,
+        )
+        theirs.close()
+        self._connection = Connection(ours.detach())
+        self._connection.send_bytes(payload)
+        try:
+            ready = self._reply(self.start_timeout_s)
+        except WorkerUnavailable:
+            self.close()
+            raise
+        self.isa = ready["isa"]
+        self._overhead = parse_callgrind(self._dump_path(ready["overhead_dump"]))
+        self.valgrind = valgrind_version(executable)
+        self.start_seconds = time.perf_counter() - begin
+
+    def _payload(self) -> bytes:
+        batches = [
+            (loader, _as_numpy(batch) if loader.numpy_inputs else batch)
+            for loader, batch in self.sides
+        ]
+        try:
+            return pickle.dumps((batches, self.threads, self.warmup_calls))
+        except Exception as error:  # a local class, a lambda, a handle
+            raise WorkerUnavailable(
+                f"{self.label} cannot be sent to a counting worker: {type(error).__name__}: {error}"
+            ) from error
+
+    def count(self, slot: int, calls: int) -> list[Counts]:
+        """Count ``calls`` calls of one side; their counts, each less the empty bracket's."""
+        assert self._overhead is not None
+        self._connection.send((slot, calls))
+        dumps: list[int] = self._reply(None)
+        counted = []
+        for number in dumps:
+            path = self._dump_path(number)
+            counted.append(parse_callgrind(path).minus(self._overhead))
+            path.unlink()
+        return counted
+
+    def close(self) -> None:
+        if self._process is None:
+            return
+        with contextlib.suppress(OSError, EOFError):
+            self._connection.send(None)
+        try:
+            self._process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+        self._connection.close()
+        self._process = self._connection = None
+        self._users = 0
+        if self._directory is not None:
+            shutil.rmtree(self._directory, ignore_errors=True)
+
+    def _dump_path(self, number: int) -> Path:
+        assert self._directory is not None
+        return self._directory / f"callgrind.out.{number}"
+
+    def _reply(self, timeout: float | None) -> Any:
+        if timeout is not None and not self._connection.poll(timeout):
+            raise WorkerUnavailable(
+                f"{self.label}: the counting worker did not load within {timeout:g} s"
+            )
+        try:
+            status, value = self._connection.recv()
+        except (EOFError, OSError) as error:
+            raise WorkerUnavailable(
+                f"{self.label}: the counting worker exited (code {self._process.poll()})"
+                f"{self._log_tail()}"
+            ) from error
+        if status == "error":
+            raise WorkerUnavailable(f"{self.label}: the counting worker failed: {value}")
+        return value
+
+    def _log_tail(self) -> str:
+        log = self._directory / "valgrind.log" if self._directory else None
+        if log is None or not log.exists():
+            return ""
+        tail = log.read_text(errors="replace").strip().splitlines()[-5:]
+        return "; valgrind said: " + " | ".join(tail) if tail else ""
+
+
+class CountedSide:
+    """A meter: one side of a comparison counted in a :class:`CountingWorker` slot.
+
+    ``sample(calls)`` returns instructions per call; the full counts are kept for the report.
+    """
+
+    unit = "instructions"
+    isolation = "worker process under valgrind (callgrind)"
+    fallback: Callable[[], Any] | None = None
+
+    def __init__(self, worker: CountingWorker, slot: int, label: str) -> None:
+        self.worker = worker
+        self.slot = slot
+        self.label = label
+        self.counts: list[Counts] = []
+        self._started = False
+
+    @property
+    def running(self) -> bool:
+        return self._started
+
+    def start(self) -> None:
+        if not self._started:
+            self.worker.acquire()
+            self._started = True
+
+    def sample(self, calls: int) -> list[float]:
+        counted = self.worker.count(self.slot, calls)
+        self.counts += counted
+        return [c.instructions for c in counted]
+
+    def close(self) -> None:
+        if self._started:
+            self._started = False
+            self.worker.release()
+
+    def report(self, skip: int) -> dict[str, Any]:
+        """Per-call medians of the counts after the first ``skip`` (first call, warm-up)."""
+        kept = self.counts[skip:] or self.counts
+        return {
+            **per_call(kept),
+            "isa": self.worker.isa,
+            "isa_note": ISA_NOTE,
+            "cycles_model": CYCLES_MODEL,
+            "valgrind": self.worker.valgrind,
+            "start_seconds": self.worker.start_seconds,
+        }
+
+
+def counted_sides(
+    variant: tuple[Loader, Any], reference: tuple[Loader, Any], *, threads: int | None, label: str
+) -> tuple[CountedSide, CountedSide]:
+    """The variant's and the reference's meters, sharing one worker under valgrind; each side
+    rebuilt with one thread where its loader takes a thread count."""
+    sides = [(single_threaded(loader), batch) for loader, batch in (variant, reference)]
+    worker = CountingWorker(sides, threads=threads, label=label)
+    return CountedSide(worker, 0, f"{label} variant"), CountedSide(worker, 1, f"{label} reference")
+
+
+def single_threaded(loader: Loader) -> Loader:
+    """The loader with its runtime's own pool at one thread (ONNX Runtime's ``threads``,
+    OpenVINO's ``INFERENCE_NUM_THREADS``): valgrind runs threads one at a time, and a pool's
+    spinning would add instructions that differ from one process to the next."""
+    kwargs = dict(loader.kwargs)
+    if "threads" in kwargs:
+        kwargs["threads"] = 1
+    config = kwargs.get("config")
+    if isinstance(config, dict) and "INFERENCE_NUM_THREADS" in config:
+        kwargs["config"] = {**config, "INFERENCE_NUM_THREADS": 1}
+    return dataclasses.replace(loader, kwargs=kwargs)
+
+
+def _no_address_randomization() -> None:
+    """In the child before exec: no address-space randomization (personality ADDR_NO_RANDOMIZE),
+    so that hash tables keyed by addresses probe alike in every process. Best effort: where the
+    call is refused, counts vary a little more."""
+    with contextlib.suppress(Exception):
+        libc = ctypes.CDLL(None, use_errno=True)
+        current = libc.personality(0xFFFFFFFF)
+        if current != -1:
+            libc.personality(current | 0x0040000)
+
+
+def _worker_environment(threads: int | None) -> dict[str, str]:
+    """The parent's environment, its import path, one thread (or the fixed count) for every
+    runtime's pool, and a fixed hash seed: what changes counts between processes is fixed."""
+    count = str(threads or 1)
+    return {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
+        "PYTHONHASHSEED": "0",
+        "OMP_NUM_THREADS": count,
+        "MKL_NUM_THREADS": count,
+        "OPENBLAS_NUM_THREADS": count,
+    }
+
+
+# -- inside the worker -------------------------------------------------------------------------
+
+
+def _isa_seen() -> dict[str, str]:
+    """What the runtimes in this process chose: torch's CPU capability, numpy's best SIMD."""
+    seen: dict[str, str] = {}
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        seen["torch"] = str(torch.backends.cpu.get_cpu_capability())
+    numpy = sys.modules.get("numpy")
+    if numpy is not None:
+        with contextlib.suppress(Exception):
+            from numpy._core._multiarray_umath import __cpu_features__ as features  # type: ignore
+
+            best = [name for name in ("AVX512F", "AVX2", "AVX", "SSE42") if features.get(name)]
+            seen["numpy"] = best[0] if best else "baseline"
+    return seen
+
+
+def _serve(connection: Connection) -> None:
+    """Load every side, warm up natively, switch instrumentation on, then count on request."""
+    requests = ClientRequests()
+    try:
+        sides, threads, warmup_calls = pickle.loads(connection.recv_bytes())
+        if not requests.running_on_valgrind():
+            raise RuntimeError("not running under valgrind: counts would be meaningless")
+        _fix_torch_threads(threads or 1)
+        runs = [(loader.load(), batch) for loader, batch in sides]
+        for run, batch in runs:
+            for _ in range(warmup_calls):
+                run(batch)
+        gc.collect()
+        gc.disable()  # a collection inside a counted call would add its instructions to it
+        requests.start_instrumentation()
+        for run, batch in runs:  # warm the simulated caches; collection is still off
+            run(batch)
+        dumps = 1
+        requests.toggle_collect()
+        requests.toggle_collect()
+        requests.dump("empty bracket")
+    except Exception as error:
+        connection.send(("error", f"{type(error).__name__}: {error}\n{traceback.format_exc()}"))
+        return
+    connection.send(("ready", {"isa": _isa_seen(), "overhead_dump": dumps}))
+    while True:
+        request = connection.recv()
+        if request is None:
+            return
+        slot, calls = request
+        run, batch = runs[slot]
+        numbers = []
+        try:
+            for _ in range(calls):
+                requests.toggle_collect()
+                run(batch)
+                requests.toggle_collect()
+                dumps += 1
+                requests.dump(f"side {slot}")
+                numbers.append(dumps)
+        except Exception as error:
+            connection.send(("error", f"{type(error).__name__}: {error}"))
+            return
+        connection.send(("dumps", numbers))
+
+
+if __name__ == "__main__":
+    _serve(Connection(int(sys.argv[1])))

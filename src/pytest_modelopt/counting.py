@@ -58,7 +58,13 @@ from pathlib import Path
 from typing import Any
 
 from pytest_modelopt.errors import PackageMissing
-from pytest_modelopt.worker import Loader, WorkerUnavailable, _as_numpy, _fix_torch_threads
+from pytest_modelopt.worker import (
+    Loader,
+    WorkerUnavailable,
+    _as_numpy,
+    _fix_torch_threads,
+    shut_down,
+)
 
 VALGRIND_ENV = "MODELOPT_VALGRIND"
 EVENTS = ("Ir", "Dr", "Dw", "I1mr", "D1mr", "D1mw", "ILmr", "DLmr", "DLmw")
@@ -355,14 +361,7 @@ class CountingWorker:
     def close(self) -> None:
         if self._process is None:
             return
-        with contextlib.suppress(OSError, EOFError):
-            self._connection.send(None)
-        try:
-            self._process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait()
-        self._connection.close()
+        shut_down(self._process, self._connection, timeout_s=60)  # valgrind exits slowly
         self._process = self._connection = None
         self._users = 0
         if self._directory is not None:

@@ -150,14 +150,7 @@ class Worker:
     def close(self) -> None:
         if self._process is None:
             return
-        with contextlib.suppress(OSError, EOFError):
-            self._connection.send(None)
-        try:
-            self._process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait()
-        self._connection.close()
+        shut_down(self._process, self._connection, timeout_s=10)
         self._process = self._connection = None
 
     def _reply(self, timeout: float | None) -> Any:
@@ -172,6 +165,18 @@ class Worker:
         if status == "error":
             raise WorkerUnavailable(f"{self.label} worker failed: {value}")
         return value
+
+
+def shut_down(process: subprocess.Popen[Any], connection: Connection, timeout_s: float) -> None:
+    """Ask a worker to exit, wait for it (killing it past ``timeout_s``), close its pipe."""
+    with contextlib.suppress(OSError, EOFError):
+        connection.send(None)
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    connection.close()
 
 
 def _serve(connection: Connection) -> None:

@@ -16,6 +16,7 @@ from pytest_modelopt.baselines import format_function_diff, function_diff
 from pytest_modelopt.cli import main
 from pytest_modelopt.counting import (
     ClientRequests,
+    CountingWorker,
     Counts,
     estimated_cycles,
     parse_callgrind,
@@ -203,15 +204,19 @@ def test_only_the_counted_calls_are_counted() -> None:
 
     small = (Loader("test_counting:looping_runner", {"work": 2000, "load_work": 300_000}), None)
     large = (Loader("test_counting:looping_runner", {"work": 4000}), None)
-    variant, reference = counted_sides(small, large, threads=1, label="loops")
+    worker = CountingWorker(threads=1)
+    variant, reference = counted_sides(small, large, threads=1, label="loops", worker=worker)
     variant.start()
     reference.start()
     try:
         small_calls, large_calls = variant.sample(5), reference.sample(5)
-    finally:
         variant.close()
         reference.close()
-    assert not variant.worker.running
+        assert worker.running  # the process is kept for the next comparison
+        assert not variant.pair.slots  # the pair's sides are unloaded
+    finally:
+        worker.close()
+    assert not worker.running
     # 300,000 steps at load would be 150 calls' worth: none of it is in a call's count
     assert max(small_calls) < 1.2 * min(small_calls)
     # twice the steps, twice the instructions, up to the call's own constant cost
@@ -357,3 +362,33 @@ def test_the_inject_slowdown_aid_reaches_the_counted_worker(counted: pytest.Pyte
     result = counted.runpytest(measure, "--modelopt-inject-slowdown=toy_fast=0.3")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*instructions_per_call*FAIL*"])
+
+
+@needs_valgrind
+def test_counted_tests_share_one_worker_and_their_baseline_is_named(
+    counted: pytest.Pytester,
+) -> None:
+    """The worker's start is paid once a session; a wall session's counted tests say which
+    (counted) baseline they were compared with."""
+    counted.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.modelopt(techniques=["toy_fast"], measure="instructions")
+        def test_first(modelopt_variant):
+            modelopt_variant.expect(instructions_ratio=">=5")
+
+        @pytest.mark.modelopt(techniques=["toy_fast"], measure="instructions")
+        def test_second(modelopt_variant):
+            modelopt_variant.expect(instructions_ratio=">=5")
+        """
+    )
+    counted.runpytest("--modelopt-save-baseline").assert_outcomes(passed=2)
+    result = counted.runpytest("--modelopt-json=results.json")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["compared with the baseline for *-counted: 2 passed"])
+    assert "no baseline for" not in result.stdout.str()
+    assert "another fingerprint" not in result.stdout.str()
+    records = json.loads((counted.path / "results.json").read_text())["results"]
+    pids = {r["latency"]["counts"]["variant"]["worker_pid"] for r in records}
+    assert len(pids) == 1, pids

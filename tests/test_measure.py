@@ -265,3 +265,57 @@ def test_throughput_at_a_batch_the_variant_cannot_run_says_so(tmp_path) -> None:
     assert result.throughput_at([1], seconds=0.05)[1].value > 0
     with pytest.raises(BuildError, match=r"fixed\[eager\] cannot run a batch of 4: ValueError"):
         result.throughput_at([4])
+
+
+class Counted:
+    """A meter whose calls each cost a fixed count, up to a small repeating wobble, and take
+    5 ms (a real counted call takes seconds: far longer than a check of the interval)."""
+
+    isolation = "counted"
+    unit = "instructions"
+    running = True
+
+    def __init__(self, count: float, wobble: tuple[float, ...] = (0.0,)) -> None:
+        self.count, self.wobble, self.calls = count, wobble, 0
+
+    def start(self) -> None:
+        return None
+
+    def sample(self, calls: int) -> list[float]:
+        samples = []
+        for _ in range(calls):
+            time.sleep(0.005)
+            samples.append(self.count * (1 + self.wobble[self.calls % len(self.wobble)]))
+            self.calls += 1
+        return samples
+
+    def close(self) -> None:
+        return None
+
+
+def test_counting_settings_decide_in_three_rounds_without_a_first_call() -> None:
+    from pytest_modelopt.evaluation import counting_settings
+
+    settings = counting_settings(MeasureSettings())
+    variant, reference = Counted(1000.0), Counted(4000.0)
+    comparison = Interleaver(variant, reference, settings).run()
+    assert (comparison.rounds, comparison.stopped_by) == (3, "precision")
+    assert variant.calls == reference.calls == 3  # every call is a round's: none wasted
+    assert comparison.speedup_interval == (4.0, 4.0)
+
+
+def test_counts_that_wobble_get_rounds_one_at_a_time_until_they_decide() -> None:
+    from pytest_modelopt.evaluation import counting_settings
+
+    settings = counting_settings(MeasureSettings())
+    variant = Counted(1000.0, wobble=(0.0, 0.002, -0.001, 0.001))
+    comparison = Interleaver(variant, Counted(4000.0), settings).run()
+    low, high = comparison.speedup_interval
+    assert comparison.stopped_by == "precision"
+    assert 3 < comparison.rounds < 10  # checked each round, not ten rounds at a time
+    assert (high - low) / comparison.speedup <= settings.target_width
+
+
+def test_an_unknown_estimator_is_refused() -> None:
+    with pytest.raises(ValueError, match="estimator must be one of signed_rank, student_t"):
+        MeasureSettings(estimator="mean")

@@ -144,3 +144,28 @@ def test_ratio_interval_is_narrower_than_the_medians_on_normal_noise() -> None:
             / relative_width(estimate, interval)
         )
     assert np.median(widths) > 1.1
+
+
+def test_the_counted_ratio_is_a_geometric_mean_with_a_t_interval() -> None:
+    from pytest_modelopt.stats import student_t_ratio_estimate
+
+    ratios = [1.010, 1.011, 1.013]
+    estimate, (low, high) = student_t_ratio_estimate(ratios, 0.999)
+    logs = np.log(ratios)
+    assert estimate == pytest.approx(math.exp(logs.mean()))
+    half = scipy_stats.t.ppf(0.9995, 2) * logs.std(ddof=1) / math.sqrt(3)
+    assert (low, high) == pytest.approx((estimate * math.exp(-half), estimate * math.exp(half)))
+    # counts that agree exactly decide at once; a single round decides nothing
+    assert student_t_ratio_estimate([2.0, 2.0, 2.0], 0.999) == (2.0, (2.0, 2.0))
+    assert student_t_ratio_estimate([2.0], 0.999)[1] == (-math.inf, math.inf)
+
+
+def test_the_counted_ratio_interval_covers_at_its_confidence() -> None:
+    from pytest_modelopt.stats import student_t_ratio_estimate
+
+    rng = np.random.default_rng(5)
+    covered = 0
+    for _ in range(1000):
+        _, (low, high) = student_t_ratio_estimate(4.0 * rng.lognormal(0, 0.001, 3), 0.9)
+        covered += low <= 4.0 <= high
+    assert 0.87 <= covered / 1000 <= 0.93

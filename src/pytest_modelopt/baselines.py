@@ -526,13 +526,15 @@ class BaselineStore:
         return same, [] if same else hardware_differences(stored, current)
 
     def other_fingerprints(self) -> dict[str, list[str]]:
-        """Fingerprints that have baselines under root, each with how its hardware differs."""
+        """Fingerprints of other machines that have baselines under root, each with how its
+        hardware differs (this machine's timed and counted baselines are not listed)."""
         found: dict[str, list[str]] = {}
         if not self.root.is_dir():
             return found
         current = hardware_record(self.hardware)
+        this_machine = {self.hardware.fingerprint, counted_fingerprint(self.hardware)}
         for directory in sorted(self.root.iterdir()):
-            if not directory.is_dir() or directory.name == self.fingerprint:
+            if not directory.is_dir() or directory.name in this_machine:
                 continue
             files = [p for p in directory.glob("*.json") if not p.name.endswith(OBTAINED_SUFFIX)]
             if not files:

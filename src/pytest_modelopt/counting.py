@@ -35,10 +35,12 @@ an access that misses L1 but hits the last level 5, one that goes to RAM 35::
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import ctypes
 import dataclasses
 import gc
+import importlib
 import mmap
 import os
 import pickle
@@ -76,7 +78,7 @@ ISA_NOTE = (
 TOP_FUNCTIONS = 30
 VALGRIND_OPTIONS = (
     "--tool=callgrind",
-    "--smc-check=all",
+    "--smc-check=all-non-file",
     "--instr-atstart=no",
     "--collect-atstart=no",
     "--cache-sim=yes",
@@ -89,6 +91,7 @@ _CALLGRIND = (ord("C") << 24) | (ord("T") << 16)
 TOGGLE_COLLECT = _CALLGRIND + 2
 DUMP_STATS_AT = _CALLGRIND + 3
 START_INSTRUMENTATION = _CALLGRIND + 4
+STOP_INSTRUMENTATION = _CALLGRIND + 5
 RUNNING_ON_VALGRIND = 0x1001
 # rax = &args, rdx = default; the preamble rotates rdi by 128 bits in all (a no-op), then
 # xchg rbx,rbx asks valgrind to serve the request; the result comes back in rdx.
@@ -156,6 +159,9 @@ class ClientRequests:
 
     def start_instrumentation(self) -> None:
         self.request(START_INSTRUMENTATION)
+
+    def stop_instrumentation(self) -> None:
+        self.request(STOP_INSTRUMENTATION)
 
     def toggle_collect(self) -> None:
         self._function(self._toggle, 0)
@@ -256,53 +262,50 @@ def per_call(counts: list[Counts]) -> dict[str, Any]:
 
 
 class CountingWorker:
-    """One process under callgrind holding every side of a comparison, each in a slot.
+    """One process under callgrind, kept for the session, into which comparisons load their sides.
 
-    Started by the first side that starts, ended when the last side closes. ``warmup_calls``
-    native calls per side come before instrumentation is switched on (JIT, lazy init).
+    Starting it (valgrind, then importing the runtimes at valgrind's core speed) costs a minute or
+    more; loading a pair costs its unpickling and warm-up. So the process outlives a comparison:
+    :func:`shared_worker` keeps one per thread count until :func:`close_shared_workers`. Each
+    :meth:`load` switches instrumentation off, rebuilds the sides and warms them up
+    (``warmup_calls`` native calls each), switches it on again, runs each side once uncounted (warm
+    simulated caches) and counts an empty bracket, the overhead that is subtracted from its calls.
     """
 
-    def __init__(
-        self,
-        sides: list[tuple[Loader, Any]],
-        *,
-        threads: int | None,
-        label: str,
-        warmup_calls: int = 3,
-        start_timeout_s: float = 1800.0,
-    ) -> None:
-        self.sides = sides
+    def __init__(self, *, threads: int | None, start_timeout_s: float = 1800.0) -> None:
         self.threads = threads
-        self.label = label
-        self.warmup_calls = warmup_calls
         self.start_timeout_s = start_timeout_s
         self.start_seconds = 0.0
         self.isa: dict[str, str] = {}
         self.valgrind = ""
-        self._users = 0
         self._process: Any = None
         self._connection: Any = None
         self._directory: Path | None = None
-        self._overhead: Counts | None = None
+        self._overheads: dict[int, Counts] = {}
+        self._unanswered = 0  # requests sent without waiting (preloads)
 
     @property
     def running(self) -> bool:
-        return self._process is not None
+        return self._process is not None and self._process.poll() is None
 
-    def acquire(self) -> None:
-        if self._process is None:
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    def start(self, preload: tuple[str, ...] = ()) -> None:
+        """Start the process if it is not running; have it import ``preload`` modules (the
+        runtimes a comparison will need) without waiting, so that their import under valgrind
+        overlaps the variant's build in this process."""
+        if not self.running:
             self._start()
-        self._users += 1
-
-    def release(self) -> None:
-        self._users -= 1
-        if self._users <= 0:
-            self.close()
+        if preload:
+            self._connection.send_bytes(pickle.dumps(("preload", preload)))
+            self._unanswered += 1
 
     def _start(self) -> None:
+        self.close()  # a worker that died: its files and pipe go before a new one starts
         executable = find_valgrind()
         begin = time.perf_counter()
-        payload = self._payload()
         self._directory = Path(tempfile.mkdtemp(prefix="modelopt-callgrind-"))
         ours, theirs = socket.socketpair()
         command = [
@@ -314,6 +317,7 @@ class CountingWorker:
             "-m",
             "pytest_modelopt.counting",
             str(theirs.fileno()),
+            str(self.threads or 1),
         ]
         self._process = subprocess.Popen(
             command,
@@ -323,68 +327,92 @@ class CountingWorker:
         )
         theirs.close()
         self._connection = Connection(ours.detach())
-        self._connection.send_bytes(payload)
+        self._unanswered = 0
         try:
-            ready = self._reply(self.start_timeout_s)
+            self._reply("counting worker", self.start_timeout_s)
         except WorkerUnavailable:
             self.close()
             raise
-        self.isa = ready["isa"]
-        self._overhead = parse_callgrind(self._dump_path(ready["overhead_dump"]))
         self.valgrind = valgrind_version(executable)
         self.start_seconds = time.perf_counter() - begin
 
-    def _payload(self) -> bytes:
+    def load(
+        self, sides: list[tuple[Loader, Any]], *, label: str, warmup_calls: int = 3
+    ) -> list[int]:
+        """Rebuild and warm up ``sides`` in the worker; their slots, for :meth:`count`."""
+        self.start()
         batches = [
-            (loader, _as_numpy(batch) if loader.numpy_inputs else batch)
-            for loader, batch in self.sides
+            (loader, _as_numpy(batch) if loader.numpy_inputs else batch) for loader, batch in sides
         ]
         try:
-            return pickle.dumps((batches, self.threads, self.warmup_calls))
+            payload = pickle.dumps(("load", batches, warmup_calls))
         except Exception as error:  # a local class, a lambda, a handle
             raise WorkerUnavailable(
-                f"{self.label} cannot be sent to a counting worker: {type(error).__name__}: {error}"
+                f"{label} cannot be sent to a counting worker: {type(error).__name__}: {error}"
             ) from error
+        self._connection.send_bytes(payload)
+        loaded = self._reply(label, self.start_timeout_s)
+        self.isa = loaded["isa"]
+        overhead = parse_callgrind(self._dump_path(loaded["overhead_dump"]))
+        for slot in loaded["slots"]:
+            self._overheads[slot] = overhead
+        return list(loaded["slots"])
 
-    def count(self, slot: int, calls: int) -> list[Counts]:
+    def unload(self, slots: list[int]) -> None:
+        """Free the slots' variants in the worker (the process stays for the next comparison)."""
+        if self.running:
+            self._connection.send_bytes(pickle.dumps(("unload", slots)))
+            self._reply("counting worker", 600.0)
+        for slot in slots:
+            self._overheads.pop(slot, None)
+
+    def count(self, slot: int, calls: int, *, label: str) -> list[Counts]:
         """Count ``calls`` calls of one side; their counts, each less the empty bracket's."""
-        assert self._overhead is not None
-        self._connection.send((slot, calls))
-        dumps: list[int] = self._reply(None)
+        self._connection.send_bytes(pickle.dumps(("count", slot, calls)))
+        dumps: list[int] = self._reply(label, None)
         counted = []
         for number in dumps:
             path = self._dump_path(number)
-            counted.append(parse_callgrind(path).minus(self._overhead))
+            counted.append(parse_callgrind(path).minus(self._overheads[slot]))
             path.unlink()
         return counted
 
     def close(self) -> None:
-        if self._process is None:
-            return
-        shut_down(self._process, self._connection, timeout_s=60)  # valgrind exits slowly
+        if self._process is not None:
+            shut_down(self._process, self._connection, timeout_s=60)  # valgrind exits slowly
         self._process = self._connection = None
-        self._users = 0
+        self._overheads.clear()
         if self._directory is not None:
             shutil.rmtree(self._directory, ignore_errors=True)
+            self._directory = None
 
     def _dump_path(self, number: int) -> Path:
         assert self._directory is not None
         return self._directory / f"callgrind.out.{number}"
 
-    def _reply(self, timeout: float | None) -> Any:
+    def _reply(self, label: str, timeout: float | None) -> Any:
+        """The answer to the last request, after those of earlier requests left unanswered (a
+        failed preload is not an error here: the load that needs the module says why)."""
+        while self._unanswered:
+            self._unanswered -= 1
+            with contextlib.suppress(WorkerUnavailable):
+                self._answer(label, timeout)
+        return self._answer(label, timeout)
+
+    def _answer(self, label: str, timeout: float | None) -> Any:
         if timeout is not None and not self._connection.poll(timeout):
-            raise WorkerUnavailable(
-                f"{self.label}: the counting worker did not load within {timeout:g} s"
-            )
+            raise WorkerUnavailable(f"{label}: the counting worker did not answer in {timeout:g} s")
         try:
             status, value = self._connection.recv()
         except (EOFError, OSError) as error:
+            log = self._log_tail()
+            code = self._process.poll()
+            self.close()
             raise WorkerUnavailable(
-                f"{self.label}: the counting worker exited (code {self._process.poll()})"
-                f"{self._log_tail()}"
+                f"{label}: the counting worker exited (code {code}){log}"
             ) from error
         if status == "error":
-            raise WorkerUnavailable(f"{self.label}: the counting worker failed: {value}")
+            raise WorkerUnavailable(f"{label}: the counting worker failed: {value}")
         return value
 
     def _log_tail(self) -> str:
@@ -393,6 +421,49 @@ class CountingWorker:
             return ""
         tail = log.read_text(errors="replace").strip().splitlines()[-5:]
         return "; valgrind said: " + " | ".join(tail) if tail else ""
+
+
+_shared: dict[int, CountingWorker] = {}
+
+
+def shared_worker(threads: int | None) -> CountingWorker:
+    """The session's counting worker for this thread count (started on first load)."""
+    return _shared.setdefault(threads or 1, CountingWorker(threads=threads))
+
+
+@atexit.register
+def close_shared_workers() -> None:
+    """End every shared counting worker (the plugin calls this when the session ends)."""
+    for worker in _shared.values():
+        worker.close()
+    _shared.clear()
+
+
+class CountedPair:
+    """A comparison's two sides in a counting worker: loaded by the first side that starts,
+    unloaded when the last one closes."""
+
+    def __init__(self, worker: CountingWorker, sides: list[tuple[Loader, Any]], label: str):
+        self.worker = worker
+        self.sides = sides
+        self.label = label
+        self.slots: list[int] = []
+        self.load_seconds = 0.0
+        self._users = 0
+
+    def acquire(self) -> None:
+        if not self.slots:
+            begin = time.perf_counter()
+            self.slots = self.worker.load(self.sides, label=self.label)
+            self.load_seconds = time.perf_counter() - begin
+        self._users += 1
+
+    def release(self) -> None:
+        self._users -= 1
+        if self._users <= 0 and self.slots:
+            slots, self.slots, self._users = self.slots, [], 0
+            with contextlib.suppress(WorkerUnavailable):
+                self.worker.unload(slots)
 
 
 class CountedSide:
@@ -405,12 +476,16 @@ class CountedSide:
     isolation = "worker process under valgrind (callgrind)"
     fallback: Callable[[], Any] | None = None
 
-    def __init__(self, worker: CountingWorker, slot: int, label: str) -> None:
-        self.worker = worker
-        self.slot = slot
+    def __init__(self, pair: CountedPair, index: int, label: str) -> None:
+        self.pair = pair
+        self.index = index
         self.label = label
         self.counts: list[Counts] = []
         self._started = False
+
+    @property
+    def worker(self) -> CountingWorker:
+        return self.pair.worker
 
     @property
     def running(self) -> bool:
@@ -418,21 +493,21 @@ class CountedSide:
 
     def start(self) -> None:
         if not self._started:
-            self.worker.acquire()
+            self.pair.acquire()
             self._started = True
 
     def sample(self, calls: int) -> list[float]:
-        counted = self.worker.count(self.slot, calls)
+        counted = self.worker.count(self.pair.slots[self.index], calls, label=self.label)
         self.counts += counted
         return [c.instructions for c in counted]
 
     def close(self) -> None:
         if self._started:
             self._started = False
-            self.worker.release()
+            self.pair.release()
 
     def report(self, skip: int) -> dict[str, Any]:
-        """Per-call medians of the counts after the first ``skip`` (first call, warm-up)."""
+        """Per-call medians of the counts after the first ``skip`` (engine warm-up calls)."""
         kept = self.counts[skip:] or self.counts
         return {
             **per_call(kept),
@@ -440,18 +515,27 @@ class CountedSide:
             "isa_note": ISA_NOTE,
             "cycles_model": CYCLES_MODEL,
             "valgrind": self.worker.valgrind,
-            "start_seconds": self.worker.start_seconds,
+            "valgrind_options": " ".join(VALGRIND_OPTIONS),
+            "worker_start_seconds": self.worker.start_seconds,
+            "load_seconds": self.pair.load_seconds,
+            "worker_pid": self.worker.pid,
         }
 
 
 def counted_sides(
-    variant: tuple[Loader, Any], reference: tuple[Loader, Any], *, threads: int | None, label: str
+    variant: tuple[Loader, Any],
+    reference: tuple[Loader, Any],
+    *,
+    threads: int | None,
+    label: str,
+    worker: CountingWorker | None = None,
 ) -> tuple[CountedSide, CountedSide]:
-    """The variant's and the reference's meters, sharing one worker under valgrind; each side
-    rebuilt with one thread where its loader takes a thread count."""
+    """The variant's and the reference's meters, loaded together into a counting worker (the
+    session's shared one unless given); each side rebuilt with one thread where its loader takes
+    a thread count."""
     sides = [(single_threaded(loader), batch) for loader, batch in (variant, reference)]
-    worker = CountingWorker(sides, threads=threads, label=label)
-    return CountedSide(worker, 0, f"{label} variant"), CountedSide(worker, 1, f"{label} reference")
+    pair = CountedPair(worker or shared_worker(threads), sides, label)
+    return CountedSide(pair, 0, f"{label} variant"), CountedSide(pair, 1, f"{label} reference")
 
 
 def single_threaded(loader: Loader) -> Loader:
@@ -511,51 +595,97 @@ def _isa_seen() -> dict[str, str]:
     return seen
 
 
-def _serve(connection: Connection) -> None:
-    """Load every side, warm up natively, switch instrumentation on, then count on request."""
-    requests = ClientRequests()
-    try:
-        sides, threads, warmup_calls = pickle.loads(connection.recv_bytes())
-        if not requests.running_on_valgrind():
+class _Served:
+    """The worker's side of the protocol: slots of loaded runs, counted on request."""
+
+    def __init__(self, connection: Connection, threads: int) -> None:
+        self.connection = connection
+        self.requests = ClientRequests()
+        self.runs: dict[int, tuple[Callable[[Any], Any], Any]] = {}
+        self.next_slot = 0
+        self.dumps = 0
+        self.instrumented = False
+        if not self.requests.running_on_valgrind():
             raise RuntimeError("not running under valgrind: counts would be meaningless")
-        _fix_torch_threads(threads or 1)
+        _fix_torch_threads(threads)
+
+    def preload(self, modules: tuple[str, ...]) -> None:
+        """Import modules ahead of a load, at valgrind's core speed."""
+        self._instrument(False)
+        for module in modules:
+            importlib.import_module(module)
+
+    def load(self, sides: list[tuple[Loader, Any]], warmup_calls: int) -> dict[str, Any]:
+        self._instrument(False)  # loading and native warm-up at the core's speed
+        gc.enable()
         runs = [(loader.load(), batch) for loader, batch in sides]
         for run, batch in runs:
             for _ in range(warmup_calls):
                 run(batch)
         gc.collect()
         gc.disable()  # a collection inside a counted call would add its instructions to it
-        requests.start_instrumentation()
+        self._instrument(True)
         for run, batch in runs:  # warm the simulated caches; collection is still off
             run(batch)
-        dumps = 1
-        requests.toggle_collect()
-        requests.toggle_collect()
-        requests.dump("empty bracket")
+        self.requests.toggle_collect()
+        self.requests.toggle_collect()
+        overhead = self._dump("empty bracket")
+        slots = []
+        for loaded in runs:
+            self.runs[self.next_slot] = loaded
+            slots.append(self.next_slot)
+            self.next_slot += 1
+        return {"slots": slots, "overhead_dump": overhead, "isa": _isa_seen()}
+
+    def unload(self, slots: list[int]) -> None:
+        for slot in slots:
+            self.runs.pop(slot, None)
+        gc.collect()
+
+    def count(self, slot: int, calls: int) -> list[int]:
+        self._instrument(True)
+        run, batch = self.runs[slot]
+        numbers = []
+        for _ in range(calls):
+            self.requests.toggle_collect()
+            run(batch)
+            self.requests.toggle_collect()
+            numbers.append(self._dump(f"slot {slot}"))
+        return numbers
+
+    def _instrument(self, on: bool) -> None:
+        if on != self.instrumented:
+            (self.requests.start_instrumentation if on else self.requests.stop_instrumentation)()
+            self.instrumented = on
+
+    def _dump(self, label: str) -> int:
+        self.dumps += 1
+        self.requests.dump(label)
+        return self.dumps
+
+
+def _serve(connection: Connection, threads: int) -> None:
+    """Answer load, count and unload requests until the parent sends None or goes away."""
+    try:
+        served = _Served(connection, threads)
     except Exception as error:
-        connection.send(("error", f"{type(error).__name__}: {error}\n{traceback.format_exc()}"))
+        connection.send(("error", f"{type(error).__name__}: {error}"))
         return
-    connection.send(("ready", {"isa": _isa_seen(), "overhead_dump": dumps}))
+    connection.send(("ready", None))
     while True:
-        request = connection.recv()
+        try:
+            message = connection.recv_bytes()
+        except (EOFError, OSError):
+            return
+        request = pickle.loads(message)
         if request is None:
             return
-        slot, calls = request
-        run, batch = runs[slot]
-        numbers = []
+        verb, *arguments = request
         try:
-            for _ in range(calls):
-                requests.toggle_collect()
-                run(batch)
-                requests.toggle_collect()
-                dumps += 1
-                requests.dump(f"side {slot}")
-                numbers.append(dumps)
+            connection.send(("ok", getattr(served, verb)(*arguments)))
         except Exception as error:
-            connection.send(("error", f"{type(error).__name__}: {error}"))
-            return
-        connection.send(("dumps", numbers))
+            connection.send(("error", f"{type(error).__name__}: {error}\n{traceback.format_exc()}"))
 
 
 if __name__ == "__main__":
-    _serve(Connection(int(sys.argv[1])))
+    _serve(Connection(int(sys.argv[1])), int(sys.argv[2]))

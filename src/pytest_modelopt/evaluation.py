@@ -55,6 +55,8 @@ REFERENCE = "eager"
 # Counted calls of a tiny torch model vary by about 1% (glibc malloc, CPython's call paths); more
 # than this between rounds means the work itself changes from call to call.
 COUNT_NOISE = 0.05
+# Counted rounds per comparison: calls vary so little that three bound a narrow interval.
+COUNTED_ROUNDS = 3
 
 
 @dataclass
@@ -354,6 +356,8 @@ class Evaluator:
         meter = meter or settings.meter
         if meter not in METERS:
             raise ValueError(f"meter must be one of {', '.join(METERS)}, got {meter!r}")
+        if meter == "instructions":
+            self._start_counting_worker(technique_name)
         reference = self.build(REFERENCE)
         variant = self.build(technique_name, params)
         cross_runtime = variant.runtime_family != reference.runtime_family
@@ -417,6 +421,16 @@ class Evaluator:
             fallback=call,
             label=f"{self.spec.name}[{variant.technique}]",
         )
+
+    def _start_counting_worker(self, technique_name: str) -> None:
+        """Start the session's counting worker importing the runtimes this comparison needs
+        (torch and the technique's packages), while the variants are built here."""
+        from pytest_modelopt.counting import shared_worker
+        from pytest_modelopt.registry import get_technique
+
+        packages = get_technique(technique_name).requires.packages
+        frameworks = ("torch",) if self.spec.framework == "torch" else ()
+        shared_worker(1).start(preload=tuple(dict.fromkeys(frameworks + packages)))
 
     def _counted_sides(self, variant: Variant, reference: Variant) -> tuple[Side, Side]:
         """Both sides counted under valgrind in one worker process; a variant that cannot be
@@ -520,19 +534,24 @@ def regression_metrics(out: np.ndarray, ref: np.ndarray, labels: list[Any]) -> d
 
 
 def counting_settings(settings: MeasureSettings) -> MeasureSettings:
-    """The engine's settings for the counting meter: one thread, a call of warm-up (the worker
-    warms up natively before counting), no settling (counts do not drift), a first check at
-    the fewest rounds that bound a finite interval, and a time cap that allows for valgrind."""
-    from pytest_modelopt.stats import fewest_rounds
-
+    """The engine's settings for the counting meter: one thread; no first call, warm-up or
+    settling of the engine's (the worker warms each side up natively and once under valgrind, and
+    counts do not drift); Student's t interval from three rounds, since counts barely vary, and
+    checked after every round, since a counted round is dear; and the three rounds whatever they
+    cost (a counted round is bounded and predictable, up to
+    minutes for a large model), within a time cap that allows for valgrind."""
     return dataclasses.replace(
         settings,
         meter="instructions",
         threads=1,
         warmup_s=0.0,
-        warmup_calls=1,
+        warmup_calls=0,
         settle=False,
-        min_rounds=fewest_rounds(settings.confidence),
+        first_call=False,
+        estimator="student_t",
+        min_rounds=COUNTED_ROUNDS,
+        check_every=1,
+        overrun=math.inf,
         max_time_s=max(settings.max_time_s, 60.0),
     )
 

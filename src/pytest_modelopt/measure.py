@@ -28,7 +28,9 @@ with CUDA events around each call, never a host clock around asynchronous work.
 The engine asks each side, a *meter*, for samples: per-call figures in the meter's unit. Wall-clock
 meters (``InProcess``, ``Worker``, ``CudaEvents``) give seconds; the counting meter
 (pytest_modelopt.counting) gives instructions counted under valgrind. One loop serves both: the
-counting meter only changes the settings (no time-based warm-up, no settling: counts do not drift).
+counting meter only changes the settings: no first call or warm-up of the engine's (its worker warms
+up natively), no settling (counts do not drift), and Student's t interval over as few as three
+rounds instead of the signed-rank interval's eleven (stats.student_t_ratio_estimate).
 """
 
 from __future__ import annotations
@@ -45,9 +47,9 @@ from typing import Any, Protocol
 import numpy as np
 
 from pytest_modelopt.stats import (
+    ESTIMATORS,
     Summary,
     fewest_rounds,
-    ratio_estimate,
     relative_width,
     summarize,
 )
@@ -98,6 +100,16 @@ class MeasureSettings:
     workers: bool = True
     meter: str = "wall"
     settle: bool = True
+    first_call: bool = True
+    check_every: int = 10
+    estimator: str = "signed_rank"
+    overrun: float = OVERRUN
+
+    def __post_init__(self) -> None:
+        if self.estimator not in ESTIMATORS:
+            raise ValueError(
+                f"estimator must be one of {', '.join(ESTIMATORS)}, got {self.estimator!r}"
+            )
 
 
 @dataclass
@@ -217,7 +229,7 @@ class Interleaver:
     def run(self, max_time_s: float | None = None) -> Comparison:
         """Warm up, then add rounds until precise enough or out of time.
 
-        The time cap is stretched (up to ``OVERRUN`` times) for as many rounds as a finite
+        The time cap is stretched (up to ``settings.overrun`` times) for as many rounds as a finite
         interval needs: fewer could decide nothing, so stopping there would waste the time spent.
         """
         settings = self.settings
@@ -225,7 +237,7 @@ class Interleaver:
         with self._started(), fixed_threads(settings.threads), gc_paused():
             start = time.perf_counter()
             self._warm_up(budget)
-            stopped_by = self._rounds(start + budget, start + OVERRUN * budget)
+            stopped_by = self._rounds(start + budget, start + settings.overrun * budget)
             self._threads = current_threads()
             self._elapsed += time.perf_counter() - start
         return self._comparison(stopped_by)
@@ -267,6 +279,9 @@ class Interleaver:
         is warmed up again.
         """
         settings = self.settings
+        if self._timings is None and not settings.first_call:
+            self._timings = (Timing(first_call_s=math.nan), Timing(first_call_s=math.nan))
+            return
         if self._timings is None:
             first = [side.sample(1)[0] for side in self._sides]
             self._timings = (Timing(first_call_s=first[0]), Timing(first_call_s=first[1]))
@@ -302,7 +317,8 @@ class Interleaver:
         assert self._timings is not None
         variant, reference = self._timings
         settings = self.settings
-        floor = fewest_rounds(settings.confidence)
+        floor = self._fewest_rounds()
+        self._estimate([1.0] * floor)  # imports scipy now, so a check's cost is its own below
         stretched = False
         next_check = len(self._ratios) + settings.min_rounds
         next_check_time = 0.0
@@ -322,10 +338,10 @@ class Interleaver:
             self._ratios.append(r / v if v > 0 else math.inf)
             now = time.perf_counter()
             if len(self._ratios) >= next_check and now >= next_check_time:
-                estimate, interval = ratio_estimate(self._ratios, settings.confidence)
+                estimate, interval = self._estimate(self._ratios)
                 if relative_width(estimate, interval) <= settings.target_width:
                     return "precision"
-                next_check = len(self._ratios) + max(10, len(self._ratios) // 10)
+                next_check = len(self._ratios) + max(settings.check_every, len(self._ratios) // 10)
                 # Checks get dearer with the rounds: keep them to a few % of the time.
                 next_check_time = now + 30 * (time.perf_counter() - now)
             if now >= deadline:
@@ -337,6 +353,16 @@ class Interleaver:
                         f"{len(self._ratios)} rounds at the time cap; going on to {floor}, the "
                         f"fewest that bound a {settings.confidence:.1%} interval"
                     )
+
+    def _estimate(self, ratios: list[float]) -> tuple[float, tuple[float, float]]:
+        return ESTIMATORS[self.settings.estimator](ratios, self.settings.confidence)
+
+    def _fewest_rounds(self) -> int:
+        """The fewest rounds that bound an interval: the signed-rank's 11 at 99.9%, else the
+        settings' ``min_rounds`` (at least 2)."""
+        if self.settings.estimator == "signed_rank":
+            return fewest_rounds(self.settings.confidence)
+        return max(2, self.settings.min_rounds)
 
     def _block(self, side: Side, timing: Timing) -> float:
         """Time one block of calls; keep the samples after the transition; return their median."""
@@ -357,14 +383,14 @@ class Interleaver:
     def _comparison(self, stopped_by: str) -> Comparison:
         assert self._timings is not None
         ratios = list(self._ratios)
-        speedup, interval = ratio_estimate(ratios, self.settings.confidence)
+        speedup, interval = self._estimate(ratios)
         counts = {}
         for name, side, timing in zip(
             ("variant", "reference"), self._sides, self._timings, strict=True
         ):
             report = getattr(side, "report", None)
             if report is not None:  # the counting meter: events per call after the warm-up
-                counts[name] = report(skip=1 + timing.warmup_calls)
+                counts[name] = report(skip=int(self.settings.first_call) + timing.warmup_calls)
         return Comparison(
             variant=self._timings[0],
             reference=self._timings[1],

@@ -15,6 +15,7 @@ import datetime as dt
 import json
 import math
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -308,6 +309,9 @@ class ModeloptSession:
         self.partial += [reason for reason in data["partial"] if reason not in self.partial]
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        counting = sys.modules.get("pytest_modelopt.counting")
+        if counting is not None:  # the session's counting workers end with it
+            counting.close_shared_workers()
         workeroutput = getattr(self.config, "workeroutput", None)
         if workeroutput is not None:  # an xdist worker: the controller writes
             workeroutput[WORKER_OUTPUT_KEY] = json.dumps(
@@ -455,17 +459,31 @@ class ModeloptSession:
     def _baseline_lines(self) -> list[tuple[str, dict[str, bool]]]:
         if not self.records or self.settings.save_baseline:
             return []
-        fingerprint = self.store.fingerprint
-        statuses = [record["baseline"]["status"] for record in self.records]
-        if not self.store.exists():
+        lines: list[tuple[str, dict[str, bool]]] = []
+        meters = dict.fromkeys(record.get("meter", "wall") for record in self.records)
+        for meter in meters:
+            statuses = [
+                record["baseline"]["status"]
+                for record in self.records
+                if record.get("meter", "wall") == meter
+            ]
+            lines += self._baseline_summary(self.store_for(meter), statuses)
+        return lines
+
+    @staticmethod
+    def _baseline_summary(
+        store: BaselineStore, statuses: list[str]
+    ) -> list[tuple[str, dict[str, bool]]]:
+        """What one meter's records were compared with: the baseline's verdicts, or why none."""
+        if not store.exists():
             lines = [
                 (
-                    f"no baseline for {fingerprint} in {self.store.root}: contracts were checked "
+                    f"no baseline for {store.fingerprint} in {store.root}: contracts were checked "
                     "against their own budgets only; record one with --modelopt-save-baseline",
                     {"yellow": True},
                 )
             ]
-            for other, differences in self.store.other_fingerprints().items():
+            for other, differences in store.other_fingerprints().items():
                 lines.append(
                     (
                         f"baselines of another fingerprint, never compared here: {other} "
@@ -477,7 +495,7 @@ class ModeloptSession:
         counts = {s: statuses.count(s) for s in dict.fromkeys(statuses)}
         summary = ", ".join(f"{count} {status}" for status, count in counts.items())
         markup = {"red": True} if "regressed" in counts else {"green": True}
-        return [(f"compared with the baseline for {fingerprint}: {summary}", markup)]
+        return [(f"compared with the baseline for {store.fingerprint}: {summary}", markup)]
 
     def write_json(self, path: Path) -> None:
         from pytest_modelopt.report import benchmark_header, environment

@@ -225,6 +225,28 @@ def test_only_the_counted_calls_are_counted() -> None:
     assert min(small_calls) == pytest.approx(2000 * per_step, rel=0.05)
 
 
+@needs_valgrind
+def test_a_preload_overlaps_and_a_failed_one_leaves_the_load_to_say_why() -> None:
+    from pytest_modelopt.counting import counted_sides
+    from pytest_modelopt.worker import WorkerUnavailable
+
+    worker = CountingWorker(threads=1)
+    try:
+        worker.start(preload=("json", "no_such_module_zz"))  # answered later, not awaited
+        loops = (Loader("test_counting:looping_runner", {"work": 1000}), None)
+        variant, _ = counted_sides(loops, loops, threads=1, label="loops", worker=worker)
+        variant.start()
+        assert variant.sample(1)[0] > 0
+        variant.close()
+        missing = (Loader("no_such_module_zz:runner", {}), None)
+        variant, _ = counted_sides(missing, loops, threads=1, label="missing", worker=worker)
+        with pytest.raises(WorkerUnavailable, match=r"missing: the counting worker failed.*zz"):
+            variant.start()
+        assert worker.running  # a failed load leaves the process for the next comparison
+    finally:
+        worker.close()
+
+
 # -- selection ---------------------------------------------------------------------------------
 
 

@@ -10,7 +10,9 @@ extra compute that competes for the CPU like a real regression (a calibrated ext
 as a second series, of sleep; (d) ratio bias: for each runtime pair the suites use, the engine's
 speedup against the ratio of medians measured in isolated processes; (e) time to a verdict.
 (a) to (c) run on a synthetic ~1 ms matmul and on a real pair (eager torch vs ONNX Runtime on
-mobilenetv3_small_100). The last line is the summary:
+mobilenetv3_small_100). (x) cross-session verdicts: a baseline recorded in one fresh process and
+judged in others, with both meters (wall and instructions), in benchmarks/cross_session.py. The
+last line is the summary:
 
     verdict-quality: aa_false_alarm=X% detect_2=A% detect_5=Y% detect_10=Z% detect_20=W% ...
 """
@@ -25,6 +27,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -66,7 +69,14 @@ def main() -> None:
         "--sections",
         default="abcd",
         help="which parts to run: a overhead, b/c synthetic "
-        "and real gate quality, d ratio bias (default: all)",
+        "and real gate quality, d ratio bias, x cross-session (default: abcd)",
+    )
+    parser.add_argument("--processes", type=int, default=20, help="fresh processes per meter (x)")
+    parser.add_argument(
+        "--jobs", type=int, default=2, help="counting probes at a time (x; wall ones run alone)"
+    )
+    parser.add_argument(
+        "--probes-dir", default="cross-session-probes", help="where (x) keeps each probe's JSON"
     )
     args = parser.parse_args()
     warnings.simplefilter("ignore")
@@ -120,7 +130,11 @@ def main() -> None:
             )
         )
 
+    if "x" in sections:
+        figures["cross_session"] = cross_session(args)
     print_table(rows)
+    for line in figures.get("cross_session", {}).get("lines", []):
+        print(line)
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(figures, handle, indent=2, default=float)
@@ -134,6 +148,22 @@ def main() -> None:
         )
         + f" ratio_bias={bias['max_bias'] * 100:.1f}% overhead_us={overhead + bookkeeping:.2f}"
     )
+
+
+def cross_session(args: argparse.Namespace) -> dict[str, Any]:
+    """(x): fresh probe processes per meter, every ordered pair of them judged by the gate."""
+    import cross_session as probes
+
+    processes = 4 if args.quick else args.processes
+    directory = Path(args.probes_dir)
+    figures: dict[str, Any] = {"rows": [], "lines": []}
+    for meter, jobs in (("instructions", args.jobs), ("wall", 1)):
+        print(f"(x) {processes} fresh {meter} probes", flush=True)
+        results = probes.run_probes(meter, processes, jobs, 3.0, args.threads, directory)
+        rows = probes.analyse(results)
+        figures["rows"] += rows
+        figures["lines"] += probes.report(rows)
+    return figures
 
 
 # -- workloads ---------------------------------------------------------------------------------

@@ -378,12 +378,20 @@ def test_counts_agree_between_processes_and_catch_two_percent(
 
 @needs_valgrind
 def test_the_inject_slowdown_aid_reaches_the_counted_worker(counted: pytest.Pytester) -> None:
+    """Under the counting meter the injected loop is sized in instructions: +2% asked is +2%
+    of the variant's instructions, in every process."""
     contract(counted)
     measure = "--modelopt-measure=instructions"
-    counted.runpytest(measure, "--modelopt-save-baseline").assert_outcomes(passed=1)
-    result = counted.runpytest(measure, "--modelopt-inject-slowdown=toy_fast=0.3")
+    result = counted.runpytest(measure, "--modelopt-save-baseline", "--modelopt-json=clean.json")
+    result.assert_outcomes(passed=1)
+    result = counted.runpytest(
+        measure, "--modelopt-inject-slowdown=toy_fast=0.02", "--modelopt-json=slowed.json"
+    )
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*instructions_per_call*FAIL*"])
+    clean, slowed = counts_of(counted.path / "clean.json"), counts_of(counted.path / "slowed.json")
+    grown = slowed["variant"]["instructions"] / clean["variant"]["instructions"] - 1
+    assert grown == pytest.approx(0.02, abs=0.005)  # plus the wrapper's call: 0.3% of a toy call
 
 
 @needs_valgrind

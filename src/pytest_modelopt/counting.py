@@ -318,6 +318,7 @@ class CountingWorker:
             "pytest_modelopt.counting",
             str(theirs.fileno()),
             str(self.threads or 1),
+            str(self._directory),
         ]
         self._process = subprocess.Popen(
             command,
@@ -481,6 +482,7 @@ class CountedSide:
         self.index = index
         self.label = label
         self.counts: list[Counts] = []
+        self.seconds: list[float] = []  # wall time of each counted call, under valgrind
         self._started = False
 
     @property
@@ -497,7 +499,9 @@ class CountedSide:
             self._started = True
 
     def sample(self, calls: int) -> list[float]:
+        begin = time.perf_counter()
         counted = self.worker.count(self.pair.slots[self.index], calls, label=self.label)
+        self.seconds += [(time.perf_counter() - begin) / max(calls, 1)] * calls
         self.counts += counted
         return [c.instructions for c in counted]
 
@@ -518,6 +522,7 @@ class CountedSide:
             "valgrind_options": " ".join(VALGRIND_OPTIONS),
             "worker_start_seconds": self.worker.start_seconds,
             "load_seconds": self.pair.load_seconds,
+            "seconds_per_call": statistics.median(self.seconds) if self.seconds else None,
             "worker_pid": self.worker.pid,
         }
 
@@ -598,8 +603,9 @@ def _isa_seen() -> dict[str, str]:
 class _Served:
     """The worker's side of the protocol: slots of loaded runs, counted on request."""
 
-    def __init__(self, connection: Connection, threads: int) -> None:
+    def __init__(self, connection: Connection, threads: int, directory: Path) -> None:
         self.connection = connection
+        self.directory = directory
         self.requests = ClientRequests()
         self.runs: dict[int, tuple[Callable[[Any], Any], Any]] = {}
         self.next_slot = 0
@@ -627,6 +633,10 @@ class _Served:
         self._instrument(True)
         for run, batch in runs:  # warm the simulated caches; collection is still off
             run(batch)
+        for run, batch in runs:  # a run sized in instructions (the testing aid's slowdown)
+            calibrate = getattr(run, "calibrate_with", None)
+            if calibrate is not None:
+                calibrate(self.instructions_of, batch)
         self.requests.toggle_collect()
         self.requests.toggle_collect()
         overhead = self._dump("empty bracket")
@@ -653,6 +663,18 @@ class _Served:
             numbers.append(self._dump(f"slot {slot}"))
         return numbers
 
+    def instructions_of(self, call: Callable[[], Any]) -> float:
+        """The instructions of one ``call``, counted here (less an empty bracket's)."""
+        counts = []
+        for thunk in (call, lambda: None):
+            self.requests.toggle_collect()
+            thunk()
+            self.requests.toggle_collect()
+            path = self.directory / f"callgrind.out.{self._dump('calibration')}"
+            counts.append(parse_callgrind(path, top=0).instructions)
+            path.unlink()
+        return max(0.0, counts[0] - counts[1])
+
     def _instrument(self, on: bool) -> None:
         if on != self.instrumented:
             (self.requests.start_instrumentation if on else self.requests.stop_instrumentation)()
@@ -664,10 +686,10 @@ class _Served:
         return self.dumps
 
 
-def _serve(connection: Connection, threads: int) -> None:
+def _serve(connection: Connection, threads: int, directory: Path) -> None:
     """Answer load, count and unload requests until the parent sends None or goes away."""
     try:
-        served = _Served(connection, threads)
+        served = _Served(connection, threads, directory)
     except Exception as error:
         connection.send(("error", f"{type(error).__name__}: {error}"))
         return
@@ -688,4 +710,4 @@ def _serve(connection: Connection, threads: int) -> None:
 
 
 if __name__ == "__main__":
-    _serve(Connection(int(sys.argv[1])), int(sys.argv[2]))
+    _serve(Connection(int(sys.argv[1])), int(sys.argv[2]), Path(sys.argv[3]))

@@ -5,11 +5,12 @@
 regression gate can be seen to fail on the variant it names. Never use it outside such a check:
 the variant's notes and the summary say it was slowed down.
 
-A variant that a worker process rebuilds (its ``Loader``: timed alone between runtimes, or counted
-under valgrind) gets the slowdown there too, as a fixed number of loop iterations per call,
-calibrated here on the variant's own calls: the same work in every process, so the counting meter
-sees a deterministic extra cost (about the fraction asked, as far as the loop's and the model's
-instructions per second agree).
+A variant that a worker process rebuilds (its ``Loader``) gets the slowdown there too, as a fixed
+number of loop iterations per call. In a timing worker they are calibrated here, on the variant's
+own calls. In the counting worker they are sized in instructions: the worker counts one call of
+the variant and of the loop and sets the iterations so that the loop adds the fraction asked of
+the variant's instructions (a timing calibration, run on a busy machine, came out anywhere from
++0.2% to +3.7% of the instructions for a +2% asked). Either way the same work in every call.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def inject_slowdown(variant: Variant, fraction: float, batch: Any = None) -> Non
         iterations = calibrated_iterations(variant.run, batch, fraction)
         variant.loader = Loader(
             "pytest_modelopt.testing:slowed_runner",
-            {"loader": variant.loader, "iterations": iterations},
+            {"loader": variant.loader, "iterations": iterations, "fraction": fraction},
             numpy_inputs=variant.loader.numpy_inputs,
         )
         variant.details[INJECTED_ITERATIONS] = iterations
@@ -70,16 +71,36 @@ def calibrated_iterations(
     return max(1, round(fraction * call_s / (loop_s / iterations)))
 
 
-def slowed_runner(loader: Loader, iterations: int) -> Callable[[Any], Any]:
+def slowed_runner(loader: Loader, iterations: int, fraction: float = 0.0) -> SlowedRun:
     """A worker's loader: the wrapped loader's run, then ``iterations`` of :func:`busy_loop`."""
-    run = loader.load()
+    return SlowedRun(loader.load(), iterations, fraction)
 
-    def run_slowed(batch: Any) -> Any:
-        output = run(batch)
-        busy_loop(iterations)
+
+class SlowedRun:
+    """A run followed by a fixed loop; the counting worker resizes the loop in instructions."""
+
+    def __init__(self, run: Callable[[Any], Any], iterations: int, fraction: float) -> None:
+        self.run, self.iterations, self.fraction = run, iterations, fraction
+
+    def __call__(self, batch: Any) -> Any:
+        output = self.run(batch)
+        busy_loop(self.iterations)
         return output
 
-    return run_slowed
+    def calibrate_with(
+        self, instructions_of: Callable[[Callable[[], Any]], float], batch: Any
+    ) -> None:
+        """Size the loop at ``fraction`` of the run's instructions, as ``instructions_of`` counts
+        them (the counting worker's callgrind). A loop's cost per iteration grows with its length
+        (CPython caches small ints), so the size is refined on the loop itself."""
+        target = self.fraction * instructions_of(lambda: self.run(batch))
+        iterations = 10_000
+        for _ in range(3):
+            per_iteration = instructions_of(lambda n=iterations: busy_loop(n)) / iterations
+            if per_iteration <= 0:
+                return
+            iterations = max(1, round(target / per_iteration))
+        self.iterations = iterations
 
 
 def busy_loop(iterations: int) -> int:

@@ -15,6 +15,7 @@ the variant's instructions (a timing calibration, run on a busy machine, came ou
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -96,7 +97,7 @@ class SlowedRun:
         target = self.fraction * instructions_of(lambda: self.run(batch))
         iterations = 10_000
         for _ in range(3):
-            per_iteration = instructions_of(lambda n=iterations: busy_loop(n)) / iterations
+            per_iteration = instructions_of(functools.partial(busy_loop, iterations)) / iterations
             if per_iteration <= 0:
                 return
             iterations = max(1, round(target / per_iteration))

@@ -6,7 +6,7 @@ import pytest
 torch = pytest.importorskip("torch")
 from models import QUICK, agreement_tolerance, mlp_spec  # noqa: E402
 from pytest_modelopt import Evaluator, ModelSpec  # noqa: E402
-from pytest_modelopt.errors import BuildError  # noqa: E402
+from pytest_modelopt.errors import BuildError, HardwareMissing  # noqa: E402
 
 onnxruntime_required = pytest.mark.modelopt_requires(backend="onnxruntime")
 openvino_required = pytest.mark.modelopt_requires(backend="openvino")
@@ -185,7 +185,8 @@ def test_openvino_compiles_static_shapes_then_falls_back_to_dynamic(evaluator: E
     variant = evaluator.build("openvino")
     assert variant.details["input_shapes"].startswith("static, compiled for each input shape")
     core = ov.Core()
-    models = ShapeCompiled(core, core.read_model(variant.files[0]), "CPU", {})
+    config = variant.loader.kwargs["config"]  # as the variant compiles (f32 under an ISA cap)
+    models = ShapeCompiled(core, core.read_model(variant.files[0]), "CPU", config)
     static = [models.compiled(((size, 16),)) for size in range(1, models.MAX_STATIC_SHAPES + 1)]
     assert [c.input(0).get_partial_shape().is_static for c in static] == [True] * len(static)
     assert models.compiled(((1, 16),)) is static[0]  # compiled once per shape
@@ -226,13 +227,20 @@ def test_openvino_agrees_within_what_its_stated_precision_allows(evaluator) -> N
         assert error < agreement_tolerance(precision, expected), (technique, precision, error)
 
 
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
 @openvino_required
 @pytest.mark.parametrize("precision", ["f32", "bf16"])
 def test_openvino_precision_can_be_pinned(evaluator, precision) -> None:
+    hardware = evaluator.hardware
+    capped_away = any(f in hardware.cpu.flags and not hardware.has_isa(f) for f in BF16_FLAGS)
+    if precision == "bf16" and capped_away:  # an ISA cap forbids what this CPU has: see below
+        with pytest.raises(HardwareMissing, match="forbids"):
+            evaluator.build("openvino", params={"inference_precision": precision})
+        return
     variant = evaluator.build("openvino", params={"inference_precision": precision})
-    if precision == "bf16" and not (
-        evaluator.hardware.has_isa("avx512_bf16") or evaluator.hardware.has_isa("amx_bf16")
-    ):
+    if precision == "bf16" and not any(hardware.has_isa(flag) for flag in BF16_FLAGS):
         # Without bf16 instructions OpenVINO runs f32 whatever it is asked: stated, not hidden.
         assert variant.details["execution_precision"] == "f32"
     else:
@@ -241,6 +249,34 @@ def test_openvino_precision_can_be_pinned(evaluator, precision) -> None:
     # built into a directory of its own: the default build's IR is not overwritten
     assert variant.files[0].parent != evaluator.build("openvino").files[0].parent
     assert all(path.is_file() for path in evaluator.build("openvino").files)
+
+
+@openvino_required
+def test_openvino_pins_f32_where_an_isa_cap_forbids_its_default(tmp_path) -> None:
+    """OpenVINO's CPU plugin takes its default precision from CPUID, not from ONEDNN_MAX_CPU_ISA
+    (capped to AVX2 on an AVX512-BF16 CPU it chose bf16 and returned an empty output): under a
+    cap that forbids bf16 the variant pins f32 and says why, and a pinned bf16 is a skip."""
+    import dataclasses
+
+    from pytest_modelopt.hardware import IsaCap, detect_hardware
+
+    detected = detect_hardware()
+    capped = dataclasses.replace(
+        detected, isa_cap=IsaCap.from_environment({"ONEDNN_MAX_CPU_ISA": "AVX2"})
+    )
+    evaluator = Evaluator(mlp_spec(), settings=QUICK, workdir=tmp_path, hardware=capped)
+    variant = evaluator.build("openvino")
+    assert variant.details["execution_precision"] == "f32"
+    cpu_has_bf16 = any(flag in detected.cpu.flags for flag in BF16_FLAGS)
+    pinned_notes = [note for note in variant.notes if "f32 execution pinned" in note]
+    assert bool(pinned_notes) == cpu_has_bf16, variant.notes
+    if cpu_has_bf16:
+        assert "ONEDNN_MAX_CPU_ISA=AVX2" in pinned_notes[0]
+        with pytest.raises(HardwareMissing, match=r"'bf16' for mlp needs avx512_bf16.*forbids"):
+            evaluator.build("openvino", params={"inference_precision": "bf16"})
+    else:  # nothing to forbid: the plugin runs f32 as it would anyway
+        pinned = evaluator.build("openvino", params={"inference_precision": "bf16"})
+        assert pinned.precision == "f32"
 
 
 @openvino_required

@@ -96,7 +96,8 @@ _X86_FLAGS = _CAP_LEVELS["amx"]
 ISA_CAP_VARIABLES: dict[str, tuple[str, dict[str, str | None]]] = {
     "ONEDNN_MAX_CPU_ISA": (
         "oneDNN: torch's convolutions and bf16 matmuls, TensorFlow, OpenVINO's CPU plugin "
-        "(its kernels and its default bf16 execution)",
+        "(its kernels, not its default precision: OpenVINO variants pin f32 where a cap forbids "
+        "bf16)",
         {
             "SSE41": "sse4",
             "AVX": "sse4",

@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from pytest_modelopt.errors import BuildError
+from pytest_modelopt.errors import BuildError, HardwareMissing
 from pytest_modelopt.registry import register_technique
 from pytest_modelopt.variants.base import BuildContext, Variant, WarningsToNotes
 
@@ -25,6 +25,11 @@ CONVERSION_DEFAULTS = {"source": "torch"}
 # with AMX or AVX512-BF16, f32 elsewhere).
 PRECISIONS = ("f32", "bf16", "f16")
 PRECISION_DEFAULTS = {**CONVERSION_DEFAULTS, "inference_precision": None}
+# The CPU flags a reduced execution precision runs on. OpenVINO's CPU plugin takes its default
+# precision from CPUID, not from ONEDNN_MAX_CPU_ISA: capped to AVX2 on an AVX512-BF16 EPYC it
+# still chose bf16, ran oneDNN's reference kernels and returned an empty (0, 10) output (OpenVINO
+# 2026.4). So where a cap forbids these flags, the device's default is replaced by f32.
+PRECISION_FLAGS = {"bf16": ("avx512_bf16", "amx_bf16"), "f16": ("avx512_fp16", "amx_fp16")}
 
 
 def convert(ctx: BuildContext) -> tuple[Any, dict[str, Any], list[str]]:
@@ -76,6 +81,8 @@ def openvino_variant(
     config: dict[str, Any] = {"PERFORMANCE_HINT": hint}
     if ctx.threads and device == "CPU":
         config["INFERENCE_NUM_THREADS"] = ctx.threads
+    if device == "CPU":
+        precision_hint = _precision_the_cap_allows(ctx, core, technique, precision_hint, notes)
     if precision_hint:
         config["INFERENCE_PRECISION_HINT"] = precision_hint
     models = ShapeCompiled(core, model, device, config)
@@ -358,6 +365,34 @@ def _shapes_used(models: ShapeCompiled, hint: str) -> str:
     if models.static_failure:
         return f"dynamic (static shapes failed: {models.static_failure})"
     return f"static, compiled for each input shape (up to {models.MAX_STATIC_SHAPES}, then dynamic)"
+
+
+def _precision_the_cap_allows(
+    ctx: BuildContext, core: Any, technique: str, pinned: str | None, notes: list[str]
+) -> str | None:
+    """The precision to pin on the CPU: ``pinned``, unless an ISA cap forbids the instructions it
+    needs (a skip: the plugin would run it anyway, outside the cap), or f32 where the cap forbids
+    the plugin's default (see PRECISION_FLAGS); None keeps the default."""
+    cap = ctx.hardware.isa_cap
+    if cap is None:
+        return pinned
+    precision = pinned or _type_name(core.get_property("CPU", "INFERENCE_PRECISION_HINT"))
+    needs = PRECISION_FLAGS.get(precision, ())
+    forbidden = [flag for flag in needs if flag in ctx.hardware.cpu.flags]
+    if not forbidden or any(ctx.hardware.has_isa(flag) for flag in needs):
+        return pinned  # allowed, or a CPU without it: the plugin then runs f32 and says so
+    if pinned:
+        raise HardwareMissing(
+            f"{technique}: inference_precision {pinned!r} for {ctx.spec.name} needs "
+            f"{' or '.join(forbidden)}, which the ISA cap ({cap.describe()}) forbids; OpenVINO "
+            "would run it outside the cap. Pin f32, or lift the cap"
+        )
+    notes.append(
+        f"{technique}: f32 execution pinned: the CPU plugin's default here is {precision}, whose "
+        f"instructions the ISA cap ({cap.describe()}) forbids, and OpenVINO does not apply the "
+        "cap to its choice of precision"
+    )
+    return "f32"
 
 
 def _type_name(element_type: Any) -> str:

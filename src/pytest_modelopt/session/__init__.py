@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import datetime as dt
 import json
 import math
 import os
@@ -27,7 +26,8 @@ import pytest
 from pytest_modelopt.atomic import atomic_write_text
 from pytest_modelopt.config import Settings
 from pytest_modelopt.errors import ContractViolation, InvalidFileError
-from pytest_modelopt.hardware import Hardware, detect_hardware
+from pytest_modelopt.hardware import Hardware
+from pytest_modelopt.session.context import SessionContext, utc_now
 
 if TYPE_CHECKING:
     from filelock import FileLock
@@ -50,10 +50,11 @@ class ModeloptSession:
     """Registered as a plugin in pytest_configure; fixtures and hooks reach it through the stash."""
 
     def __init__(self, config: pytest.Config, settings: Settings) -> None:
+        self.context = SessionContext(config, settings)
         self.config = config
         self.settings = settings
+        self.log = self.context.log
         self.worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
-        self._hardware: Hardware | None = None
         self._stores: dict[str, BaselineStore] = {}
         self._lock: FileLock | None = None
         self._evaluators: dict[int, tuple[ModelSpec, Evaluator]] = {}
@@ -69,11 +70,7 @@ class ModeloptSession:
 
     @property
     def hardware(self) -> Hardware:
-        if self._hardware is None:
-            self._hardware = detect_hardware(
-                cache_dir=self._cache_dir(), machine=self.settings.machine
-            )
-        return self._hardware
+        return self.context.hardware
 
     @property
     def store(self) -> BaselineStore:
@@ -89,19 +86,6 @@ class ModeloptSession:
             self._stores[meter] = BaselineStore(root, self.hardware, meter=meter)
         return self._stores[meter]
 
-    def _cache_dir(self) -> Path | None:
-        cache = getattr(self.config, "cache", None)  # absent under -p no:cacheprovider
-        return cache.mkdir("modelopt") if cache is not None else None
-
-    def log(self, message: str) -> None:
-        """Progress of long work, printed live through pytest's terminal reporter."""
-        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
-        if reporter is None or self.config.get_verbosity() < 0:
-            return
-        capture = self.config.pluginmanager.get_plugin("capturemanager")
-        with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
-            reporter.write_line(f"modelopt: {message}", cyan=True)
-
     def evaluator(self, spec: ModelSpec, workdir: Path) -> Evaluator:
         from pytest_modelopt.evaluation import Evaluator
 
@@ -113,7 +97,7 @@ class ModeloptSession:
                 hardware=self.hardware,
                 workdir=workdir,
                 inconclusive=self.settings.inconclusive,
-                cache_dir=self._cache_dir(),
+                cache_dir=self.context.cache_dir(),
                 log=self.log,
             )
             self._evaluators[key] = (spec, evaluator)  # the spec is kept so its id stays unique
@@ -260,7 +244,7 @@ class ModeloptSession:
 
         return entry_from_record(
             result.to_dict(raw=False),
-            recorded=_now(),
+            recorded=utc_now(),
             settings=self.settings.recorded_settings(),
             environment=environment(),
         )
@@ -340,7 +324,7 @@ class ModeloptSession:
             from pytest_modelopt.baselines import entry_from_record
             from pytest_modelopt.report import environment
 
-            created, env = _now(), environment()
+            created, env = utc_now(), environment()
             by_meter: dict[str, dict[str, Any]] = {}
             for record in self.records:
                 by_meter.setdefault(record.get("meter", "wall"), {})[record["test"]] = (
@@ -500,7 +484,7 @@ class ModeloptSession:
     def write_json(self, path: Path) -> None:
         from pytest_modelopt.report import benchmark_header, environment
 
-        created = _now()
+        created = utc_now()
         document: dict[str, Any] = {
             **benchmark_header(created),
             "benchmarks": self.benchmarks,
@@ -531,7 +515,3 @@ def _finite(data: Any) -> Any:
 def _detected(hardware: Hardware) -> dict[str, str]:
     """The detected fingerprint, which a --modelopt-machine name hides, for reports."""
     return {"detected_fingerprint": dataclasses.replace(hardware, machine=None).fingerprint}
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")

@@ -59,6 +59,7 @@ def pytest_configure(config: pytest.Config) -> None:
     session = ModeloptSession(config, Settings.from_pytest_config(config))
     config.stash[SESSION_KEY] = session
     config.pluginmanager.register(session, "modelopt-session")
+    config.pluginmanager.register(session.scope, "modelopt-scope")
 
 
 def pytest_cmdline_main(config: pytest.Config) -> int | None:

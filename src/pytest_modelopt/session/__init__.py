@@ -28,6 +28,7 @@ from pytest_modelopt.config import Settings
 from pytest_modelopt.errors import ContractViolation, InvalidFileError
 from pytest_modelopt.hardware import Hardware
 from pytest_modelopt.session.context import SessionContext, utc_now
+from pytest_modelopt.session.scope import RunScope
 
 if TYPE_CHECKING:
     from filelock import FileLock
@@ -51,6 +52,7 @@ class ModeloptSession:
 
     def __init__(self, config: pytest.Config, settings: Settings) -> None:
         self.context = SessionContext(config, settings)
+        self.scope = RunScope(config)
         self.config = config
         self.settings = settings
         self.log = self.context.log
@@ -63,8 +65,6 @@ class ModeloptSession:
         self.sections: dict[str, list[list[float]]] = {}
         self.baseline_status: dict[str, dict[str, Any]] = {}
         self.obtained: dict[str, dict[str, Any]] = {}  # test id -> entry that regressed
-        self.collected: set[str] = set()
-        self.partial: list[str] = []  # why this run is not a full run
         self.messages: list[tuple[str, dict[str, bool]]] = []
         self.failed_writes = False
 
@@ -268,17 +268,6 @@ class ModeloptSession:
 
     # -- hooks ---------------------------------------------------------------------------------
 
-    def pytest_collection_finish(self, session: pytest.Session) -> None:
-        self.collected = {item.nodeid for item in session.items}
-
-    def pytest_deselected(self, items: list[pytest.Item]) -> None:
-        if items:
-            self.partial.append(f"{len(items)} tests deselected")
-
-    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
-        if report.failed:
-            self.partial.append(f"collection error in {report.nodeid or 'a module'}")
-
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node: Any, error: Any) -> None:
         """xdist controller: take in what a worker measured."""
@@ -289,8 +278,7 @@ class ModeloptSession:
         self.records += data["records"]
         self.benchmarks += data["benchmarks"]
         self.obtained.update(data["obtained"])
-        self.collected.update(data["collected"])
-        self.partial += [reason for reason in data["partial"] if reason not in self.partial]
+        self.scope.merge_worker_output(data)
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         counting = sys.modules.get("pytest_modelopt.counting")
@@ -303,8 +291,7 @@ class ModeloptSession:
                     "records": self.records,
                     "benchmarks": self.benchmarks,
                     "obtained": self.obtained,
-                    "collected": sorted(self.collected),
-                    "partial": self.partial,
+                    **self.scope.worker_output(),
                 },
                 default=str,
             )
@@ -350,7 +337,7 @@ class ModeloptSession:
         self._report_writes(report)
 
     def _unused(self, report: SaveReport) -> None:
-        partial = self._partial_reasons()
+        partial = self.scope.partial_reasons()
         if self.settings.prune_baselines:
             if partial:
                 report.errors.append(
@@ -359,12 +346,12 @@ class ModeloptSession:
                     + "): nothing was deleted"
                 )
                 return
-            self.store.prune(self.collected, self._in_scope, report)
+            self.store.prune(self.scope.collected, self.scope.in_scope, report)
             return
         if partial or not self.store.exists():
             return
         try:
-            entries, files = self.store.unused(self.collected, self._in_scope)
+            entries, files = self.store.unused(self.scope.collected, self.scope.in_scope)
         except InvalidFileError as error:
             report.errors.append(str(error))
             return
@@ -381,28 +368,6 @@ class ModeloptSession:
                     {"yellow": True},
                 )
             )
-
-    def _partial_reasons(self) -> list[str]:
-        reasons = list(self.partial)
-        option = self.config.option
-        if getattr(option, "keyword", ""):
-            reasons.append(f"-k {option.keyword}")
-        if getattr(option, "markexpr", ""):
-            reasons.append(f"-m {option.markexpr}")
-        reasons += [f"node id {arg}" for arg in self.config.args if "::" in arg]
-        if getattr(option, "lf", False):
-            reasons.append("--last-failed")
-        return reasons
-
-    def _in_scope(self, module: str) -> bool:
-        """Whether a module lies under the paths this run was given."""
-        root = Path(self.config.rootpath)
-        target = (root / module).resolve()
-        for arg in self.config.args:
-            path = Path(self.config.invocation_params.dir, arg.split("::")[0]).resolve()
-            if target == path or path in target.parents:
-                return True
-        return False
 
     def _report_writes(self, report: SaveReport) -> None:
         for line in report.written:

@@ -300,7 +300,7 @@ def modelopt_variant(
         params = technique_params(
             marker.kwargs.get("params") if marker else None, modelopt_technique
         )
-        result = session.evaluate(
+        result = session.scheduler.evaluate(
             nodeid,
             spec,
             modelopt_technique,

@@ -9,15 +9,10 @@ workers never measure at once.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
 import os
-import sys
-import tempfile
-import time
-from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,23 +23,15 @@ from pytest_modelopt.config import Settings
 from pytest_modelopt.errors import ContractViolation, InvalidFileError
 from pytest_modelopt.hardware import Hardware
 from pytest_modelopt.session.context import SessionContext, utc_now
+from pytest_modelopt.session.scheduling import MeasurementScheduler
 from pytest_modelopt.session.scope import RunScope
 
 if TYPE_CHECKING:
-    from filelock import FileLock
-
     from pytest_modelopt.baselines import BaselineStore, SaveReport, Tolerances
-    from pytest_modelopt.evaluation import Evaluator, VariantResult
-    from pytest_modelopt.measure import Comparison
-    from pytest_modelopt.spec import ModelSpec
+    from pytest_modelopt.evaluation import VariantResult
 
 RESULTS_SCHEMA = 1
 WORKER_OUTPUT_KEY = "modelopt"
-# One lock per user (another user's lock file would not be writable): every pytest process of
-# this user on this machine, xdist workers included, measures one at a time.
-TIMING_LOCK = (
-    Path(tempfile.gettempdir()) / f"pytest-modelopt-timing-{getattr(os, 'getuid', int)()}.lock"
-)
 
 
 class ModeloptSession:
@@ -53,16 +40,14 @@ class ModeloptSession:
     def __init__(self, config: pytest.Config, settings: Settings) -> None:
         self.context = SessionContext(config, settings)
         self.scope = RunScope(config)
+        self.scheduler = MeasurementScheduler(self.context)
         self.config = config
         self.settings = settings
         self.log = self.context.log
         self.worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
         self._stores: dict[str, BaselineStore] = {}
-        self._lock: FileLock | None = None
-        self._evaluators: dict[int, tuple[ModelSpec, Evaluator]] = {}
         self.records: list[dict[str, Any]] = []
         self.benchmarks: list[dict[str, Any]] = []
-        self.sections: dict[str, list[list[float]]] = {}
         self.baseline_status: dict[str, dict[str, Any]] = {}
         self.obtained: dict[str, dict[str, Any]] = {}  # test id -> entry that regressed
         self.messages: list[tuple[str, dict[str, bool]]] = []
@@ -85,81 +70,6 @@ class ModeloptSession:
             root = self.settings.baseline_root
             self._stores[meter] = BaselineStore(root, self.hardware, meter=meter)
         return self._stores[meter]
-
-    def evaluator(self, spec: ModelSpec, workdir: Path) -> Evaluator:
-        from pytest_modelopt.evaluation import Evaluator
-
-        key = id(spec)
-        if key not in self._evaluators:
-            evaluator = Evaluator(
-                spec,
-                settings=self.settings.measure_settings(self.hardware),
-                hardware=self.hardware,
-                workdir=workdir,
-                inconclusive=self.settings.inconclusive,
-                cache_dir=self.context.cache_dir(),
-                log=self.log,
-            )
-            self._evaluators[key] = (spec, evaluator)  # the spec is kept so its id stays unique
-        return self._evaluators[key][1]
-
-    # -- measuring ---------------------------------------------------------------------------
-
-    @contextlib.contextmanager
-    def timed_section(self, nodeid: str) -> Iterator[None]:
-        """Hold the machine-wide timing lock; the section's wall-clock span is recorded."""
-        from filelock import FileLock, Timeout
-
-        if self._lock is None:
-            self._lock = FileLock(TIMING_LOCK)
-        try:
-            self._lock.acquire(timeout=0)
-        except Timeout:
-            self.log(f"waiting for another process's measurement to finish ({TIMING_LOCK})")
-            self._lock.acquire()
-        start = time.time()
-        try:
-            yield
-        finally:
-            self.sections.setdefault(nodeid, []).append([start, time.time()])
-            self._lock.release()
-
-    def evaluate(
-        self,
-        nodeid: str,
-        spec: ModelSpec,
-        technique: str,
-        workdir: Path,
-        params: Mapping[str, Any] | None = None,
-        *,
-        max_time_s: float | None = None,
-        meter: str | None = None,
-    ) -> VariantResult:
-        """Build and measure one variant with the timing lock held (building too: a build in
-        another worker would disturb this one's timing as much as another measurement)."""
-        evaluator = self.evaluator(spec, workdir)
-        slowdown = dict(self.settings.inject_slowdown).get(technique)
-        with self.timed_section(nodeid):
-            if slowdown:
-                from pytest_modelopt.testing import inject_slowdown
-
-                variant = evaluator.build(technique, params)
-                inject_slowdown(variant, slowdown, batch=spec.example_input)
-            result = evaluator.evaluate(technique, params, max_time_s=max_time_s, meter=meter)
-        result.remeasure = self._locked(nodeid, result.remeasure)
-        return result
-
-    def _locked(
-        self, nodeid: str, remeasure: Callable[[], Comparison] | None
-    ) -> Callable[[], Comparison] | None:
-        if remeasure is None:
-            return None
-
-        def locked() -> Comparison:
-            with self.timed_section(nodeid):
-                return remeasure()
-
-        return locked
 
     # -- baselines ---------------------------------------------------------------------------
 
@@ -258,7 +168,7 @@ class ModeloptSession:
             {
                 "test": nodeid,
                 "worker": self.worker,
-                "timed_sections": self.sections.get(nodeid, []),
+                "timed_sections": self.scheduler.sections.get(nodeid, []),
                 "baseline": self.baseline_status.get(nodeid, {"status": "not compared"}),
                 **result.to_dict(),
             }
@@ -281,9 +191,7 @@ class ModeloptSession:
         self.scope.merge_worker_output(data)
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        counting = sys.modules.get("pytest_modelopt.counting")
-        if counting is not None:  # the session's counting workers end with it
-            counting.close_shared_workers()
+        self.scheduler.close()
         workeroutput = getattr(self.config, "workeroutput", None)
         if workeroutput is not None:  # an xdist worker: the controller writes
             workeroutput[WORKER_OUTPUT_KEY] = json.dumps(

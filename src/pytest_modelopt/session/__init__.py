@@ -20,14 +20,13 @@ import pytest
 
 from pytest_modelopt.atomic import atomic_write_text
 from pytest_modelopt.config import Settings
-from pytest_modelopt.errors import ContractViolation, InvalidFileError
 from pytest_modelopt.hardware import Hardware
+from pytest_modelopt.session.baselines import SessionBaselines
 from pytest_modelopt.session.context import SessionContext, utc_now
 from pytest_modelopt.session.scheduling import MeasurementScheduler
 from pytest_modelopt.session.scope import RunScope
 
 if TYPE_CHECKING:
-    from pytest_modelopt.baselines import BaselineStore, SaveReport, Tolerances
     from pytest_modelopt.evaluation import VariantResult
 
 RESULTS_SCHEMA = 1
@@ -41,123 +40,18 @@ class ModeloptSession:
         self.context = SessionContext(config, settings)
         self.scope = RunScope(config)
         self.scheduler = MeasurementScheduler(self.context)
+        self.baselines = SessionBaselines(self.context, self.scope)
         self.config = config
         self.settings = settings
         self.log = self.context.log
         self.worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
-        self._stores: dict[str, BaselineStore] = {}
         self.records: list[dict[str, Any]] = []
         self.benchmarks: list[dict[str, Any]] = []
-        self.baseline_status: dict[str, dict[str, Any]] = {}
-        self.obtained: dict[str, dict[str, Any]] = {}  # test id -> entry that regressed
         self.messages: list[tuple[str, dict[str, bool]]] = []
-        self.failed_writes = False
 
     @property
     def hardware(self) -> Hardware:
         return self.context.hardware
-
-    @property
-    def store(self) -> BaselineStore:
-        """The baselines of the session's meter (``--modelopt-measure``)."""
-        return self.store_for(self.settings.measure)
-
-    def store_for(self, meter: str) -> BaselineStore:
-        """The baselines of one meter: counted ones live under a fingerprint of their own."""
-        from pytest_modelopt.baselines import BaselineStore
-
-        if meter not in self._stores:
-            root = self.settings.baseline_root
-            self._stores[meter] = BaselineStore(root, self.hardware, meter=meter)
-        return self._stores[meter]
-
-    # -- baselines ---------------------------------------------------------------------------
-
-    def check_baseline_file(self, nodeid: str, meter: str | None = None) -> None:
-        """Raise InvalidFileError before measuring if this test's baseline file is broken."""
-        from pytest_modelopt.baselines import module_of
-
-        self.store_for(meter or self.settings.measure).load(module_of(nodeid))
-
-    def compare_with_baseline(
-        self, nodeid: str, result: VariantResult, tolerances: Tolerances
-    ) -> None:
-        """Judge the result against its stored entry; raise ContractViolation on a regression."""
-        from pytest_modelopt.baselines import (
-            compare,
-            format_baseline_checks,
-            format_function_diff,
-            function_diff,
-            module_of,
-        )
-        from pytest_modelopt.budget import LOOSEN_TOLERANCE, Verdict, what_to_do
-
-        if self.settings.save_baseline:
-            self.baseline_status[nodeid] = {"status": "recorded"}
-            return
-        store = self.store_for(result.meter)
-        stored = store.entry(nodeid)
-        if stored is None:  # a new test in a module that has a baseline: "no entry"
-            file = store.load(module_of(nodeid))
-            self.baseline_status[nodeid] = {"status": "no entry" if file else "no baseline"}
-            return
-        same, differences = store.same_hardware(module_of(nodeid))
-        for attempt in range(2):
-            new = self.entry(result)
-            checks = compare(stored, new, tolerances, same_hardware=same)
-            undecided = [c for c in checks if c.verdict is Verdict.INCONCLUSIVE]
-            if not undecided or attempt or result.remeasure is None:
-                break
-            self.log(f"{result.label}: inconclusive against the baseline, measuring once more")
-            result.comparison = result.remeasure()
-        failed = [c for c in checks if c.verdict is Verdict.FAIL]
-        status = "regressed" if failed else "inconclusive" if undecided else "passed"
-        self.baseline_status[nodeid] = {
-            "status": status,
-            "checks": [c.to_dict() for c in checks],
-            "hardware_differences": differences,
-        }
-        where = f"the baseline for {store.fingerprint}"
-        if not same and tolerances.latency is not None:
-            where += " (absolute latency not compared: the detected hardware differs)"
-        if failed:
-            self.obtained[nodeid] = new
-            names = ", ".join(c.metric for c in failed)
-            table = format_baseline_checks(
-                checks, f"{result.label}: regression against {where} ({names})"
-            )
-            grown = format_function_diff(
-                stored.get("top_functions", {}), new.get("top_functions", {})
-            )
-            self.baseline_status[nodeid]["functions"] = [
-                {"function": name, "baseline": old, "measured": measured}
-                for name, old, measured in function_diff(
-                    stored.get("top_functions", {}), new.get("top_functions", {})
-                )
-            ]
-            raise ContractViolation(f"{table}\n{grown}" if grown else table)
-        if undecided and self.settings.inconclusive == "fail":
-            names = ", ".join(c.metric for c in undecided)
-            table = format_baseline_checks(
-                checks,
-                f"{result.label}: inconclusive against {where} ({names}): the measurements "
-                "cannot decide on this machine",
-            )
-            advice = what_to_do(
-                [c.check for c in undecided], result.comparison.elapsed_s, LOOSEN_TOLERANCE
-            )
-            raise ContractViolation(f"{table}\n{advice}")
-
-    def entry(self, result: VariantResult) -> dict[str, Any]:
-        from pytest_modelopt.baselines import entry_from_record
-        from pytest_modelopt.report import environment
-
-        return entry_from_record(
-            result.to_dict(raw=False),
-            recorded=utc_now(),
-            settings=self.settings.recorded_settings(),
-            environment=environment(),
-        )
 
     # -- records -----------------------------------------------------------------------------
 
@@ -169,7 +63,7 @@ class ModeloptSession:
                 "test": nodeid,
                 "worker": self.worker,
                 "timed_sections": self.scheduler.sections.get(nodeid, []),
-                "baseline": self.baseline_status.get(nodeid, {"status": "not compared"}),
+                "baseline": self.baselines.comparison_of(nodeid),
                 **result.to_dict(),
             }
         )
@@ -187,7 +81,7 @@ class ModeloptSession:
         data = json.loads(output)
         self.records += data["records"]
         self.benchmarks += data["benchmarks"]
-        self.obtained.update(data["obtained"])
+        self.baselines.merge_worker_output(data)
         self.scope.merge_worker_output(data)
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
@@ -198,100 +92,18 @@ class ModeloptSession:
                 {
                     "records": self.records,
                     "benchmarks": self.benchmarks,
-                    "obtained": self.obtained,
+                    **self.baselines.worker_output(),
                     **self.scope.worker_output(),
                 },
                 default=str,
             )
             return
-        self._write_baselines()
+        self.messages += self.baselines.write_files(self.records)
         if self.settings.json_path is not None and self.records:
             self.write_json(self.settings.json_path)
             self.messages.append((f"results written to {self.settings.json_path}", {}))
-        if self.failed_writes and session.exitstatus == pytest.ExitCode.OK:
+        if self.baselines.failed_writes and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
-
-    def _write_baselines(self) -> None:
-        from pytest_modelopt.baselines import SaveReport, module_of
-
-        report = SaveReport()
-        if self.settings.save_baseline and self.records:
-            from pytest_modelopt.baselines import entry_from_record
-            from pytest_modelopt.report import environment
-
-            created, env = utc_now(), environment()
-            by_meter: dict[str, dict[str, Any]] = {}
-            for record in self.records:
-                by_meter.setdefault(record.get("meter", "wall"), {})[record["test"]] = (
-                    entry_from_record(
-                        record,
-                        recorded=created,
-                        settings=self.settings.recorded_settings(),
-                        environment=env,
-                    )
-                )
-            for meter, entries in sorted(by_meter.items()):
-                self.store_for(meter).save(entries, report)
-        by_module: dict[tuple[str, str], dict[str, Any]] = {}
-        for nodeid, entry in self.obtained.items():
-            key = (entry.get("meter", "wall"), module_of(nodeid))
-            by_module.setdefault(key, {})[nodeid] = entry
-        for (meter, module), updates in sorted(by_module.items()):
-            path = self.store_for(meter).write_obtained(module, updates)
-            self.messages.append(
-                (f"regressed measurements written beside the baseline for diffing: {path}", {})
-            )
-        self._unused(report)
-        self._report_writes(report)
-
-    def _unused(self, report: SaveReport) -> None:
-        partial = self.scope.partial_reasons()
-        if self.settings.prune_baselines:
-            if partial:
-                report.errors.append(
-                    "--modelopt-prune-baselines refused: not a full run ("
-                    + "; ".join(partial)
-                    + "): nothing was deleted"
-                )
-                return
-            self.store.prune(self.scope.collected, self.scope.in_scope, report)
-            return
-        if partial or not self.store.exists():
-            return
-        try:
-            entries, files = self.store.unused(self.scope.collected, self.scope.in_scope)
-        except InvalidFileError as error:
-            report.errors.append(str(error))
-            return
-        if entries:
-            shown = ", ".join(entries[:5]) + (
-                f" and {len(entries) - 5} more" if len(entries) > 5 else ""
-            )
-            self.messages.append(
-                (
-                    f"unused baselines for {self.store.fingerprint}: {len(entries)} entries of "
-                    f"tests that were not collected ({shown}; files with none left: "
-                    f"{', '.join(p.name for p in files) or 'none'}); delete them with "
-                    "--modelopt-prune-baselines on a full run",
-                    {"yellow": True},
-                )
-            )
-
-    def _report_writes(self, report: SaveReport) -> None:
-        for line in report.written:
-            self.messages.append((f"baseline saved: {line}", {"green": True}))
-        if report.removed_entries:
-            self.messages.append(
-                (
-                    f"pruned {len(report.removed_entries)} unused baseline entries "
-                    f"({', '.join(report.removed_entries)}); files deleted: "
-                    f"{', '.join(report.removed_files) or 'none'}",
-                    {"yellow": True},
-                )
-            )
-        for error in report.errors:
-            self.messages.append((f"ERROR: {error}", {"red": True, "bold": True}))
-            self.failed_writes = True
 
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
         from pytest_modelopt.report import results_table
@@ -308,51 +120,10 @@ class ModeloptSession:
                 notes.setdefault(note, set()).add(record["technique"])
         for note, techniques in sorted(notes.items()):
             terminalreporter.write_line(f"note ({', '.join(sorted(techniques))}): {note}")
-        for line, markup in self._baseline_lines():
+        for line, markup in self.baselines.summary_lines(self.records):
             terminalreporter.write_line(line, **markup)
         for line, markup in self.messages:
             terminalreporter.write_line(line, **markup)
-
-    def _baseline_lines(self) -> list[tuple[str, dict[str, bool]]]:
-        if not self.records or self.settings.save_baseline:
-            return []
-        lines: list[tuple[str, dict[str, bool]]] = []
-        meters = dict.fromkeys(record.get("meter", "wall") for record in self.records)
-        for meter in meters:
-            statuses = [
-                record["baseline"]["status"]
-                for record in self.records
-                if record.get("meter", "wall") == meter
-            ]
-            lines += self._baseline_summary(self.store_for(meter), statuses)
-        return lines
-
-    @staticmethod
-    def _baseline_summary(
-        store: BaselineStore, statuses: list[str]
-    ) -> list[tuple[str, dict[str, bool]]]:
-        """What one meter's records were compared with: the baseline's verdicts, or why none."""
-        if not store.exists():
-            lines = [
-                (
-                    f"no baseline for {store.fingerprint} in {store.root}: contracts were checked "
-                    "against their own budgets only; record one with --modelopt-save-baseline",
-                    {"yellow": True},
-                )
-            ]
-            for other, differences in store.other_fingerprints().items():
-                lines.append(
-                    (
-                        f"baselines of another fingerprint, never compared here: {other} "
-                        f"(differs: {'; '.join(differences) or 'fields not recorded'})",
-                        {"yellow": True},
-                    )
-                )
-            return lines
-        counts = {s: statuses.count(s) for s in dict.fromkeys(statuses)}
-        summary = ", ".join(f"{count} {status}" for status, count in counts.items())
-        markup = {"red": True} if "regressed" in counts else {"green": True}
-        return [(f"compared with the baseline for {store.fingerprint}: {summary}", markup)]
 
     def write_json(self, path: Path) -> None:
         from pytest_modelopt.report import benchmark_header, environment
@@ -364,7 +135,7 @@ class ModeloptSession:
             "schema": RESULTS_SCHEMA,
             "created": created,
             # counted sessions are their own column in a matrix: <fingerprint>-counted
-            "fingerprint": self.store.fingerprint,
+            "fingerprint": self.baselines.store.fingerprint,
             "hardware": {**self.hardware.to_dict(), **_detected(self.hardware)},
             "environment": environment(),
             "settings": self.settings.to_dict(),

@@ -64,16 +64,23 @@ class SessionReport:
         terminalreporter.write_line(f"hardware: {self.context.hardware.describe()}")
         for line, markup in results_table(self.records):
             terminalreporter.write_line(line, **markup)
-        notes: dict[str, set[str]] = {}
-        for record in self.records:
-            for note in record["variant"]["notes"]:
-                notes.setdefault(note, set()).add(record["technique"])
-        for note, techniques in sorted(notes.items()):
-            terminalreporter.write_line(f"note ({', '.join(sorted(techniques))}): {note}")
+        for line in self._note_lines():
+            terminalreporter.write_line(line)
         for line, markup in self.baselines.summary_lines(self.records):
             terminalreporter.write_line(line, **markup)
         for line, markup in self.messages:
             terminalreporter.write_line(line, **markup)
+
+    def _note_lines(self) -> list[str]:
+        """Each variant note once, naming the techniques whose variants carry it."""
+        notes: dict[str, set[str]] = {}
+        for record in self.records:
+            for note in record["variant"]["notes"]:
+                notes.setdefault(note, set()).add(record["technique"])
+        return [
+            f"note ({', '.join(sorted(techniques))}): {note}"
+            for note, techniques in sorted(notes.items())
+        ]
 
     def write_results(self) -> None:
         """The results JSON, when --modelopt-json asks for it and something was measured."""

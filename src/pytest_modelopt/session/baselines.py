@@ -139,7 +139,8 @@ class SessionBaselines:
     # -- at session end (the controller only) -----------------------------------------------
 
     def write_files(self, records: list[dict[str, Any]]) -> list[tuple[str, dict[str, bool]]]:
-        """Save, prune and report: the lines (and their markup) for the terminal summary."""
+        """Save the measured entries (--modelopt-save-baseline), write the entries that regressed
+        beside their baselines, and report or prune unused ones: the summary lines that say so."""
         from pytest_modelopt.baselines import SaveReport
 
         report = SaveReport()
@@ -169,6 +170,7 @@ class SessionBaselines:
             self.store_for(meter).save(entries, report)
 
     def _write_obtained(self) -> list[tuple[str, dict[str, bool]]]:
+        """Each baseline file with a regression, as this run would record it: ``.obtained.json``."""
         from pytest_modelopt.baselines import module_of
 
         by_module: dict[tuple[str, str], dict[str, Any]] = {}

@@ -59,6 +59,7 @@ def pytest_configure(config: pytest.Config) -> None:
     session = ModeloptSession(config, Settings.from_pytest_config(config))
     config.stash[SESSION_KEY] = session
     config.pluginmanager.register(session, "modelopt-session")
+    config.pluginmanager.register(session.scope, "modelopt-scope")
 
 
 def pytest_cmdline_main(config: pytest.Config) -> int | None:
@@ -216,7 +217,7 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
         session = item.config.stash[SESSION_KEY]
         regression = None
         try:
-            session.compare_with_baseline(item.nodeid, result, item.stash[TOLERANCES_KEY])
+            session.baselines.compare_with_baseline(item.nodeid, result, item.stash[TOLERANCES_KEY])
         except ContractViolation as violation:
             regression = str(violation)
         if regression:
@@ -295,11 +296,11 @@ def modelopt_variant(
     meter = (marker.kwargs.get("measure") if marker else None) or session.settings.measure
     problem = None
     try:
-        session.check_baseline_file(nodeid, meter)
+        session.baselines.check_baseline_file(nodeid, meter)
         params = technique_params(
             marker.kwargs.get("params") if marker else None, modelopt_technique
         )
-        result = session.evaluate(
+        result = session.scheduler.evaluate(
             nodeid,
             spec,
             modelopt_technique,

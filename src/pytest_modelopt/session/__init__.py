@@ -1,0 +1,95 @@
+"""The state of one pytest session, in parts that each own one concern:
+
+- ``context``: the config, settings, detected hardware, cache directory and progress log they share;
+- ``scope``: which tests this run collected, and whether it is a full run;
+- ``scheduling``: one Evaluator per spec, each measurement inside the machine-wide timing lock;
+- ``baselines``: each test's verdict against its stored entry, and the baseline files written;
+- ``reporting``: result records, the terminal summary and the results JSON.
+
+Under pytest-xdist each worker measures its tests and compares them with the stored baselines
+(reading is safe anywhere), then sends what the parts gathered to the controller through
+``workeroutput``; only the controller writes files (results JSON, baselines, ``.obtained.json``).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from pytest_modelopt.config import Settings
+from pytest_modelopt.hardware import Hardware
+from pytest_modelopt.session.baselines import SessionBaselines
+from pytest_modelopt.session.context import SessionContext
+from pytest_modelopt.session.reporting import SessionReport
+from pytest_modelopt.session.scheduling import MeasurementScheduler
+from pytest_modelopt.session.scope import RunScope
+
+if TYPE_CHECKING:
+    from pytest_modelopt.evaluation import VariantResult
+
+WORKER_OUTPUT_KEY = "modelopt"
+
+
+class ModeloptSession:
+    """Registered as a plugin in pytest_configure (``scope`` beside it, as a plugin of its own);
+    fixtures and hooks reach it through the stash. Its own hooks are the ones that need the
+    parts in a fixed order: what an xdist worker sends, and the session's end."""
+
+    def __init__(self, config: pytest.Config, settings: Settings) -> None:
+        self.config = config
+        self.context = SessionContext(config, settings)
+        self.scope = RunScope(config)
+        self.scheduler = MeasurementScheduler(self.context)
+        self.baselines = SessionBaselines(self.context, self.scope)
+        self.report = SessionReport(self.context, self.baselines)
+
+    @property
+    def settings(self) -> Settings:
+        return self.context.settings
+
+    @property
+    def hardware(self) -> Hardware:
+        return self.context.hardware
+
+    def record(self, nodeid: str, result: VariantResult) -> None:
+        """A measured variant's record, with its timed sections and its baseline comparison."""
+        self.report.record(
+            nodeid,
+            result,
+            timed_sections=self.scheduler.sections.get(nodeid, []),
+            baseline=self.baselines.comparison_of(nodeid),
+        )
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        """xdist controller: take in what a worker measured."""
+        output = getattr(node, "workeroutput", {}).get(WORKER_OUTPUT_KEY)
+        if output is None:
+            return
+        data = json.loads(output)
+        self.report.merge_worker_output(data)
+        self.baselines.merge_worker_output(data)
+        self.scope.merge_worker_output(data)
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        self.scheduler.close()
+        workeroutput = getattr(self.config, "workeroutput", None)
+        if workeroutput is not None:  # an xdist worker: the controller writes
+            workeroutput[WORKER_OUTPUT_KEY] = json.dumps(
+                {
+                    **self.report.worker_output(),
+                    **self.baselines.worker_output(),
+                    **self.scope.worker_output(),
+                },
+                default=str,
+            )
+            return
+        self.report.messages += self.baselines.write_files(self.report.records)
+        self.report.write_results()
+        if self.baselines.failed_writes and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
+        self.report.write_summary(terminalreporter)

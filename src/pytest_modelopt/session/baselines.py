@@ -1,0 +1,290 @@
+"""The session's side of the baselines: the stores of this machine's fingerprints, the verdict
+of each test against its stored entry, and what is written at session end (new baselines,
+``.obtained.json`` files of regressions, unused entries reported or pruned).
+
+The store and the regression rules themselves are in ``pytest_modelopt.baselines``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from pytest_modelopt.errors import ContractViolation, InvalidFileError
+from pytest_modelopt.session.context import SessionContext, utc_now
+from pytest_modelopt.session.scope import RunScope
+
+if TYPE_CHECKING:
+    from pytest_modelopt.baselines import BaselineStore, SaveReport, Tolerances
+    from pytest_modelopt.evaluation import VariantResult
+
+
+class SessionBaselines:
+    def __init__(self, context: SessionContext, scope: RunScope) -> None:
+        self.context = context
+        self.settings = context.settings
+        self.scope = scope
+        self._stores: dict[str, BaselineStore] = {}
+        self.comparisons: dict[str, dict[str, Any]] = {}  # test id -> what its comparison found
+        self.obtained: dict[str, dict[str, Any]] = {}  # test id -> entry that regressed
+        self.failed_writes = False
+
+    @property
+    def store(self) -> BaselineStore:
+        """The baselines of the session's meter (``--modelopt-measure``)."""
+        return self.store_for(self.settings.measure)
+
+    def store_for(self, meter: str) -> BaselineStore:
+        """The baselines of one meter: counted ones live under a fingerprint of their own."""
+        from pytest_modelopt.baselines import BaselineStore
+
+        if meter not in self._stores:
+            root = self.settings.baseline_root
+            self._stores[meter] = BaselineStore(root, self.context.hardware, meter=meter)
+        return self._stores[meter]
+
+    # -- during the run ---------------------------------------------------------------------
+
+    def check_baseline_file(self, nodeid: str, meter: str | None = None) -> None:
+        """Raise InvalidFileError before measuring if this test's baseline file is broken."""
+        from pytest_modelopt.baselines import module_of
+
+        self.store_for(meter or self.settings.measure).load(module_of(nodeid))
+
+    def compare_with_baseline(
+        self, nodeid: str, result: VariantResult, tolerances: Tolerances
+    ) -> None:
+        """Judge the result against its stored entry; raise ContractViolation on a regression."""
+        from pytest_modelopt.baselines import (
+            compare,
+            format_baseline_checks,
+            format_function_diff,
+            function_diff,
+            module_of,
+        )
+        from pytest_modelopt.budget import LOOSEN_TOLERANCE, Verdict, what_to_do
+
+        if self.settings.save_baseline:
+            self.comparisons[nodeid] = {"status": "recorded"}
+            return
+        store = self.store_for(result.meter)
+        stored = store.entry(nodeid)
+        if stored is None:  # a new test in a module that has a baseline: "no entry"
+            file = store.load(module_of(nodeid))
+            self.comparisons[nodeid] = {"status": "no entry" if file else "no baseline"}
+            return
+        same, differences = store.same_hardware(module_of(nodeid))
+        for attempt in range(2):
+            new = self.entry(result)
+            checks = compare(stored, new, tolerances, same_hardware=same)
+            undecided = [c for c in checks if c.verdict is Verdict.INCONCLUSIVE]
+            if not undecided or attempt or result.remeasure is None:
+                break
+            self.context.log(
+                f"{result.label}: inconclusive against the baseline, measuring once more"
+            )
+            result.comparison = result.remeasure()
+        failed = [c for c in checks if c.verdict is Verdict.FAIL]
+        status = "regressed" if failed else "inconclusive" if undecided else "passed"
+        self.comparisons[nodeid] = {
+            "status": status,
+            "checks": [c.to_dict() for c in checks],
+            "hardware_differences": differences,
+        }
+        where = f"the baseline for {store.fingerprint}"
+        if not same and tolerances.latency is not None:
+            where += " (absolute latency not compared: the detected hardware differs)"
+        if failed:
+            self.obtained[nodeid] = new
+            names = ", ".join(c.metric for c in failed)
+            table = format_baseline_checks(
+                checks, f"{result.label}: regression against {where} ({names})"
+            )
+            grown = format_function_diff(
+                stored.get("top_functions", {}), new.get("top_functions", {})
+            )
+            self.comparisons[nodeid]["functions"] = [
+                {"function": name, "baseline": old, "measured": measured}
+                for name, old, measured in function_diff(
+                    stored.get("top_functions", {}), new.get("top_functions", {})
+                )
+            ]
+            raise ContractViolation(f"{table}\n{grown}" if grown else table)
+        if undecided and self.settings.inconclusive == "fail":
+            names = ", ".join(c.metric for c in undecided)
+            table = format_baseline_checks(
+                checks,
+                f"{result.label}: inconclusive against {where} ({names}): the measurements "
+                "cannot decide on this machine",
+            )
+            advice = what_to_do(
+                [c.check for c in undecided], result.comparison.elapsed_s, LOOSEN_TOLERANCE
+            )
+            raise ContractViolation(f"{table}\n{advice}")
+
+    def entry(self, result: VariantResult) -> dict[str, Any]:
+        from pytest_modelopt.baselines import entry_from_record
+        from pytest_modelopt.report import environment
+
+        return entry_from_record(
+            result.to_dict(raw=False),
+            recorded=utc_now(),
+            settings=self.settings.recorded_settings(),
+            environment=environment(),
+        )
+
+    def comparison_of(self, nodeid: str) -> dict[str, Any]:
+        """What comparing this test with its baseline found, as its result record holds it."""
+        return self.comparisons.get(nodeid, {"status": "not compared"})
+
+    # -- at session end (the controller only) -----------------------------------------------
+
+    def write_files(self, records: list[dict[str, Any]]) -> list[tuple[str, dict[str, bool]]]:
+        """Save the measured entries (--modelopt-save-baseline), write the entries that regressed
+        beside their baselines, and report or prune unused ones: the summary lines that say so."""
+        from pytest_modelopt.baselines import SaveReport
+
+        report = SaveReport()
+        if self.settings.save_baseline and records:
+            self._save(records, report)
+        lines = self._write_obtained()
+        lines += self._unused(report)
+        lines += self._report_writes(report)
+        return lines
+
+    def _save(self, records: list[dict[str, Any]], report: SaveReport) -> None:
+        from pytest_modelopt.baselines import entry_from_record
+        from pytest_modelopt.report import environment
+
+        created, env = utc_now(), environment()
+        by_meter: dict[str, dict[str, Any]] = {}
+        for record in records:
+            by_meter.setdefault(record.get("meter", "wall"), {})[record["test"]] = (
+                entry_from_record(
+                    record,
+                    recorded=created,
+                    settings=self.settings.recorded_settings(),
+                    environment=env,
+                )
+            )
+        for meter, entries in sorted(by_meter.items()):
+            self.store_for(meter).save(entries, report)
+
+    def _write_obtained(self) -> list[tuple[str, dict[str, bool]]]:
+        """Each baseline file with a regression, as this run would record it: ``.obtained.json``."""
+        from pytest_modelopt.baselines import module_of
+
+        by_module: dict[tuple[str, str], dict[str, Any]] = {}
+        for nodeid, entry in self.obtained.items():
+            key = (entry.get("meter", "wall"), module_of(nodeid))
+            by_module.setdefault(key, {})[nodeid] = entry
+        lines: list[tuple[str, dict[str, bool]]] = []
+        for (meter, module), updates in sorted(by_module.items()):
+            path = self.store_for(meter).write_obtained(module, updates)
+            lines.append(
+                (f"regressed measurements written beside the baseline for diffing: {path}", {})
+            )
+        return lines
+
+    def _unused(self, report: SaveReport) -> list[tuple[str, dict[str, bool]]]:
+        """Entries of tests this run did not collect: pruned on request, else reported."""
+        partial = self.scope.partial_reasons()
+        if self.settings.prune_baselines:
+            if partial:
+                report.errors.append(
+                    "--modelopt-prune-baselines refused: not a full run ("
+                    + "; ".join(partial)
+                    + "): nothing was deleted"
+                )
+                return []
+            self.store.prune(self.scope.collected, self.scope.in_scope, report)
+            return []
+        if partial or not self.store.exists():
+            return []
+        try:
+            entries, files = self.store.unused(self.scope.collected, self.scope.in_scope)
+        except InvalidFileError as error:
+            report.errors.append(str(error))
+            return []
+        if not entries:
+            return []
+        shown = ", ".join(entries[:5]) + (
+            f" and {len(entries) - 5} more" if len(entries) > 5 else ""
+        )
+        return [
+            (
+                f"unused baselines for {self.store.fingerprint}: {len(entries)} entries of "
+                f"tests that were not collected ({shown}; files with none left: "
+                f"{', '.join(p.name for p in files) or 'none'}); delete them with "
+                "--modelopt-prune-baselines on a full run",
+                {"yellow": True},
+            )
+        ]
+
+    def _report_writes(self, report: SaveReport) -> list[tuple[str, dict[str, bool]]]:
+        """What was saved and pruned; an error also fails the session (``failed_writes``)."""
+        lines: list[tuple[str, dict[str, bool]]] = [
+            (f"baseline saved: {line}", {"green": True}) for line in report.written
+        ]
+        if report.removed_entries:
+            lines.append(
+                (
+                    f"pruned {len(report.removed_entries)} unused baseline entries "
+                    f"({', '.join(report.removed_entries)}); files deleted: "
+                    f"{', '.join(report.removed_files) or 'none'}",
+                    {"yellow": True},
+                )
+            )
+        for error in report.errors:
+            lines.append((f"ERROR: {error}", {"red": True, "bold": True}))
+            self.failed_writes = True
+        return lines
+
+    # -- the terminal summary ---------------------------------------------------------------
+
+    def summary_lines(self, records: list[dict[str, Any]]) -> list[tuple[str, dict[str, bool]]]:
+        """Per meter of the records: the baseline's verdicts, or why there were none."""
+        if not records or self.settings.save_baseline:
+            return []
+        lines: list[tuple[str, dict[str, bool]]] = []
+        meters = dict.fromkeys(record.get("meter", "wall") for record in records)
+        for meter in meters:
+            statuses = [
+                record["baseline"]["status"]
+                for record in records
+                if record.get("meter", "wall") == meter
+            ]
+            lines += self._summary(self.store_for(meter), statuses)
+        return lines
+
+    @staticmethod
+    def _summary(store: BaselineStore, statuses: list[str]) -> list[tuple[str, dict[str, bool]]]:
+        """What one meter's records were compared with: the baseline's verdicts, or why none."""
+        if not store.exists():
+            lines = [
+                (
+                    f"no baseline for {store.fingerprint} in {store.root}: contracts were checked "
+                    "against their own budgets only; record one with --modelopt-save-baseline",
+                    {"yellow": True},
+                )
+            ]
+            for other, differences in store.other_fingerprints().items():
+                lines.append(
+                    (
+                        f"baselines of another fingerprint, never compared here: {other} "
+                        f"(differs: {'; '.join(differences) or 'fields not recorded'})",
+                        {"yellow": True},
+                    )
+                )
+            return lines
+        counts = {s: statuses.count(s) for s in dict.fromkeys(statuses)}
+        summary = ", ".join(f"{count} {status}" for status, count in counts.items())
+        markup = {"red": True} if "regressed" in counts else {"green": True}
+        return [(f"compared with the baseline for {store.fingerprint}: {summary}", markup)]
+
+    # -- xdist: workers compare, the controller writes ---------------------------------------
+
+    def worker_output(self) -> dict[str, Any]:
+        return {"obtained": self.obtained}
+
+    def merge_worker_output(self, data: dict[str, Any]) -> None:
+        self.obtained.update(data["obtained"])

@@ -1,0 +1,134 @@
+"""What the session reports: one record per measured variant, the ``modelopt results`` section
+of the terminal summary, and the results JSON (``--modelopt-json``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from pytest_modelopt.atomic import atomic_write_text
+from pytest_modelopt.hardware import Hardware
+from pytest_modelopt.session.baselines import SessionBaselines
+from pytest_modelopt.session.context import SessionContext, utc_now
+
+if TYPE_CHECKING:
+    from pytest_modelopt.evaluation import VariantResult
+
+RESULTS_SCHEMA = 1
+
+
+class SessionReport:
+    def __init__(self, context: SessionContext, baselines: SessionBaselines) -> None:
+        self.context = context
+        self.settings = context.settings
+        self.baselines = baselines
+        self.worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+        self.records: list[dict[str, Any]] = []  # the results JSON's "results"
+        self.benchmarks: list[dict[str, Any]] = []  # pytest-benchmark's "benchmarks"
+        self.messages: list[tuple[str, dict[str, bool]]] = []  # last lines of the summary
+
+    def record(
+        self,
+        nodeid: str,
+        result: VariantResult,
+        *,
+        timed_sections: list[list[float]],
+        baseline: dict[str, Any],
+    ) -> None:
+        from pytest_modelopt.report import benchmark_entry
+
+        self.records.append(
+            {
+                "test": nodeid,
+                "worker": self.worker,
+                "timed_sections": timed_sections,
+                "baseline": baseline,
+                **result.to_dict(),
+            }
+        )
+        if result.meter == "wall":  # pytest-benchmark's schema holds seconds, not counts
+            self.benchmarks.append(benchmark_entry(nodeid, result))
+
+    def write_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
+        from pytest_modelopt.report import results_table
+
+        if not self.records and not self.messages:
+            return
+        terminalreporter.section("modelopt results")
+        terminalreporter.write_line(f"hardware: {self.context.hardware.describe()}")
+        for line, markup in results_table(self.records):
+            terminalreporter.write_line(line, **markup)
+        for line in self._note_lines():
+            terminalreporter.write_line(line)
+        for line, markup in self.baselines.summary_lines(self.records):
+            terminalreporter.write_line(line, **markup)
+        for line, markup in self.messages:
+            terminalreporter.write_line(line, **markup)
+
+    def _note_lines(self) -> list[str]:
+        """Each variant note once, naming the techniques whose variants carry it."""
+        notes: dict[str, set[str]] = {}
+        for record in self.records:
+            for note in record["variant"]["notes"]:
+                notes.setdefault(note, set()).add(record["technique"])
+        return [
+            f"note ({', '.join(sorted(techniques))}): {note}"
+            for note, techniques in sorted(notes.items())
+        ]
+
+    def write_results(self) -> None:
+        """The results JSON, when --modelopt-json asks for it and something was measured."""
+        if self.settings.json_path is not None and self.records:
+            self.write_json(self.settings.json_path)
+            self.messages.append((f"results written to {self.settings.json_path}", {}))
+
+    def write_json(self, path: Path) -> None:
+        from pytest_modelopt.report import benchmark_header, environment
+
+        hardware = self.context.hardware
+        created = utc_now()
+        document: dict[str, Any] = {
+            **benchmark_header(created),
+            "benchmarks": self.benchmarks,
+            "schema": RESULTS_SCHEMA,
+            "created": created,
+            # counted sessions are their own column in a matrix: <fingerprint>-counted
+            "fingerprint": self.baselines.store.fingerprint,
+            "hardware": {**hardware.to_dict(), **_detected(hardware)},
+            "environment": environment(),
+            "settings": self.settings.to_dict(),
+            "results": self.records,
+        }
+        text = json.dumps(_finite(document), indent=2, sort_keys=True, allow_nan=False, default=str)
+        atomic_write_text(path, text + "\n")
+
+    # -- xdist: workers record, the controller reports ---------------------------------------
+
+    def worker_output(self) -> dict[str, Any]:
+        return {"records": self.records, "benchmarks": self.benchmarks}
+
+    def merge_worker_output(self, data: dict[str, Any]) -> None:
+        self.records += data["records"]
+        self.benchmarks += data["benchmarks"]
+
+
+def _finite(data: Any) -> Any:
+    """JSON has no infinity: unbounded interval sides and the like are written as null."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {key: _finite(value) for key, value in data.items()}
+    if isinstance(data, list | tuple):
+        return [_finite(value) for value in data]
+    return data
+
+
+def _detected(hardware: Hardware) -> dict[str, str]:
+    """The detected fingerprint, which a --modelopt-machine name hides, for reports."""
+    return {"detected_fingerprint": dataclasses.replace(hardware, machine=None).fingerprint}

@@ -192,9 +192,8 @@ class ModeloptSession:
         from pytest_modelopt.baselines import (
             compare,
             format_baseline_checks,
-            format_function_diff,
-            function_diff,
             module_of,
+            what_grew,
         )
         from pytest_modelopt.budget import LOOSEN_TOLERANCE, Verdict, what_to_do
 
@@ -227,20 +226,17 @@ class ModeloptSession:
         if not same and tolerances.latency is not None:
             where += " (absolute latency not compared: the detected hardware differs)"
         if failed:
+            if result.meter == "wall":  # what grew, by operator: profiled now, the machine held
+                with self.timed_section(nodeid):
+                    result.profile_operators()
+                new = self.entry(result)
             self.obtained[nodeid] = new
             names = ", ".join(c.metric for c in failed)
             table = format_baseline_checks(
                 checks, f"{result.label}: regression against {where} ({names})"
             )
-            grown = format_function_diff(
-                stored.get("top_functions", {}), new.get("top_functions", {})
-            )
-            self.baseline_status[nodeid]["functions"] = [
-                {"function": name, "baseline": old, "measured": measured}
-                for name, old, measured in function_diff(
-                    stored.get("top_functions", {}), new.get("top_functions", {})
-                )
-            ]
+            grown, rows = what_grew(stored, new, result.operators.get("unavailable"))
+            self.baseline_status[nodeid].update(rows)
             raise ContractViolation(f"{table}\n{grown}" if grown else table)
         if undecided and self.settings.inconclusive == "fail":
             names = ", ".join(c.metric for c in undecided)

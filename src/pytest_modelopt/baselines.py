@@ -343,24 +343,33 @@ def format_baseline_checks(checks: Iterable[BaselineCheck], title: str) -> str:
 @dataclass(frozen=True)
 class TopList:
     """What a top list of an entry ranks, for the table of what changed: its entry key, the name
-    of a row, and the unit and format of its figures."""
+    of a row, the unit and format of its figures, and where its rows go in the results JSON
+    (``json_key``, each row ``{json_name: ..., "baseline": ..., "measured": ...}``)."""
 
     key: str
     row: str
     unit: str
     digits: int
+    json_key: str
+    json_name: str
     rows: int = 10  # shown in a failure
 
     def format(self, value: float) -> str:
         return f"{value:,.{self.digits}f}"
 
 
-FUNCTIONS = TopList("top_functions", "function", "self Ir per call", 0)
-OPERATORS = TopList("top_operators", "operator", "self ms per call", 3)
+FUNCTIONS = TopList("top_functions", "function", "self Ir per call", 0, "functions", "function")
+OPERATORS = TopList("top_operators", "operator", "self ms per call", 3, "operators", "operator")
 # The reference's table is shorter: it says whether the reference got faster (a speedup falls
 # then too), the variant's says what grew.
 REFERENCE_OPERATORS = TopList(
-    "reference_top_operators", "reference operator", "self ms per call", 3, rows=5
+    "reference_top_operators",
+    "reference operator",
+    "self ms per call",
+    3,
+    "reference_operators",
+    "operator",
+    rows=5,
 )
 NO_STORED_PROFILE = (
     "the baseline has no operator profile (recorded by an earlier pytest-modelopt, or where none "
@@ -434,10 +443,9 @@ def what_grew(
         table = format_top_diff(old, measured, kind)
         if table:
             tables.append(table)
-        name = kind.row.replace(" ", "_")
-        rows[f"{name}s"] = [
-            {kind.row.split()[-1]: row, "baseline": before, "measured": after}
-            for row, before, after in top_diff(old, measured, kind.rows)
+        rows[kind.json_key] = [
+            {kind.json_name: name, "baseline": before, "measured": after}
+            for name, before, after in top_diff(old, measured, kind.rows)
         ]
     return "\n".join(tables), rows
 

@@ -42,8 +42,9 @@ if TYPE_CHECKING:
 
 TOP = 30
 OUTSIDE = "(outside operators)"
-# Each phase (plain calls timed, then profiled calls) runs about this long: enough calls to
-# average out a tiny model's scheduling noise, little next to a comparison's seconds.
+# Plain calls are timed for about this long (3 calls at least, MAX_CALLS at most), then as many
+# are profiled: enough to average out a tiny model's scheduling noise, little next to the seconds
+# of a comparison.
 SECONDS = 0.2
 MAX_CALLS = 200
 WARMUP_CALLS = 2
@@ -71,10 +72,11 @@ def operator_profile(
         return {}
     for _ in range(WARMUP_CALLS):
         variant.run(batch)
-    wall_s = [_seconds(variant.run, batch)]
-    calls = min(MAX_CALLS, max(3, round(seconds / max(wall_s[0], 1e-6))))
-    wall_s += [_seconds(variant.run, batch) for _ in range(calls - 1)]
-    operators = _profile_function(variant)(batch, calls)
+    wall_s: list[float] = []
+    deadline = time.perf_counter() + seconds
+    while len(wall_s) < MAX_CALLS and (len(wall_s) < 3 or time.perf_counter() < deadline):
+        wall_s.append(_seconds(variant.run, batch))
+    operators = _profile_function(variant)(batch, len(wall_s))
     kept = dict(sorted(operators.items(), key=lambda item: (-item[1], item[0]))[: top - 1])
     kept[OUTSIDE] = max(0.0, statistics.median(wall_s) * 1e3 - sum(operators.values()))
     return kept

@@ -26,6 +26,34 @@ class ConvOnly(nn.Module):
         return self.conv(x).mean(dim=(2, 3))
 
 
+class ConvNet(nn.Module):
+    """A convolution, then a linear layer: operators every runtime names (conv, matmul)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3)
+        self.head = nn.Linear(8 * 14 * 14, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.conv(x)).flatten(1))
+
+
+def conv_spec() -> ModelSpec:
+    """An untrained ConvNet on 16x16 images: for what does not need a learned rule (profiles)."""
+    generator = torch.Generator().manual_seed(5)
+
+    def factory() -> nn.Module:
+        torch.manual_seed(0)
+        return ConvNet().eval()
+
+    return ModelSpec.from_torch(
+        "convnet",
+        factory,
+        example_input=torch.randn(2, 3, 16, 16, generator=generator),
+        eval_data=[(torch.randn(8, 3, 16, 16, generator=generator), None)],
+    )
+
+
 def trained_mlp(linear: type[nn.Linear] = nn.Linear) -> nn.Module:
     """A tiny classifier of a real rule: which of the first 10 inputs is the largest."""
     torch.manual_seed(0)

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from pytest_modelopt.baselines import format_function_diff, function_diff
 from pytest_modelopt.cli import main
 from pytest_modelopt.counting import (
     ClientRequests,
@@ -152,19 +151,6 @@ def test_estimated_cycles_follow_the_stated_model() -> None:
 def test_an_overhead_is_subtracted_and_never_below_zero() -> None:
     counted = Counts({"Ir": 1000.0, "D1mr": 1.0}).minus(Counts({"Ir": 300.0, "D1mr": 4.0}))
     assert counted.events == {"Ir": 700.0, "D1mr": 0.0}
-
-
-def test_the_function_diff_ranks_what_changed_most() -> None:
-    stored = {"conv": 1000.0, "gemm": 5000.0, "relu": 10.0}
-    new = {"conv": 1300.0, "gemm": 5000.0, "pad": 50.0}
-    assert function_diff(stored, new) == [
-        ("conv", 1000.0, 1300.0),
-        ("pad", None, 50.0),
-        ("relu", 10.0, None),
-    ]
-    table = format_function_diff(stored, new)
-    assert "+300" in table
-    assert "gemm" not in table
 
 
 def test_counted_sides_are_rebuilt_with_one_thread() -> None:

@@ -58,6 +58,8 @@ ENTRY_SHAPE = {
     "instructions_per_call?": _MEASURED,
     "reference_instructions_per_call?": _MEASURED,
     "estimated_cycles?": _MEASURED,
+    "top_operators?": ("map", "number"),
+    "reference_top_operators?": ("map", "number"),
     "size_bytes": "int",
     "reference_bytes": "int",
     "accuracy": ("map", "number"),
@@ -163,7 +165,18 @@ def entry_from_record(
             "undecidable": p50.get("undecidable"),
         },
         "reference_p50_ms": {"value": reference["p50"] * 1e3, "n": reference["n"]},
+        **_profiled_fields(record.get("operators") or {}),
     }
+
+
+def _profiled_fields(operators: Mapping[str, Any]) -> dict[str, Any]:
+    """What an operator profile adds to a timed entry (a record profiled: a baseline being
+    saved, or a regression explained): each side's top operators, where it has them."""
+    fields = {}
+    for side, key in (("variant", "top_operators"), ("reference", "reference_top_operators")):
+        if operators.get(side):
+            fields[key] = dict(operators[side])
+    return fields
 
 
 def _counted_fields(record: Mapping[str, Any]) -> dict[str, Any]:
@@ -327,12 +340,48 @@ def format_baseline_checks(checks: Iterable[BaselineCheck], title: str) -> str:
     return "\n".join(lines + reasons)
 
 
-def function_diff(
+@dataclass(frozen=True)
+class TopList:
+    """What a top list of an entry ranks, for the table of what changed: its entry key, the name
+    of a row, the unit and format of its figures, and where its rows go in the results JSON
+    (``json_key``, each row ``{json_name: ..., "baseline": ..., "measured": ...}``)."""
+
+    key: str
+    row: str
+    unit: str
+    digits: int
+    json_key: str
+    json_name: str
+    rows: int = 10  # shown in a failure
+
+    def format(self, value: float) -> str:
+        return f"{value:,.{self.digits}f}"
+
+
+FUNCTIONS = TopList("top_functions", "function", "self Ir per call", 0, "functions", "function")
+OPERATORS = TopList("top_operators", "operator", "self ms per call", 3, "operators", "operator")
+# The reference's table is shorter: it says whether the reference got faster (a speedup falls
+# then too), the variant's says what grew.
+REFERENCE_OPERATORS = TopList(
+    "reference_top_operators",
+    "reference operator",
+    "self ms per call",
+    3,
+    "reference_operators",
+    "operator",
+    rows=5,
+)
+NO_STORED_PROFILE = (
+    "the baseline has no operator profile (recorded by an earlier pytest-modelopt, or where none "
+    "could be taken): re-record it with --modelopt-save-baseline to see what grew by operator"
+)
+
+
+def top_diff(
     stored: Mapping[str, float], new: Mapping[str, float], rows: int = 10
 ) -> list[tuple[str, float | None, float | None]]:
-    """The functions whose instructions per call changed most between two top-function lists
-    (each the top 30 by self instructions): (function, baseline, measured); None where a
-    function is not in that list's top."""
+    """The names whose figure changed most between two top lists (each the top 30 of its run):
+    (name, baseline, measured); None where a name is not in that list."""
     names = set(stored) | set(new)
 
     def change(name: str) -> float:
@@ -342,29 +391,63 @@ def function_diff(
     return [(name, stored.get(name), new.get(name)) for name in ranked if change(name) > 0]
 
 
-def format_function_diff(stored: Mapping[str, float], new: Mapping[str, float]) -> str:
-    """A table of what grew: the functions whose self instructions per call changed most."""
-    diff = function_diff(stored, new)
+def format_top_diff(
+    stored: Mapping[str, float], new: Mapping[str, float], kind: TopList = FUNCTIONS
+) -> str:
+    """A table of what grew: the rows of a top list whose figure per call changed most."""
+    diff = top_diff(stored, new, kind.rows)
     if not diff:
         return ""
-    rows = [("function (self Ir per call)", "baseline", "measured", "change")]
+    rows = [(f"{kind.row} ({kind.unit})", "baseline", "measured", "change")]
     for name, old, measured in diff:
         growth = (measured or 0.0) - (old or 0.0)
         rows.append(
             (
                 name[:60],
-                "-" if old is None else f"{old:,.0f}",
-                "-" if measured is None else f"{measured:,.0f}",
-                f"{growth:+,.0f}",
+                "-" if old is None else kind.format(old),
+                "-" if measured is None else kind.format(measured),
+                ("+" if growth >= 0 else "") + kind.format(growth),
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    lines = ["what changed, by function (- : not in that run's top 30):"]
+    lines = [f"what changed, by {kind.row} (- : not in that run's top 30):"]
     for index, row in enumerate(rows):
         lines.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
         if index == 0:
             lines.append("  ".join("-" * width for width in widths))
     return "\n".join(line.rstrip() for line in lines)
+
+
+def what_grew(
+    stored: Mapping[str, Any], new: Mapping[str, Any], unavailable: Mapping[str, str] | None = None
+) -> tuple[str, dict[str, Any]]:
+    """Why an entry regressed, as far as its top lists tell: the tables for the failure message,
+    and their rows for the results JSON (``functions`` of a counted entry; ``operators`` and
+    ``reference_operators`` of a timed one, or ``operators_unavailable`` saying why there are
+    none: ``unavailable`` gives a side's reason where it could not be profiled)."""
+    counted = new.get("meter") == "instructions"
+    kinds = (FUNCTIONS,) if counted else (OPERATORS, REFERENCE_OPERATORS)
+    if not counted:
+        why = (unavailable or {}).get("variant")
+        if why is None and not new.get(OPERATORS.key):
+            why = "this run's variant was not profiled"
+        if why is None and not stored.get(OPERATORS.key):
+            why = NO_STORED_PROFILE
+        if why is not None:
+            return f"what changed, by operator: not shown: {why}", {"operators_unavailable": why}
+    tables, rows = [], {}
+    for kind in kinds:
+        old, measured = stored.get(kind.key, {}), new.get(kind.key, {})
+        if not measured and kind is REFERENCE_OPERATORS:
+            continue  # the reference could not be profiled: its rows would all read "-"
+        table = format_top_diff(old, measured, kind)
+        if table:
+            tables.append(table)
+        rows[kind.json_key] = [
+            {kind.json_name: name, "baseline": before, "measured": after}
+            for name, before, after in top_diff(old, measured, kind.rows)
+        ]
+    return "\n".join(tables), rows
 
 
 def _with_interval(metric: Any, measured: Measured) -> str:

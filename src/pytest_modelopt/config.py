@@ -285,6 +285,7 @@ class Settings:
             confidence=self.confidence,
             noise_threshold=self.noise,
             meter=self.measure,
+            profile_operators=self.save_baseline,
         )
 
     def to_dict(self) -> dict[str, Any]:

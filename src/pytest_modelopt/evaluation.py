@@ -79,6 +79,7 @@ class VariantResult:
     remeasure: Callable[[], Comparison] | None = field(default=None, repr=False)
     log: Callable[[str], None] = field(default=lambda message: None, repr=False)
     unjudged: list[str] = field(default_factory=list)
+    operators: dict[str, Any] = field(default_factory=dict)
 
     @property
     def meter(self) -> str:
@@ -190,6 +191,20 @@ class VariantResult:
         self.throughput.update(figures)
         return figures
 
+    def profile_operators(self) -> dict[str, Any]:
+        """The variant's and the reference's time by operator (``pytest_modelopt.profiling``),
+        taken once, on the built variants in this process; kept in the record (``operators``)
+        and the baseline entry (``top_operators``), where a wall-clock regression is explained."""
+        if not self.operators:
+            from pytest_modelopt.profiling import profile_sides
+
+            self.log(f"{self.label}: profiling the variant and the reference by operator")
+            self.operators = profile_sides(
+                self.variant, self.reference, self.spec.example_input, self.settings.threads
+            )
+            self.log(f"{self.label}: profiled in {self.operators['seconds']:.1f} s")
+        return self.operators
+
     @property
     def threads(self) -> dict[str, Any]:
         """Every thread setting the timing ran with: torch's, and the variant runtime's own."""
@@ -238,6 +253,7 @@ class VariantResult:
             "verdict": self.verdict.value if self.verdict else None,
             "meter": self.meter,
             "unjudged": self.unjudged,
+            "operators": self.operators,
         }
 
 
@@ -387,7 +403,7 @@ class Evaluator:
             f"{self.spec.name}[{technique_name}]: {ratio} {comparison.speedup:.4g}x in "
             f"{comparison.rounds} rounds ({comparison.stopped_by})"
         )
-        return VariantResult(
+        result = VariantResult(
             spec=self.spec,
             variant=variant,
             reference=reference,
@@ -402,6 +418,9 @@ class Evaluator:
             remeasure=interleaver.run,
             log=self.log,
         )
+        if settings.profile_operators and meter == "wall":
+            result.profile_operators()
+        return result
 
     def _side(self, variant: Variant, cross_runtime: bool) -> Callable[[], Any] | Worker:
         """How one side is timed: in a worker process of its own when two runtimes meet (their

@@ -104,6 +104,9 @@ class MeasureSettings:
     check_every: int = 10
     estimator: str = "signed_rank"
     overrun: float = OVERRUN
+    # Profile each wall-clock result by operator (a baseline is being recorded: its entry keeps
+    # the profile, against which a later regression is explained).
+    profile_operators: bool = False
 
     def __post_init__(self) -> None:
         if self.estimator not in ESTIMATORS:

@@ -42,7 +42,7 @@ class ModeloptSession:
         self.context = SessionContext(config, settings)
         self.scope = RunScope(config)
         self.scheduler = MeasurementScheduler(self.context)
-        self.baselines = SessionBaselines(self.context, self.scope)
+        self.baselines = SessionBaselines(self.context, self.scope, self.scheduler.timed_section)
         self.report = SessionReport(self.context, self.baselines)
 
     @property

@@ -7,6 +7,8 @@ The store and the regression rules themselves are in ``pytest_modelopt.baselines
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 from pytest_modelopt.errors import ContractViolation, InvalidFileError
@@ -19,10 +21,16 @@ if TYPE_CHECKING:
 
 
 class SessionBaselines:
-    def __init__(self, context: SessionContext, scope: RunScope) -> None:
+    def __init__(
+        self,
+        context: SessionContext,
+        scope: RunScope,
+        timed_section: Callable[[str], AbstractContextManager[None]],
+    ) -> None:
         self.context = context
         self.settings = context.settings
         self.scope = scope
+        self.timed_section = timed_section  # the scheduler's: a failure's profile holds the lock
         self._stores: dict[str, BaselineStore] = {}
         self.comparisons: dict[str, dict[str, Any]] = {}  # test id -> what its comparison found
         self.obtained: dict[str, dict[str, Any]] = {}  # test id -> entry that regressed
@@ -57,9 +65,8 @@ class SessionBaselines:
         from pytest_modelopt.baselines import (
             compare,
             format_baseline_checks,
-            format_function_diff,
-            function_diff,
             module_of,
+            what_grew,
         )
         from pytest_modelopt.budget import LOOSEN_TOLERANCE, Verdict, what_to_do
 
@@ -94,20 +101,17 @@ class SessionBaselines:
         if not same and tolerances.latency is not None:
             where += " (absolute latency not compared: the detected hardware differs)"
         if failed:
+            if result.meter == "wall":  # what grew, by operator: profiled now, the machine held
+                with self.timed_section(nodeid):
+                    result.profile_operators()
+                new = self.entry(result)
             self.obtained[nodeid] = new
             names = ", ".join(c.metric for c in failed)
             table = format_baseline_checks(
                 checks, f"{result.label}: regression against {where} ({names})"
             )
-            grown = format_function_diff(
-                stored.get("top_functions", {}), new.get("top_functions", {})
-            )
-            self.comparisons[nodeid]["functions"] = [
-                {"function": name, "baseline": old, "measured": measured}
-                for name, old, measured in function_diff(
-                    stored.get("top_functions", {}), new.get("top_functions", {})
-                )
-            ]
+            grown, rows = what_grew(stored, new, result.operators.get("unavailable"))
+            self.comparisons[nodeid].update(rows)
             raise ContractViolation(f"{table}\n{grown}" if grown else table)
         if undecided and self.settings.inconclusive == "fail":
             names = ", ".join(c.metric for c in undecided)

@@ -46,7 +46,10 @@ class Variant:
     the transformed torch module where the technique yields one (pruning, low-rank, ...): the next
     technique of a chain such as ``pruned_structured+static_int8`` starts from it. ``loader``
     says how a worker process rebuilds ``run`` from the files, so that the variant can be timed
-    alone in its own process (None: it is timed in this one).
+    alone in its own process (None: it is timed in this one). ``profiler`` says how to profile it
+    by operator where its runtime profiles only when built to (ONNX Runtime, OpenVINO): a loader
+    of ``profile(batch, calls) -> {operator: ms per call}`` (None: torch variants are profiled
+    as they run, other runtimes not at all; see ``pytest_modelopt.profiling``).
     """
 
     technique: str
@@ -62,6 +65,7 @@ class Variant:
     memory: dict[str, Any] = field(default_factory=dict)
     model: Any = field(default=None, repr=False)
     loader: Loader | None = None
+    profiler: Loader | None = None
 
     @property
     def runtime_family(self) -> str:

@@ -105,13 +105,17 @@ def session_for(
 
 
 def make_session(
-    path: str, threads: int | None, providers: list[Any]
+    path: str, threads: int | None, providers: list[Any], *, profile_prefix: str | None = None
 ) -> onnxruntime.InferenceSession:
     """A session configured as ORT's own guidance says for latency: all graph optimizations,
-    intra-op threads from the harness, sequential execution."""
+    intra-op threads from the harness, sequential execution; with ``profile_prefix``, ORT's
+    profiling on, its JSON written to a file of that prefix."""
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
+    if profile_prefix is not None:
+        options.enable_profiling = True
+        options.profile_file_prefix = profile_prefix
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
     if threads:
@@ -127,6 +131,37 @@ def make_session(
 def ort_runner(path: str, threads: int | None) -> Callable[[Any], Any]:
     """``run(batch)`` of a new CPU session on the model at ``path``: a worker process's loader."""
     return _plain_runner(make_session(path, threads, ["CPUExecutionProvider"]))
+
+
+def ort_profiler(path: str, threads: int | None) -> Callable[[Any, int], dict[str, float]]:
+    """``profile(batch, calls)``: milliseconds per call by ``op_type`` of a CPU session on the
+    model at ``path`` with ORT's profiling on (node events of the calls after a warm-up; a fused
+    node counts under the type ORT gives it). The variant's ``profiler``."""
+
+    def profile(batch: Any, calls: int) -> dict[str, float]:
+        import tempfile
+
+        from pytest_modelopt.profiling import WARMUP_CALLS, per_call
+
+        with tempfile.TemporaryDirectory(prefix="modelopt-ort-profile-") as directory:
+            session = make_session(
+                path, threads, ["CPUExecutionProvider"], profile_prefix=f"{directory}/ort"
+            )
+            run = _plain_runner(session)
+            for _ in range(WARMUP_CALLS + calls):
+                run(batch)
+            events = json.loads(Path(session.end_profiling()).read_text())
+        runs = sorted(e["ts"] for e in events if e.get("name") == "model_run")
+        start = runs[WARMUP_CALLS] if len(runs) > WARMUP_CALLS else 0
+        totals: dict[str, float] = {}
+        for event in events:
+            node = event.get("cat") == "Node" and event["name"].endswith("_kernel_time")
+            if node and event["ts"] >= start:
+                name = event.get("args", {}).get("op_name", event["name"])
+                totals[name] = totals.get(name, 0.0) + event["dur"] / 1e3
+        return per_call(totals, calls)
+
+    return profile
 
 
 def tensorrt_options(path: Path, ctx: BuildContext) -> dict[str, Any]:
@@ -199,6 +234,12 @@ def ort_variant(
             "pytest_modelopt.variants.onnx_runtime:ort_runner",
             {"path": str(path), "threads": ctx.threads},
             numpy_inputs=True,
+        ),
+        profiler=None
+        if on_gpu
+        else Loader(
+            "pytest_modelopt.variants.onnx_runtime:ort_profiler",
+            {"path": str(path), "threads": ctx.threads},
         ),
     )
 

@@ -130,6 +130,10 @@ def openvino_variant(
             {"xml": str(xml), "device": device, "config": config},
             numpy_inputs=True,
         ),
+        profiler=Loader(
+            "pytest_modelopt.variants.openvino:openvino_profiler",
+            {"xml": str(xml), "device": device, "config": config},
+        ),
     )
 
 
@@ -175,6 +179,36 @@ def openvino_runner(xml: str, device: str, config: dict[str, Any]) -> Callable[[
 
     core = ov.Core()
     return runner(ShapeCompiled(core, core.read_model(xml), device, config))
+
+
+def openvino_profiler(
+    xml: str, device: str, config: dict[str, Any]
+) -> Callable[[Any, int], dict[str, float]]:
+    """``profile(batch, calls)``: milliseconds per call by layer type and kernel (``Convolution
+    (brgconv_avx2_FP32)``: a change of kernel shows as one row leaving and another coming) of the
+    saved IR compiled with ``config`` and ``PERF_COUNT``, one request on the whole batch (a
+    THROUGHPUT variant too), summed over the calls. The variant's ``profiler``."""
+
+    def profile(batch: Any, calls: int) -> dict[str, float]:
+        import openvino as ov
+
+        from pytest_modelopt.profiling import WARMUP_CALLS, per_call
+
+        core = ov.Core()
+        models = ShapeCompiled(core, core.read_model(xml), device, {**config, "PERF_COUNT": True})
+        request = models.bound_request(_inputs(batch))
+        for _ in range(WARMUP_CALLS):
+            request.infer()
+        totals: Counter[str] = Counter()
+        for _ in range(calls):
+            request.infer()  # the counters are those of the last inference
+            for layer in request.get_profiling_info():
+                if layer.status == ov.ProfilingInfo.Status.EXECUTED:
+                    name = f"{layer.node_type} ({layer.exec_type})"
+                    totals[name] += layer.real_time.total_seconds() * 1e3
+        return per_call(totals, calls)
+
+    return profile
 
 
 class ShapeCompiled:

@@ -143,6 +143,9 @@ def _show(metric: Any, measured: Any) -> str:
 
 
 def _table(rows: list[tuple[str, ...]]) -> list[str]:
+    from pytest_modelopt.readable import one_line
+
+    rows = [tuple(one_line(cell, limit=None) for cell in row) for row in rows]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = []
     for index, row in enumerate(rows):

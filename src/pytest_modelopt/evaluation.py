@@ -46,6 +46,7 @@ from pytest_modelopt.measure import (
     time_alone,
 )
 from pytest_modelopt.memory import PeakMemory
+from pytest_modelopt.readable import hide_plugin_frame
 from pytest_modelopt.registry import get_technique
 from pytest_modelopt.spec import ModelSpec
 from pytest_modelopt.variants.base import BuildContext, Variant
@@ -80,6 +81,9 @@ class VariantResult:
     log: Callable[[str], None] = field(default=lambda message: None, repr=False)
     unjudged: list[str] = field(default_factory=list)
     operators: dict[str, Any] = field(default_factory=dict)
+
+    def __repr__(self) -> str:  # pytest shows test arguments: one line, not every field
+        return f"<VariantResult {self.label}>"
 
     @property
     def meter(self) -> str:
@@ -119,6 +123,7 @@ class VariantResult:
         ``instructions_ratio`` under the wall clock) are not judged: they are listed in
         ``unjudged`` and in the results.
         """
+        __tracebackhide__ = hide_plugin_frame  # a failure ends at the user's line, then the table
         budgets = self._judged(budgets)
         checks = judge_all(budgets, self.metrics)
         for _ in range(self.retries):

@@ -13,6 +13,7 @@ import math
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from pytest_modelopt.readable import one_line
 from pytest_modelopt.results import Run, accuracy_of
 
 if TYPE_CHECKING:
@@ -73,7 +74,8 @@ def render(runs: list[Run], title: str) -> str:
 
 
 def _e(text: Any) -> str:
-    return html.escape(str(text))
+    """Text as HTML: one line, no terminal escape codes, escaped."""
+    return html.escape(one_line(text, limit=None))
 
 
 def _latest_per_fingerprint(runs: Iterable[Run]) -> dict[str, Run]:
@@ -240,7 +242,7 @@ def _pareto_png(spec: str, latest: dict[str, Run]) -> bytes:
                 continue
             accuracy_name = accuracy[0]
             size = record["sizes"]["variant_bytes"] / scale
-            points.append((latency_ms, accuracy[1], size, record["technique"]))
+            points.append((latency_ms, accuracy[1], size, one_line(record["technique"])))
         if not points:
             continue
         largest = max(p[2] for p in points) or 1.0
@@ -337,7 +339,7 @@ def _trend_series(runs: list[Run]) -> dict[str, dict[str, list[tuple[dt.datetime
             continue
         for run in group:
             for record in run.records:
-                key = f"{record['technique']} @ {fingerprint}"
+                key = one_line(f"{record['technique']} @ {fingerprint}", limit=None)
                 trends.setdefault(record["spec"], {}).setdefault(key, []).append(
                     (run.created, record)
                 )
@@ -398,6 +400,7 @@ def _details(run: Run) -> str:
             for c in baseline.get("checks", [])
             if isinstance(c, dict)
         )
+        notes = "; ".join(one_line(note) for note in record["variant"]["notes"])
         rows.append(
             f"<tr><td>{_e(record['test'])}</td><td>{_e(record['technique'])}</td>"
             f"<td>{latency['speedup']:.3g}x{unit} [{_bound(low)}, {_bound(high)}]</td>"
@@ -407,6 +410,6 @@ def _details(run: Run) -> str:
             f'<td class="{_state(record)}">{_e(record.get("verdict") or "-")}<br>'
             f'<span class="small">{_e(checks)}</span></td>'
             f'<td>{_e(baseline.get("status", "-"))}<br><span class="small">{_e(moved)}</span>'
-            f'</td><td class="small">{_e("; ".join(record["variant"]["notes"]))}</td></tr>'
+            f'</td><td class="small">{_e(notes)}</td></tr>'
         )
     return "\n".join(rows) + "</table>"

@@ -22,6 +22,7 @@ from pytest_modelopt.errors import (
     SpecError,
     UnknownTechniqueError,
 )
+from pytest_modelopt.readable import pop_frame_policy, push_frame_policy
 from pytest_modelopt.registry import Requirements, get_technique
 from pytest_modelopt.session import ModeloptSession
 
@@ -56,10 +57,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     for marker in MARKERS:
         config.addinivalue_line("markers", marker)
+    push_frame_policy(show=config.get_verbosity() >= 2)  # -vv: the plugin's frames too
     session = ModeloptSession(config, Settings.from_pytest_config(config))
     config.stash[SESSION_KEY] = session
     config.pluginmanager.register(session, "modelopt-session")
     config.pluginmanager.register(session.scope, "modelopt-scope")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    pop_frame_policy()
 
 
 def pytest_cmdline_main(config: pytest.Config) -> int | None:

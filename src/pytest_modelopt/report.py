@@ -8,6 +8,8 @@ import platform
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from pytest_modelopt.readable import one_line
+
 if TYPE_CHECKING:
     from pytest_modelopt.evaluation import VariantResult
 
@@ -103,24 +105,27 @@ def results_table(records: Iterable[Mapping[str, Any]]) -> list[tuple[str, dict[
         "verdict",
         "baseline",
     )
-    rows = [header]
+    rows: list[tuple[str, ...]] = [header]
     for record in records:
         latency = record["latency"]
         sizes = record["sizes"]
         variant, reference, ratio = _measured_cells(latency)
         rows.append(
-            (
-                record["test"].split("::")[-1].split("[")[0],
-                record["technique"],
-                variant,
-                reference,
-                ratio,
-                f"{sizes['variant_bytes'] / sizes['reference_bytes']:.2f}x",
-                f"{sizes['variant_gzip_bytes'] / sizes['reference_gzip_bytes']:.2f}x",
-                _accuracy(record["accuracy"]),
-                _fraction(record.get("efficiency", {}).get("fraction_of_peak")),
-                record.get("verdict") or "-",
-                record.get("baseline", {}).get("status", "-"),
+            tuple(
+                one_line(cell, limit=None)
+                for cell in (
+                    record["test"].split("::")[-1].split("[")[0],
+                    record["technique"],
+                    variant,
+                    reference,
+                    ratio,
+                    f"{sizes['variant_bytes'] / sizes['reference_bytes']:.2f}x",
+                    f"{sizes['variant_gzip_bytes'] / sizes['reference_gzip_bytes']:.2f}x",
+                    _accuracy(record["accuracy"]),
+                    _fraction(record.get("efficiency", {}).get("fraction_of_peak")),
+                    record.get("verdict") or "-",
+                    record.get("baseline", {}).get("status", "-"),
+                )
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]

@@ -14,6 +14,7 @@ import pytest
 
 from pytest_modelopt.atomic import atomic_write_text
 from pytest_modelopt.hardware import Hardware
+from pytest_modelopt.readable import one_line
 from pytest_modelopt.session.baselines import SessionBaselines
 from pytest_modelopt.session.context import SessionContext, utc_now
 
@@ -76,7 +77,7 @@ class SessionReport:
         notes: dict[str, set[str]] = {}
         for record in self.records:
             for note in record["variant"]["notes"]:
-                notes.setdefault(note, set()).add(record["technique"])
+                notes.setdefault(one_line(note), set()).add(one_line(record["technique"]))
         return [
             f"note ({', '.join(sorted(techniques))}): {note}"
             for note, techniques in sorted(notes.items())

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pytest_modelopt.readable import quiet_third_party_logs
 from pytest_modelopt.session.context import SessionContext
 
 if TYPE_CHECKING:
@@ -91,7 +92,7 @@ class MeasurementScheduler:
         another worker would disturb this one's timing as much as another measurement)."""
         evaluator = self.evaluator(spec, workdir)
         slowdown = dict(self.context.settings.inject_slowdown).get(technique)
-        with self.timed_section(nodeid):
+        with self.timed_section(nodeid), quiet_third_party_logs():
             if slowdown:
                 from pytest_modelopt.testing import inject_slowdown
 
@@ -109,7 +110,7 @@ class MeasurementScheduler:
             return None
 
         def locked() -> Comparison:
-            with self.timed_section(nodeid):
+            with self.timed_section(nodeid), quiet_third_party_logs():
                 return remeasure()
 
         return locked

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pytest_modelopt.readable import one_line
+
 if TYPE_CHECKING:
     from pytest_modelopt.hardware import Hardware
     from pytest_modelopt.spec import ModelSpec
@@ -94,7 +96,7 @@ class Variant:
             "device": self.device,
             "files": [path.name for path in self.files],
             "details": self.details,
-            "notes": self.notes,
+            "notes": [one_line(note) for note in self.notes],
             "build_seconds": round(self.build_seconds, 4),
             "first_call_seconds": round(self.first_call_seconds, 6),
             "memory": self.memory,
@@ -121,6 +123,6 @@ class WarningsToNotes:
     def __exit__(self, *exc: Any) -> None:
         self._catcher.__exit__(*exc)
         for caught in self._caught:
-            line = f"{caught.category.__name__}: {str(caught.message).splitlines()[0]}"
+            line = one_line(f"{caught.category.__name__}: {caught.message}")
             if line not in self.notes:
                 self.notes.append(line)

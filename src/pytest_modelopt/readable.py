@@ -1,0 +1,137 @@
+"""What keeps a failed contract readable: the plugin's frames hidden from its traceback, third-party
+log records below WARNING kept out of what pytest captures while a variant is built and timed, and
+every string bound for a table one line without terminal escape codes.
+
+Imports neither pytest nor an ML library: ``evaluation.py`` works without pytest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+from collections.abc import Iterator
+from typing import Any
+
+# -- traceback ------------------------------------------------------------------------------------
+
+# One entry per configured pytest session (pytester runs nest them): show the plugin's frames?
+_SHOW_PLUGIN_FRAMES: list[bool] = []
+
+
+def hide_plugin_frame(excinfo: Any) -> bool:
+    """``__tracebackhide__`` of the plugin frames that raise a contract's failure: the traceback
+    stops at the user's line, unless the exception is not one of ours (a bug in the plugin shows
+    where it happened) or the session asked for everything (``-vv``; ``--full-trace`` ignores
+    ``__tracebackhide__`` by itself)."""
+    from pytest_modelopt.errors import ModeloptError
+
+    if _SHOW_PLUGIN_FRAMES and _SHOW_PLUGIN_FRAMES[-1]:
+        return False
+    value = getattr(excinfo, "value", None)
+    return isinstance(value, ModeloptError)
+
+
+def push_frame_policy(show: bool) -> None:
+    """A pytest session starts: show the plugin's frames in its failures (``-vv``) or not."""
+    _SHOW_PLUGIN_FRAMES.append(show)
+
+
+def pop_frame_policy() -> None:
+    """The session ends: the enclosing one's policy applies again."""
+    if _SHOW_PLUGIN_FRAMES:
+        _SHOW_PLUGIN_FRAMES.pop()
+
+
+# -- text bound for a table -----------------------------------------------------------------------
+
+# CSI sequences (colours, cursor moves), OSC sequences (titles, links), lone two-byte escapes.
+_ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
+# An SGR colour code whose ESC byte was lost on the way ("[96m"): no note means that literally.
+_ORPHAN_SGR = re.compile(r"\[\d{1,3}(?:;\d{1,3})*m")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+NOTE_LIMIT = 240
+
+
+def one_line(text: Any, limit: int | None = NOTE_LIMIT) -> str:
+    """``text`` as one line of a table: terminal escape codes and control characters removed,
+    the first non-empty line kept (an ellipsis says more followed), at most ``limit`` characters.
+
+    ``[96mThis is step 1/3[0m`` with its ESC bytes reads ``This is step 1/3``.
+    """
+    text = _ESCAPES.sub("", str(text)).replace("\t", " ").replace("\r", "\n")
+    text = _CONTROL.sub("", _ORPHAN_SGR.sub("", text))
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    first = lines[0] if lines else ""
+    if len(lines) > 1:
+        first += " …"
+    if limit is not None and len(first) > limit:
+        first = first[: limit - 1].rstrip() + "…"
+    return first
+
+
+# -- third-party logs -----------------------------------------------------------------------------
+
+# Loggers of the libraries that build and run variants. torch.compile's structured trace logger
+# (``torch.__trace``) is always at DEBUG; nncf logs at INFO; TensorFlow logs through absl.
+THIRD_PARTY_LOGGERS = (
+    "torch",
+    "torchvision",
+    "torchao",
+    "torch_pruning",
+    "timm",
+    "onnx",
+    "onnx_ir",
+    "onnxscript",
+    "onnxruntime",
+    "openvino",
+    "nncf",
+    "tensorflow",
+    "tf_keras",
+    "keras",
+    "absl",
+    "ai_edge_litert",
+    "tensorrt",
+    "filelock",
+    "matplotlib",
+    "PIL",
+)
+
+
+def is_third_party(name: str) -> bool:
+    return any(name == root or name.startswith(root + ".") for root in THIRD_PARTY_LOGGERS)
+
+
+class _BelowWarningFromThirdParty(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or not is_third_party(record.name)
+
+
+_FILTER = _BelowWarningFromThirdParty()
+
+
+def _capture_handlers() -> list[logging.Handler]:
+    """pytest's handlers on the root logger that capture records for the report and caplog."""
+    try:
+        from _pytest.logging import LogCaptureHandler
+    except ImportError:  # pytest is not here: nothing captures
+        return []
+    return [h for h in logging.getLogger().handlers if isinstance(h, LogCaptureHandler)]
+
+
+@contextlib.contextmanager
+def quiet_third_party_logs() -> Iterator[None]:
+    """Keep third-party records below WARNING out of what pytest captures (the failure report's
+    "Captured log" section, caplog) while the block runs; then remove the filter again.
+
+    No logger's level, propagation or handlers change: the user's configuration of their own
+    loggers, and a trace a library writes on request (``TORCH_TRACE``), are left as they are.
+    """
+    handlers = [h for h in _capture_handlers() if _FILTER not in h.filters]
+    for handler in handlers:
+        handler.addFilter(_FILTER)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(_FILTER)

@@ -90,16 +90,23 @@ def test_digits_cnn(modelopt_variant):
 @pytest.mark.modelopt(
     spec="resnet18_digits",
     techniques=CNN_TECHNIQUES,
-    params={**PARAMS, **CHAIN_PARAMS, "distilled": {"max_seconds": 600, "max_steps": 100}},
+    params={
+        **PARAMS,
+        **CHAIN_PARAMS,
+        "distilled": {"max_seconds": 600, "max_steps": 100},
+        # 16 shared values a layer cost the trained resnet18 10 points (96.9% -> 86.9%, no
+        # fine-tuning); 64 keep it within the budget at 6 bits an index
+        "clustered": {"clusters": 64},
+    },
 )
 def test_resnet18_digits(modelopt_variant):
     contract = dict(CONTRACTS[modelopt_variant.technique])
     if modelopt_variant.technique == "eager":
-        # 3 epochs (68 steps) reach about 62% test accuracy on the AVX2 EPYC: a weakly trained
-        # model, trained in 10 minutes on a 2-core machine, whose weights follow the CPU's
-        # kernels. The floor says "trained, far above chance (10%)" on any CPU; the drops of the
-        # other techniques are real, and the baselines gate this machine's accuracy to 2 points.
-        contract["accuracy"] = ">=50%"
+        # 3 epochs (69 steps, 16 s here) and BatchNorm settled on the training split: 96.9% on an
+        # AVX-512 EPYC, 96.4% with the runtimes capped to AVX2. Its weights follow the CPU's
+        # kernels, so the floor leaves room below the CNN's; the baselines gate each machine's
+        # accuracy to 2 points.
+        contract["accuracy"] = ">=90%"
     if modelopt_variant.technique == "lowrank":
         # low rank factorizes Linear and 1x1 convolutions: resnet18 is mostly 3x3 convolutions,
         # so its file stays the same size (1.0004x measured: the extra layer names)

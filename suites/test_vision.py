@@ -27,7 +27,7 @@ CONTRACTS = {
     # size (their accuracy is meaningless on random weights, see test_digits for that).
     "export": {"speedup": ">=0.9", "top1_agreement": ">=99%"},
     "compile": {"speedup": ">=1.0", "top1_agreement": ">=99%"},
-    "static_int8": {"speedup": ">=1.5", "size_ratio": "<=0.3"},
+    "static_int8": {"size_ratio": "<=0.3"},  # its speedup budget follows the CPU: INT8_SPEEDUP
     "pruned_structured": {"speedup": ">=1.2", "size_ratio": "<=0.6"},
     "lowrank": {"size_ratio": "<=0.95"},
     "clustered": {"size_ratio": "<=0.2"},
@@ -38,10 +38,12 @@ CONTRACTS = {
     "tensorrt": {"speedup": ">=1.0", "top1_agreement": ">=95%"},
 }
 TECHNIQUES = list(CONTRACTS)
-# PyTorch's int8 kernels beat fp32 only with int8 dot-product instructions: on an AVX2-only AMD
-# EPYC, static_int8 ran resnet18 at 0.95x and vit_tiny at 0.92x of eager (issue 4 measured 4.0x
-# and more on a Sapphire Rapids with AMX). Without them, its contract is size only.
-INT8_DOT_PRODUCT = ("avx512_vnni", "amx_int8")
+# static_int8's speed is the CPU's int8 matrix units': issue 4 measured 4.0x and more on a
+# Sapphire Rapids with AMX; with AVX512-VNNI alone (an AMD EPYC, Zen 4) it ran resnet18 at 1.03x
+# [0.96, 1.08], vit_tiny at 1.02x [0.91, 1.19] and mobilenetv3 at 1.44x: no slower than fp32, no
+# more; on an AVX2-only EPYC, 0.95x and 0.92x: no budget there, its contract is size only. The
+# first flag this hardware has sets the budget (an ISA cap hides the flags it forbids).
+INT8_SPEEDUP = (("amx_int8", ">=1.5"), ("avx512_vnni", ">=0.9"))
 # What each model's architecture allows, measured on the fingerprints under baselines/.
 MODEL_CONTRACTS = {
     # low rank factorizes Linear and 1x1 convolutions; resnet18 is mostly 3x3 convolutions
@@ -49,7 +51,7 @@ MODEL_CONTRACTS = {
     "mobilenetv3_small_100": {
         "dynamic_int8": {"size_ratio": "<=0.8"},  # the 1024x1000 head is most of its bytes
         # PT2E leaves part of this model in fp32 (0.56x of the bytes measured)
-        "static_int8": {"speedup": ">=1.5", "size_ratio": "<=0.6"},
+        "static_int8": {"size_ratio": "<=0.6"},
         "pruned_structured": {"speedup": ">=1.05", "size_ratio": "<=0.6"},  # depthwise-heavy
         "pruned_structured+static_int8": {"speedup": ">=1.5", "size_ratio": "<=0.4"},
     },
@@ -65,8 +67,11 @@ def contract(result, hardware) -> dict:
     """The technique's contract for this model on this hardware."""
     technique = result.technique
     chosen = dict(MODEL_CONTRACTS.get(result.spec.name, {}).get(technique, CONTRACTS[technique]))
-    if technique == "static_int8" and not any(hardware.has_isa(f) for f in INT8_DOT_PRODUCT):
+    if technique == "static_int8":
+        speedup = next((budget for flag, budget in INT8_SPEEDUP if hardware.has_isa(flag)), None)
         chosen.pop("speedup", None)
+        if speedup is not None:
+            chosen["speedup"] = speedup
     return chosen
 
 
@@ -128,4 +133,11 @@ def resnet18_batch8() -> ModelSpec:
 )
 def test_resnet18_batch8(modelopt_variant):
     """Seed 000's batches and streams: the THROUGHPUT hint splits a batch of 8 across streams."""
-    modelopt_variant.expect(speedup=">=1.3", top1_agreement=">=99%")
+    modelopt_variant.expect(speedup=">=1.3", top1_agreement=agreement(modelopt_variant))
+
+
+def agreement(result) -> str:
+    """Top-1 agreement with fp32 for the precision the variant states. Random weights leave
+    near-tied logits, and bf16 (OpenVINO's default on CPUs with AVX512-BF16 or AMX, about 3
+    significant digits) flipped 1 of the 32 images on an AVX-512 EPYC where f32 flips none."""
+    return ">=90%" if result.variant.details.get("execution_precision") == "bf16" else ">=99%"

@@ -92,6 +92,7 @@ def test_readme_walkthrough(baseline_project: pytest.Pytester) -> None:
             # gives too few rounds); a regression needs a bounded measured one.
             "*speedup*x [[]*[]]*x [[]*x, *x[]]*>= *x*FAIL*",
             "*size_bytes*PASS*",
+            "*what to do: if the change is intended, record the new figures with*",
             "FAILED test_toy.py::test_toy?fake_fast? - Failed: toy?fake_fast?: regression*",
         ]
     )

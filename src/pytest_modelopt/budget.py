@@ -238,6 +238,18 @@ LOOSEN_TOLERANCE = (
 )
 
 
+# What to do about a decided failure: more timing cannot change it.
+AFTER_BROKEN_BUDGET = (
+    "what to do: the measurements decide it, so more timing will not change the verdict: fix "
+    "the variant, or, if this hardware cannot do better, set the budget to what it can meet"
+)
+AFTER_REGRESSION = (
+    "what to do: if the change is intended, record the new figures with "
+    "--modelopt-save-baseline; if not, the variant regressed (a table of what grew follows "
+    "where the meter can tell)"
+)
+
+
 def what_to_do(undecided: Iterable[Check], timed_s: float, loosen: str = LOOSEN_BUDGET) -> str:
     """How to turn inconclusive verdicts into decisions, with the timing likely to decide each;
     ``loosen`` says how to move the limit (a contract's budget, a baseline's tolerance).

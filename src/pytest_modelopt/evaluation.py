@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from pytest_modelopt.budget import (
+    AFTER_BROKEN_BUDGET,
     INCONCLUSIVE_POLICIES,
     METER_METRICS,
     METERS,
@@ -136,9 +137,8 @@ class VariantResult:
         failed = [c for c in checks if c.verdict is Verdict.FAIL]
         undecided = [c for c in checks if c.verdict is Verdict.INCONCLUSIVE]
         if failed:
-            raise ContractViolation(
-                format_checks(checks, f"{self.label}: contract broken ({_names(failed)})")
-            )
+            table = format_checks(checks, f"{self.label}: contract broken ({_names(failed)})")
+            raise ContractViolation(f"{table}\n{AFTER_BROKEN_BUDGET}")
         if undecided and self.inconclusive == "fail":
             table = format_checks(
                 checks,

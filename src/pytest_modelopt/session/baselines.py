@@ -68,7 +68,12 @@ class SessionBaselines:
             module_of,
             what_grew,
         )
-        from pytest_modelopt.budget import LOOSEN_TOLERANCE, Verdict, what_to_do
+        from pytest_modelopt.budget import (
+            AFTER_REGRESSION,
+            LOOSEN_TOLERANCE,
+            Verdict,
+            what_to_do,
+        )
 
         if self.settings.save_baseline:
             self.comparisons[nodeid] = {"status": "recorded"}
@@ -112,7 +117,7 @@ class SessionBaselines:
             )
             grown, rows = what_grew(stored, new, result.operators.get("unavailable"))
             self.comparisons[nodeid].update(rows)
-            raise ContractViolation(f"{table}\n{grown}" if grown else table)
+            raise ContractViolation("\n".join(filter(None, (table, AFTER_REGRESSION, grown))))
         if undecided and self.settings.inconclusive == "fail":
             names = ", ".join(c.metric for c in undecided)
             table = format_baseline_checks(

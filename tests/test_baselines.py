@@ -387,6 +387,22 @@ def test_store_roundtrip_and_validation(tmp_path: Path) -> None:
     assert "[not overwritten]" in report.errors[0]
 
 
+def test_an_entry_with_a_nan_is_reported_and_the_others_are_saved(tmp_path: Path) -> None:
+    from pytest_modelopt.baselines import SaveReport
+
+    store = BaselineStore(tmp_path, fake_hardware())
+    broken = entry()
+    broken["top_operators"] = {"aten::conv2d": float("nan")}
+    report = SaveReport()
+    store.save({"t.py::test[a]": broken, "t.py::test[b]": entry(size=7)}, report)
+    assert report.errors == [
+        "t.py::test[a]: not recorded: top_operators.aten::conv2d is not a finite number"
+    ]
+    fresh = BaselineStore(tmp_path, fake_hardware())
+    assert fresh.entry("t.py::test[b]")["size_bytes"] == 7
+    assert fresh.entry("t.py::test[a]") is None
+
+
 def test_new_test_in_a_baselined_module_has_no_entry(baseline_project: pytest.Pytester) -> None:
     project = baseline_project
     project.makepyfile(test_toy=FAST_TEST)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -174,8 +175,8 @@ def _profiled_fields(operators: Mapping[str, Any]) -> dict[str, Any]:
     saved, or a regression explained): each side's top operators, where it has them."""
     fields = {}
     for side, key in (("variant", "top_operators"), ("reference", "reference_top_operators")):
-        if operators.get(side):
-            fields[key] = dict(operators[side])
+        if operators.get(side):  # a profiler's NaN is no measurement: it is left out
+            fields[key] = {name: ms for name, ms in operators[side].items() if math.isfinite(ms)}
     return fields
 
 
@@ -542,6 +543,23 @@ def load_baseline_file(path: Path, fingerprint: str) -> dict[str, Any]:
     return data
 
 
+def _not_finite(data: Any, where: str = "") -> str | None:
+    """The key path of the first NaN or infinity in an entry, None if it has none."""
+    if isinstance(data, float) and not math.isfinite(data):
+        return where or "the value"
+    items = (
+        data.items()
+        if isinstance(data, Mapping)
+        else enumerate(data)
+        if isinstance(data, list)
+        else ()
+    )
+    for key, value in items:
+        if (found := _not_finite(value, f"{where}.{key}" if where else str(key))) is not None:
+            return found
+    return None
+
+
 def dump(document: Mapping[str, Any]) -> str:
     return json.dumps(document, indent=2, sort_keys=True, allow_nan=False) + "\n"
 
@@ -644,6 +662,9 @@ class BaselineStore:
         """Record or update these entries (test id -> entry); other entries are kept."""
         by_module: dict[str, dict[str, Any]] = {}
         for nodeid, entry in entries.items():
+            if (where := _not_finite(entry)) is not None:  # JSON has no NaN: the others are saved
+                report.errors.append(f"{nodeid}: not recorded: {where} is not a finite number")
+                continue
             by_module.setdefault(module_of(nodeid), {})[nodeid] = entry
         for module, updates in sorted(by_module.items()):
             path = self.path_for(module)

@@ -60,7 +60,8 @@ class MeasurementScheduler:
 
     @contextlib.contextmanager
     def timed_section(self, nodeid: str) -> Iterator[None]:
-        """Hold the machine-wide timing lock; the section's wall-clock span is recorded."""
+        """Hold the machine-wide timing lock, third-party logs below WARNING kept out of pytest's
+        capture (what runs here builds, times and profiles variants); the span is recorded."""
         from filelock import FileLock, Timeout
 
         if self._lock is None:
@@ -72,7 +73,8 @@ class MeasurementScheduler:
             self._lock.acquire()
         start = time.time()
         try:
-            yield
+            with quiet_third_party_logs():
+                yield
         finally:
             self.sections.setdefault(nodeid, []).append([start, time.time()])
             self._lock.release()
@@ -92,7 +94,7 @@ class MeasurementScheduler:
         another worker would disturb this one's timing as much as another measurement)."""
         evaluator = self.evaluator(spec, workdir)
         slowdown = dict(self.context.settings.inject_slowdown).get(technique)
-        with self.timed_section(nodeid), quiet_third_party_logs():
+        with self.timed_section(nodeid):
             if slowdown:
                 from pytest_modelopt.testing import inject_slowdown
 
@@ -110,7 +112,7 @@ class MeasurementScheduler:
             return None
 
         def locked() -> Comparison:
-            with self.timed_section(nodeid), quiet_third_party_logs():
+            with self.timed_section(nodeid):
                 return remeasure()
 
         return locked

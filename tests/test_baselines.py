@@ -3,6 +3,11 @@ broken files that are errors, unused entries, another fingerprint's baselines, x
 
 import itertools
 import json
+import multiprocessing
+import os
+import stat
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -412,4 +417,130 @@ def test_new_test_in_a_baselined_module_has_no_entry(baseline_project: pytest.Py
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(
         ["test_toy  eager  *  no entry", "compared with the baseline for *: 1 passed, 1 no entry"]
+    )
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o077, 0o600)])
+def test_written_files_take_the_mode_the_umask_asks_for(
+    baseline_project: pytest.Pytester, umask: int, mode: int
+) -> None:
+    """mkstemp alone would leave every file 0600: unreadable to a team sharing the directory."""
+    from pytest_modelopt.atomic import atomic_write_text, process_umask
+
+    baseline_project.makepyfile(test_toy=FAST_TEST)
+    previous = os.umask(umask)
+    try:
+        assert process_umask() == umask
+        atomic_write_text(baseline_project.path / "plain.txt", "x")
+        result = baseline_project.runpytest("--modelopt-save-baseline", "--modelopt-json=r.json")
+    finally:
+        os.umask(previous)
+    result.assert_outcomes(passed=1)
+    written = [baseline_project.path / "plain.txt", baseline_project.path / "r.json"]
+    written += baseline_files(baseline_project)
+    assert len(written) == 3
+    for path in written:
+        assert stat.S_IMODE(path.stat().st_mode) == mode, path
+
+
+def _save_one_at_a_time(root: Path, name: str, count: int, start: float) -> None:
+    from pytest_modelopt.baselines import SaveReport
+
+    time.sleep(max(0.0, start - time.time()))
+    for i in range(count):
+        report = SaveReport()
+        BaselineStore(root, fake_hardware()).save({f"t.py::test[{name}{i}]": entry()}, report)
+        assert not report.errors, report.errors
+
+
+def test_two_processes_saving_into_one_module_keep_every_entry(tmp_path: Path) -> None:
+    """Each save reads, merges and writes the module's file: without the directory's lock, two
+    runs saving at once (two CI jobs on one runner) drop each other's new entries."""
+    fork = multiprocessing.get_context("fork")
+    count, start = 60, time.time() + 0.5
+    savers = [
+        fork.Process(target=_save_one_at_a_time, args=(tmp_path, name, count, start))
+        for name in ("a", "b")
+    ]
+    for saver in savers:
+        saver.start()
+    for saver in savers:
+        saver.join(timeout=120)
+        assert saver.exitcode == 0
+    document = BaselineStore(tmp_path, fake_hardware()).load("t.py")
+    assert document is not None
+    expected = {f"t.py::test[{name}{i}]" for name in "ab" for i in range(count)}
+    assert set(document["entries"]) == expected
+
+
+def test_a_run_that_waits_for_the_timing_lock_says_for_whom_and_how_long(
+    baseline_project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Another process holds the machine-wide lock until the run has said it waits: the run names
+    the holder, then reports the wait in the summary and the JSON (a private TMPDIR keeps real
+    runs' locks out of it)."""
+    from filelock import FileLock
+
+    lock_dir = tmp_path / "tmp"
+    lock_dir.mkdir()
+    stem = f"pytest-modelopt-timing-{os.getuid()}"
+    holder = {"pid": os.getpid(), "test": "other/test_x.py::test_y[openvino]"}
+    (lock_dir / f"{stem}.holder.json").write_text(json.dumps({**holder, "since": time.time()}))
+    lock = FileLock(lock_dir / f"{stem}.lock", thread_local=False)  # released by the thread
+    lock.acquire()
+
+    def release_once_the_run_waits() -> None:
+        # pytester's run() streams the child's stdout into <project>/stdout.
+        deadline = time.monotonic() + 120
+        stdout = baseline_project.path / "stdout"
+        while time.monotonic() < deadline:
+            if stdout.exists() and "waiting (" in stdout.read_text(errors="replace"):
+                time.sleep(1.0)
+                break
+            time.sleep(0.2)
+        lock.release()
+
+    release = threading.Thread(target=release_once_the_run_waits)
+    release.start()
+    monkeypatch.setenv("TMPDIR", str(lock_dir))
+    baseline_project.makepyfile(test_toy=FAST_TEST)
+    try:
+        result = baseline_project.runpytest_subprocess("--modelopt-json=r.json", timeout=120)
+    finally:
+        release.join()
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(
+        [
+            f"modelopt: test_toy.py::test_toy[[]fake_fast[]]: waiting (1 s so far) for pid "
+            f"{os.getpid()}, measuring other/test_x.py::test_y[[]openvino[]] since *",
+            "waited * s in all for other processes' measurements (the machine-wide timing "
+            "lock *); longest: test_toy.py::test_toy[[]fake_fast[]], * s",
+        ]
+    )
+    document = json.loads((baseline_project.path / "r.json").read_text())
+    assert 1.9 < document["lock_wait_s"] < 60
+    assert document["results"][0]["lock_wait_s"] == document["lock_wait_s"]
+    assert not (lock_dir / f"{stem}.holder.json").exists()  # the run removed its own record
+
+
+def test_a_holder_record_that_is_stale_or_missing_is_not_believed() -> None:
+    from pytest_modelopt.session.scheduling import describe_holder
+
+    dead = {"pid": 2**22 + 12345, "test": "t.py::test", "since": time.time()}
+    for record in (None, dead, {"pid": os.getpid(), "since": "soon"}):
+        assert "names no holder" in describe_holder(record)
+    alive = {"pid": os.getpid(), "test": "t.py::test", "since": time.time() - 125}
+    assert describe_holder(alive).endswith("(2 min 5 s)")
+
+
+def test_another_fingerprints_differences_are_cut_to_a_short_line() -> None:
+    from pytest_modelopt.session.baselines import _first_differences
+
+    long = [f"isa_cap.field{i}: {'x' * 300} (baseline) != - (this run)" for i in range(6)]
+    line = _first_differences(long)
+    assert line.count("...") == 3
+    assert line.endswith("; and 3 more")
+    assert len(line) < 320
+    assert _first_differences(["machine: a (baseline) != b (this run)"]) == (
+        "machine: a (baseline) != b (this run)"
     )

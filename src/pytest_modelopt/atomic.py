@@ -1,10 +1,17 @@
-"""Writes that never leave a half-written file behind: temp file, fsync, then rename."""
+"""Writes that never leave a half-written file behind (temp file, fsync, then rename), with the
+permissions an ordinary ``open(path, "w")`` would give, and a lock for read-merge-write."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+
+# The lock file of a directory whose files are read, merged and rewritten by several processes.
+DIRECTORY_LOCK_NAME = ".modelopt.lock"
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -12,6 +19,9 @@ def atomic_write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # mkstemp creates 0600; a baseline directory shared by a team, a container's other uid or
+        # a CI artifact needs the mode the user's umask asks for, as open() would give.
+        os.fchmod(fd, 0o666 & ~process_umask())
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
             handle.flush()
@@ -21,6 +31,31 @@ def atomic_write_text(path: Path, text: str) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+
+
+@contextlib.contextmanager
+def directory_lock(directory: Path) -> Iterator[None]:
+    """Hold ``directory``'s lock across processes, for a read-merge-write of files in it: two
+    processes that each read, merge and write one file would otherwise lose one's update."""
+    from filelock import FileLock
+
+    directory.mkdir(parents=True, exist_ok=True)
+    with FileLock(directory / DIRECTORY_LOCK_NAME, mode=0o666 & ~process_umask()):
+        yield
+
+
+def process_umask() -> int:
+    """This process's umask, read without changing it where Linux shows it (setting and
+    restoring it would race with any other thread that creates a file)."""
+    try:
+        status = Path("/proc/self/status").read_text(encoding="ascii")
+    except OSError:
+        status = ""
+    if match := re.search(r"^Umask:\s*([0-7]+)$", status, re.MULTILINE):
+        return int(match.group(1), 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -2,7 +2,9 @@
 
 Layout: ``<root>/<fingerprint>/<module>-<hash>.json``, one file per test module, keyed inside by
 test id. Files are written with sorted keys (a diff reads well), atomically (temp file, fsync,
-rename), and only by the process that ran the session (the xdist controller). A file that cannot
+rename), with the mode the umask gives, and only by the process that ran the session (the xdist
+controller); a save reads, merges and writes each file holding the fingerprint directory's lock
+(``.modelopt.lock``), so two runs saving at once keep both runs' entries. A file that cannot
 be read or has the wrong shape is an error naming it, never skipped and never overwritten.
 
 Regression rules (each a :class:`~pytest_modelopt.budget.Budget` judged by the engine's
@@ -34,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pytest_modelopt.atomic import atomic_write_text
+from pytest_modelopt.atomic import atomic_write_text, directory_lock
 from pytest_modelopt.budget import METRICS, Budget, Check, Measured, Verdict, judge
 from pytest_modelopt.errors import InvalidFileError
 from pytest_modelopt.validate import finite_or_none, load_json
@@ -666,20 +668,24 @@ class BaselineStore:
                 report.errors.append(f"{nodeid}: not recorded: {where} is not a finite number")
                 continue
             by_module.setdefault(module_of(nodeid), {})[nodeid] = entry
-        for module, updates in sorted(by_module.items()):
-            path = self.path_for(module)
-            try:
-                existing = self.load(module)
-            except InvalidFileError as error:
-                report.errors.append(f"{error} [not overwritten]")
-                continue
-            merged = dict(existing["entries"]) if existing else {}
-            merged.update(updates)
-            self._write(path, self.document(module, merged))
-            path.with_name(path.name.removesuffix(".json") + OBTAINED_SUFFIX).unlink(
-                missing_ok=True
-            )
-            report.written.append(f"{path} ({len(updates)} recorded, {len(merged)} in all)")
+        if not by_module:
+            return
+        # Read afresh under the lock: another process may have saved since this one read.
+        with directory_lock(self.directory):
+            for module, updates in sorted(by_module.items()):
+                path = self.path_for(module)
+                try:
+                    existing = load_baseline_file(path, self.fingerprint) if path.exists() else None
+                except InvalidFileError as error:
+                    report.errors.append(f"{error} [not overwritten]")
+                    continue
+                merged = dict(existing["entries"]) if existing else {}
+                merged.update(updates)
+                self._write(path, self.document(module, merged))
+                path.with_name(path.name.removesuffix(".json") + OBTAINED_SUFFIX).unlink(
+                    missing_ok=True
+                )
+                report.written.append(f"{path} ({len(updates)} recorded, {len(merged)} in all)")
 
     def write_obtained(self, module: str, updates: Mapping[str, Any]) -> Path:
         """The module's baseline as this run would record it, beside it, for diffing."""
@@ -707,6 +713,11 @@ class BaselineStore:
 
     def prune(self, collected: set[str], in_scope: Any, report: SaveReport) -> None:
         """Remove entries and files of tests that were not collected (a full run only)."""
+        if self.directory.is_dir():
+            with directory_lock(self.directory):
+                self._prune(collected, in_scope, report)
+
+    def _prune(self, collected: set[str], in_scope: Any, report: SaveReport) -> None:
         for path in self.baseline_files():
             try:
                 document = load_baseline_file(path, self.fingerprint)

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pytest_modelopt.atomic import atomic_write_text
 from pytest_modelopt.baselines import Tolerances
 from pytest_modelopt.errors import InvalidFileError
 
@@ -164,7 +165,7 @@ def _report(args: argparse.Namespace) -> int:
     if args.html:
         from pytest_modelopt.htmlreport import render
 
-        args.html.write_text(render([run], f"pytest-modelopt: {run.label}"), encoding="utf-8")
+        atomic_write_text(args.html, render([run], f"pytest-modelopt: {run.label}"))
         print(f"report written to {args.html}")
         return 0
     print(f"{run.path}: {run.label}")
@@ -182,7 +183,7 @@ def _merge(args: argparse.Namespace) -> int:
     if not paths:
         raise InvalidFileError(f"no results files in {', '.join(map(str, args.runs))}")
     runs = [load_run(path) for path in paths]
-    args.html.write_text(render(runs, args.title), encoding="utf-8")
+    atomic_write_text(args.html, render(runs, args.title))
     fingerprints = sorted({run.fingerprint for run in runs})
     print(f"matrix of {len(runs)} runs ({', '.join(fingerprints)}) written to {args.html}")
     return 0

@@ -59,6 +59,7 @@ class ModeloptSession:
             nodeid,
             result,
             timed_sections=self.scheduler.sections.get(nodeid, []),
+            lock_wait_s=self.scheduler.waits.get(nodeid, 0.0),
             baseline=self.baselines.comparison_of(nodeid),
         )
 

@@ -280,7 +280,7 @@ class SessionBaselines:
                 lines.append(
                     (
                         f"baselines of another fingerprint, never compared here: {other} "
-                        f"(differs: {'; '.join(differences) or 'fields not recorded'})",
+                        f"(differs: {_first_differences(differences)})",
                         {"yellow": True},
                     )
                 )
@@ -297,3 +297,13 @@ class SessionBaselines:
 
     def merge_worker_output(self, data: dict[str, Any]) -> None:
         self.obtained.update(data["obtained"])
+
+
+def _first_differences(differences: list[str], shown: int = 3, width: int = 90) -> str:
+    """The first few hardware fields that differ, each cut to one short line: under an ISA cap
+    the full list ran to 1,500 characters a fingerprint."""
+    if not differences:
+        return "fields not recorded"
+    lines = [line if len(line) <= width else line[: width - 3] + "..." for line in differences]
+    more = len(lines) - shown
+    return "; ".join(lines[:shown]) + (f"; and {more} more" if more > 0 else "")

@@ -40,6 +40,7 @@ class SessionReport:
         result: VariantResult,
         *,
         timed_sections: list[list[float]],
+        lock_wait_s: float,
         baseline: dict[str, Any],
     ) -> None:
         from pytest_modelopt.report import benchmark_entry
@@ -49,6 +50,7 @@ class SessionReport:
                 "test": nodeid,
                 "worker": self.worker,
                 "timed_sections": timed_sections,
+                "lock_wait_s": round(lock_wait_s, 3),
                 "baseline": baseline,
                 **result.to_dict(),
             }
@@ -69,6 +71,8 @@ class SessionReport:
             terminalreporter.write_line(line)
         for line, markup in self.baselines.summary_lines(self.records):
             terminalreporter.write_line(line, **markup)
+        if wait := self._lock_wait_line():
+            terminalreporter.write_line(wait, yellow=True)
         for line, markup in self.messages:
             terminalreporter.write_line(line, **markup)
 
@@ -82,6 +86,23 @@ class SessionReport:
             f"note ({', '.join(sorted(techniques))}): {note}"
             for note, techniques in sorted(notes.items())
         ]
+
+    def lock_wait_s(self) -> float:
+        return sum(record.get("lock_wait_s", 0.0) for record in self.records)
+
+    def _lock_wait_line(self) -> str | None:
+        """How long the session waited for other processes' measurements, if at all."""
+        from pytest_modelopt.session.scheduling import TIMING_LOCK, format_seconds
+
+        total = self.lock_wait_s()
+        if total < 1.0:
+            return None
+        longest = max(self.records, key=lambda record: record.get("lock_wait_s", 0.0))
+        return (
+            f"waited {format_seconds(total)} in all for other processes' measurements (the "
+            f"machine-wide timing lock {TIMING_LOCK}); longest: {longest['test']}, "
+            f"{format_seconds(longest['lock_wait_s'])}"
+        )
 
     def write_results(self) -> None:
         """The results JSON, when --modelopt-json asks for it and something was measured."""
@@ -104,6 +125,7 @@ class SessionReport:
             "hardware": {**hardware.to_dict(), **_detected(hardware)},
             "environment": environment(),
             "settings": self.settings.to_dict(),
+            "lock_wait_s": round(self.lock_wait_s(), 3),
             "results": self.records,
         }
         text = json.dumps(_finite(document), indent=2, sort_keys=True, allow_nan=False, default=str)

@@ -8,6 +8,8 @@ included, so that two of them never measure at once.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
+import json
 import os
 import sys
 import tempfile
@@ -16,7 +18,8 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pytest_modelopt.readable import quiet_third_party_logs
+from pytest_modelopt.atomic import atomic_write_text
+from pytest_modelopt.readable import one_line, quiet_third_party_logs
 from pytest_modelopt.session.context import SessionContext
 
 if TYPE_CHECKING:
@@ -30,6 +33,8 @@ if TYPE_CHECKING:
 TIMING_LOCK = (
     Path(tempfile.gettempdir()) / f"pytest-modelopt-timing-{getattr(os, 'getuid', int)()}.lock"
 )
+# Who holds the lock, written by the holder for the processes that wait.
+TIMING_LOCK_HOLDER = TIMING_LOCK.with_suffix(".holder.json")
 
 
 class MeasurementScheduler:
@@ -38,6 +43,7 @@ class MeasurementScheduler:
         self._lock: FileLock | None = None
         self._evaluators: dict[int, tuple[ModelSpec, Evaluator]] = {}
         self.sections: dict[str, list[list[float]]] = {}  # test id -> [start, end] per section
+        self.waits: dict[str, float] = {}  # test id -> seconds it waited for the timing lock
 
     def evaluator(self, spec: ModelSpec, workdir: Path) -> Evaluator:
         """The spec's Evaluator, made on first use: it builds the reference once per spec."""
@@ -62,14 +68,16 @@ class MeasurementScheduler:
     def timed_section(self, nodeid: str) -> Iterator[None]:
         """Hold the machine-wide timing lock, third-party logs below WARNING kept out of pytest's
         capture (what runs here builds, times and profiles variants); the span is recorded."""
-        from filelock import FileLock, Timeout
+        from filelock import FileLock
 
         if self._lock is None:
             self._lock = FileLock(TIMING_LOCK)
-        try:
-            self._lock.acquire(timeout=0)
-        except Timeout:
-            self.context.log(f"waiting for another process's measurement to finish ({TIMING_LOCK})")
+        outermost = not self._lock.is_locked
+        if outermost:
+            waited = self._acquire(nodeid)
+            self.waits[nodeid] = self.waits.get(nodeid, 0.0) + waited
+            write_holder(nodeid)
+        else:
             self._lock.acquire()
         start = time.time()
         try:
@@ -77,7 +85,29 @@ class MeasurementScheduler:
                 yield
         finally:
             self.sections.setdefault(nodeid, []).append([start, time.time()])
+            if outermost:
+                TIMING_LOCK_HOLDER.unlink(missing_ok=True)
             self._lock.release()
+
+    def _acquire(self, nodeid: str) -> float:
+        """Take the timing lock; while another process holds it, say who after a second and
+        again whenever the holder changes. Returns the seconds waited."""
+        from filelock import Timeout
+
+        assert self._lock is not None
+        began = time.monotonic()
+        timeout, told = 1.0, None
+        while True:
+            try:
+                self._lock.acquire(timeout=timeout)
+                return time.monotonic() - began
+            except Timeout:
+                holder = describe_holder(read_holder())
+                if holder != told:
+                    waited = format_seconds(time.monotonic() - began)
+                    self.context.log(f"{nodeid}: waiting ({waited} so far) for {holder}")
+                    told = holder
+                timeout = 10.0
 
     def evaluate(
         self,
@@ -122,3 +152,50 @@ class MeasurementScheduler:
         counting = sys.modules.get("pytest_modelopt.counting")  # never imported just to close
         if counting is not None:
             counting.close_shared_workers()
+
+
+def write_holder(nodeid: str) -> None:
+    """Tell waiting processes who holds the timing lock (pid, test, since when)."""
+    record = {"pid": os.getpid(), "test": nodeid, "since": time.time()}
+    with contextlib.suppress(OSError):  # a waiter then says less, nothing worse
+        atomic_write_text(TIMING_LOCK_HOLDER, json.dumps(record))
+
+
+def read_holder() -> dict[str, Any] | None:
+    try:
+        record = json.loads(TIMING_LOCK_HOLDER.read_text(encoding="utf-8"))
+        return record if isinstance(record, dict) else None
+    except (OSError, ValueError):
+        return None
+
+
+def describe_holder(record: dict[str, Any] | None) -> str:
+    """Who holds the timing lock, in words: the record can be missing or stale (a process that
+    does not write one, such as an older pytest-modelopt)."""
+    unknown = f"another process's measurement (the lock {TIMING_LOCK} names no holder)"
+    if record is None or not _alive(record.get("pid")):
+        return unknown
+    try:
+        since = dt.datetime.fromtimestamp(float(record["since"])).strftime("%H:%M:%S")
+        held = format_seconds(time.time() - float(record["since"]))
+    except (KeyError, TypeError, ValueError, OverflowError):
+        return unknown
+    test = one_line(str(record.get("test")))
+    return f"pid {record['pid']}, measuring {test} since {since} ({held})"
+
+
+def _alive(pid: Any) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def format_seconds(seconds: float) -> str:
+    minutes, rest = divmod(max(0, round(seconds)), 60)
+    return f"{minutes} min {rest} s" if minutes else f"{rest} s"

@@ -125,7 +125,10 @@ calls=2 10
 4 500 100 100 1 1 1 0 0 0
 fn=helper
 10 500 100 100 1 1 1 0 0 0
-totals: 1500 400 200 3 11 6 1 2 3
+ob=/usr/lib/libstripped.so.1
+fn=0x00000000001a2b30
+0 50 0 0 0 0 0 0 0 0
+totals: 1550 400 200 3 11 6 1 2 3
 """
 
 
@@ -133,10 +136,15 @@ def test_a_dump_reads_as_totals_and_self_costs(tmp_path: Path) -> None:
     path = tmp_path / "callgrind.out.1"
     path.write_text(DUMP)
     counts = parse_callgrind(path)
-    assert counts.instructions == 1500
+    assert counts.instructions == 1550
     assert counts.events["DLmw"] == 3
-    # the line after calls= is helper's inclusive cost, not work's own
-    assert counts.functions == {"work": 1000, "helper": 500}
+    # the line after calls= is helper's inclusive cost, not work's own; a stripped library's
+    # function is named by its address and its library
+    assert counts.functions == {
+        "work": 1000,
+        "helper": 500,
+        "0x00000000001a2b30 in libstripped.so.1": 50,
+    }
 
 
 def test_estimated_cycles_follow_the_stated_model() -> None:

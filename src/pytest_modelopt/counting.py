@@ -216,6 +216,7 @@ def parse_callgrind(path: Path, top: int = TOP_FUNCTIONS) -> Counts:
     totals: list[float] | None = None
     self_ir: dict[str, float] = {}
     function = ""
+    binary = ""
     after_call = False
     with path.open(encoding="utf-8", errors="replace") as lines:
         for line in lines:
@@ -223,8 +224,13 @@ def parse_callgrind(path: Path, top: int = TOP_FUNCTIONS) -> Counts:
                 names = line.split()[1:]
             elif line.startswith("totals:") or (line.startswith("summary:") and totals is None):
                 totals = [float(value) for value in line.split()[1:]]
+            elif line.startswith("ob="):
+                binary = Path(line[3:].strip()).name
             elif line.startswith("fn="):
                 function = line[3:].strip()
+                # A stripped library's functions are bare addresses: say whose they are.
+                if function.startswith("0x") and binary:
+                    function = f"{function} in {binary}"
             elif line.startswith("calls="):
                 after_call = True
             elif line[:1].isdigit() or line[:1] in "+-*":

@@ -13,6 +13,8 @@ Three defaults differ from the plugin's, each unless the command line or an ini 
   machine should say so rather than fail. Gates in CI keep the plugin's `fail` policy.
 """
 
+from pathlib import Path
+
 import pytest
 
 SUITE_DEFAULTS = {
@@ -28,3 +30,13 @@ def pytest_configure(config: pytest.Config) -> None:
         option = f"modelopt_{name}"
         if getattr(config.option, option, None) is None and not config.getini(option):
             setattr(config.option, option, value)
+
+
+@pytest.fixture(scope="session")
+def trained_weights_dir(request: pytest.FixtureRequest, tmp_path_factory) -> Path:
+    """Where the suites keep the models they train: pytest's cache, so a second run skips the
+    training; a temporary directory when the cache is off (`-p no:cacheprovider`)."""
+    cache = getattr(request.config, "cache", None)
+    if cache is None:
+        return tmp_path_factory.mktemp("modelopt-trained")
+    return Path(cache.mkdir("modelopt-trained"))

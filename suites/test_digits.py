@@ -61,23 +61,18 @@ GRU_TECHNIQUES = [
 
 
 @pytest.fixture(scope="module")
-def cache_dir(request: pytest.FixtureRequest):
-    return request.config.cache.mkdir("modelopt-digits")
+def digits_cnn(trained_weights_dir) -> ModelSpec:
+    return digits_spec(trained_weights_dir)
 
 
 @pytest.fixture(scope="module")
-def digits_cnn(cache_dir) -> ModelSpec:
-    return digits_spec(cache_dir)
+def resnet18_digits(trained_weights_dir) -> ModelSpec:
+    return resnet18_digits_spec(trained_weights_dir)
 
 
 @pytest.fixture(scope="module")
-def resnet18_digits(cache_dir) -> ModelSpec:
-    return resnet18_digits_spec(cache_dir)
-
-
-@pytest.fixture(scope="module")
-def digits_gru(cache_dir) -> ModelSpec:
-    return digits_gru_spec(cache_dir)
+def digits_gru(trained_weights_dir) -> ModelSpec:
+    return digits_gru_spec(trained_weights_dir)
 
 
 @pytest.mark.modelopt(

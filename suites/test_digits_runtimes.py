@@ -18,8 +18,8 @@ CONTRACTS = {
 
 
 @pytest.fixture(scope="module")
-def modelopt_spec(request: pytest.FixtureRequest) -> ModelSpec:
-    return digits_spec(request.config.cache.mkdir("modelopt-digits"))
+def modelopt_spec(trained_weights_dir) -> ModelSpec:
+    return digits_spec(trained_weights_dir)
 
 
 # OpenVINO's default execution precision is bf16 on CPUs with AVX512-BF16 or AMX: about 3

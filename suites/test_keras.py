@@ -23,8 +23,8 @@ CONTRACTS = {
 
 
 @pytest.fixture(scope="module")
-def modelopt_spec(request: pytest.FixtureRequest) -> ModelSpec:
-    return pilotnet_spec(request.config.cache.mkdir("modelopt-pilotnet"))
+def modelopt_spec(trained_weights_dir) -> ModelSpec:
+    return pilotnet_spec(trained_weights_dir)
 
 
 # The reference is Keras eager, 20 to 40 times slower than TFLite and itself unsteady: between two

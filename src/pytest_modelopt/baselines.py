@@ -63,6 +63,8 @@ ENTRY_SHAPE = {
     "estimated_cycles?": _MEASURED,
     "top_operators?": ("map", "number"),
     "reference_top_operators?": ("map", "number"),
+    "top_functions?": ("map", "number"),
+    "reference_top_functions?": ("map", "number"),
     "size_bytes": "int",
     "reference_bytes": "int",
     "accuracy": ("map", "number"),

@@ -59,8 +59,24 @@ class ModeloptSession:
             nodeid,
             result,
             timed_sections=self.scheduler.sections.get(nodeid, []),
-            baseline=self.baselines.comparison_of(nodeid),
+            baseline=self._comparison(nodeid, result),
         )
+
+    def _comparison(self, nodeid: str, result: VariantResult) -> dict[str, Any]:
+        """What comparing with the baseline found. A test whose body failed was never compared:
+        its status says whether there was anything to compare with, in the words a passing
+        test's row uses (``no baseline``, ``no entry``, ``recorded``), and ``not compared`` only
+        where an entry exists and the failure kept it from being judged."""
+        from pytest_modelopt.baselines import module_of
+
+        if nodeid in self.baselines.comparisons:
+            return self.baselines.comparison_of(nodeid)
+        if self.settings.save_baseline:  # every measured record is saved, failed or not
+            return {"status": "recorded"}
+        store = self.baselines.store_for(result.meter)
+        if store.entry(nodeid) is not None:
+            return self.baselines.comparison_of(nodeid)  # "not compared"
+        return {"status": "no entry" if store.load(module_of(nodeid)) else "no baseline"}
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node: Any, error: Any) -> None:

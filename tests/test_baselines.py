@@ -544,3 +544,28 @@ def test_another_fingerprints_differences_are_cut_to_a_short_line() -> None:
     assert _first_differences(["machine: a (baseline) != b (this run)"]) == (
         "machine: a (baseline) != b (this run)"
     )
+
+
+def test_a_failed_contract_says_what_its_baseline_column_would_have(
+    baseline_project: pytest.Pytester,
+) -> None:
+    """A contract that fails is never compared with its baseline: its row says whether there
+    was one (`no entry` for a new test in a module with a baseline), in a passing row's words,
+    and `not compared` only where an entry exists."""
+    project = baseline_project
+    project.makepyfile(test_toy=FAST_TEST)
+    project.runpytest("--modelopt-save-baseline").assert_outcomes(passed=1)
+    project.makepyfile(
+        test_toy=FAST_TEST.replace('size_ratio="<=1"', 'size_bytes="<=1"')
+        + FAST_TEST.replace("def test_toy", "def test_new").replace(
+            'size_ratio="<=1"', 'size_bytes="<=1"'
+        )
+    )
+    result = project.runpytest("--modelopt-json=run.json")
+    result.assert_outcomes(failed=2)
+    statuses = {
+        r["test"].split("::")[1]: r["baseline"]["status"]
+        for r in json.loads((project.path / "run.json").read_text())["results"]
+    }
+    assert statuses == {"test_toy[fake_fast]": "not compared", "test_new[fake_fast]": "no entry"}
+    result.stdout.fnmatch_lines(["test_toy*FAIL*not compared", "test_new*FAIL*no entry"])

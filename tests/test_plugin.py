@@ -266,8 +266,8 @@ def test_unknown_marker_keyword_is_named(project: pytest.Pytester) -> None:
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(
         [
-            "*modelopt takes keywords ?'max_time', 'measure', 'params', 'spec', 'techniques'?;"
-            " got unknown ?'techniqes'?"
+            "*modelopt takes keywords ?'budgets', 'max_time', 'measure', 'params', 'spec', "
+            "'techniques'?; got unknown ?'techniqes'?"
         ]
     )
 

@@ -104,7 +104,7 @@ def assert_notes_are_one_clean_line(result: pytest.RunResult, project: pytest.Py
     output = result.stdout.str()
     assert "\x1b" not in output
     assert "[96m" not in output
-    result.stdout.fnmatch_lines(["note (fake_swapped): This is step 1/3 of the export …"])
+    result.stdout.fnmatch_lines(["note (toy[[]fake_swapped[]]): This is step 1/3 of the export …"])
     assert "a second line" not in output
     # A results file written before notes were cleaned still renders clean.
     path = project.path / "results.json"

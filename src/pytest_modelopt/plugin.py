@@ -35,13 +35,18 @@ if TYPE_CHECKING:
 SESSION_KEY = pytest.StashKey[ModeloptSession]()
 RESULT_KEY = pytest.StashKey["VariantResult"]()
 TOLERANCES_KEY = pytest.StashKey["Tolerances"]()
-MODELOPT_MARKER_KEYWORDS = frozenset({"techniques", "spec", "params", "max_time", "measure"})
+BUDGETS_KEY = pytest.StashKey[tuple[str, dict[str, Any]]]()  # technique, its marker budgets
+MODELOPT_MARKER_KEYWORDS = frozenset(
+    {"techniques", "spec", "params", "budgets", "max_time", "measure"}
+)
 MARKERS = (
-    "modelopt(techniques, spec='modelopt_spec', params=None, max_time=None, measure=None): run "
-    "the test once per listed technique; the modelopt_variant fixture gives each variant of the "
-    "ModelSpec returned by the fixture named spec, built with params[technique] and measured for "
-    "up to max_time seconds (default: --modelopt-max-time) by the meter named by measure, wall "
-    "or instructions (default: --modelopt-measure)",
+    "modelopt(techniques, spec='modelopt_spec', params=None, budgets=None, max_time=None, "
+    "measure=None): run the test once per listed technique; the modelopt_variant fixture gives "
+    "each variant of the ModelSpec returned by the fixture named spec, built with "
+    "params[technique] and measured for up to max_time seconds (default: --modelopt-max-time) "
+    "by the meter named by measure, wall or instructions (default: --modelopt-measure); after "
+    "the test body passes, budgets[technique] (a dict such as {'size_ratio': '<=0.5'}) is "
+    "checked as by modelopt_variant.expect(...)",
     "modelopt_requires(gpu=False, backend=None, isa=None, packages=None): skip unless this "
     "machine has it (a missing package fails under --modelopt-strict)",
     "modelopt_baseline(speedup_tolerance=None, size_tolerance=None, accuracy_tolerance=None, "
@@ -116,6 +121,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             pytest.fail(f"{metafunc.definition.nodeid}: {error}", pytrace=False)
     problem = (
         _params_problem(marker.kwargs.get("params"), techniques)
+        or _budgets_problem(marker.kwargs.get("budgets"), techniques)
         or _max_time_problem(marker.kwargs.get("max_time"))
         or _measure_problem(marker.kwargs.get("measure"))
     )
@@ -153,6 +159,35 @@ def _params_problem(params: Any, techniques: list[str]) -> str | None:
             f"params for {', '.join(sorted(stray))}, which this test does not run "
             f"(techniques: {', '.join(techniques)})"
         )
+    return None
+
+
+def _budgets_problem(budgets: Any, techniques: list[str]) -> str | None:
+    """What is wrong with a marker's ``budgets`` for these techniques, or None: each key a
+    technique of this test (a chain by its full name), each value a dict of readable budgets."""
+    from pytest_modelopt.budget import Budget
+    from pytest_modelopt.errors import BudgetError
+
+    if budgets is None:
+        return None
+    if not isinstance(budgets, dict) or not all(isinstance(v, dict) for v in budgets.values()):
+        return (
+            "budgets must map technique names to dicts of budgets, e.g. "
+            "budgets={'dynamic_int8': {'size_ratio': '<=0.5'}}; budgets for every technique go "
+            "in the test body: modelopt_variant.expect(...)"
+        )
+    stray = [name for name in budgets if name not in techniques]
+    if stray:
+        return (
+            f"budgets for {', '.join(sorted(map(str, stray)))}, which this test does not run "
+            f"(techniques: {', '.join(techniques)}; a chain is keyed by its full name)"
+        )
+    for technique, entries in budgets.items():
+        for metric, value in entries.items():
+            try:
+                Budget.parse(metric, value)
+            except BudgetError as error:
+                return f"budgets[{technique!r}]: {error}"
     return None
 
 
@@ -220,6 +255,7 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
     outcome = yield
     result = item.stash.get(RESULT_KEY, None)
     if result is not None:
+        _check_marker_budgets(item, result)
         session = item.config.stash[SESSION_KEY]
         regression = None
         try:
@@ -229,6 +265,23 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
         if regression:
             pytest.fail(regression, pytrace=False)
     return outcome
+
+
+def _check_marker_budgets(item: pytest.Item, result: VariantResult) -> None:
+    """The marker's budgets for this test's technique, judged as ``expect`` judges them."""
+    technique, budgets = item.stash.get(BUDGETS_KEY, ("", {}))
+    if not budgets:
+        return
+    where = f"@pytest.mark.modelopt(budgets={{{technique!r}: ...}})"
+    problem = None
+    try:
+        result.expect(**budgets)
+    except ContractViolation as violation:
+        problem = f"{violation}\n(budgets from {where})"
+    except ModeloptError as error:  # a metric this variant lacks: accuracy without labels, ...
+        problem = f"{item.nodeid}: {where}: {error}"
+    if problem is not None:  # failed outside the except block: no chained traceback
+        pytest.fail(problem, pytrace=False)
 
 
 def _spec_class() -> type:
@@ -322,5 +375,10 @@ def modelopt_variant(
     if problem is not None:  # failed outside the except block: no chained traceback
         pytest.fail(problem, pytrace=False)
     request.node.stash[RESULT_KEY] = result
+    budgets = (marker.kwargs.get("budgets") if marker else None) or {}
+    request.node.stash[BUDGETS_KEY] = (
+        modelopt_technique,
+        dict(budgets.get(modelopt_technique, {})),
+    )
     yield result
     session.record(nodeid, result)

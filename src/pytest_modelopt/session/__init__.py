@@ -60,7 +60,7 @@ class ModeloptSession:
             result,
             timed_sections=self.scheduler.sections.get(nodeid, []),
             lock_wait_s=self.scheduler.waits.get(nodeid, 0.0),
-            baseline=self.baselines.comparison_of(nodeid),
+            baseline=self.baselines.comparison_of(nodeid, result.meter),
         )
 
     @pytest.hookimpl(optionalhook=True)

@@ -141,9 +141,25 @@ class SessionBaselines:
             environment=environment(),
         )
 
-    def comparison_of(self, nodeid: str) -> dict[str, Any]:
-        """What comparing this test with its baseline found, as its result record holds it."""
-        return self.comparisons.get(nodeid, {"status": "not compared"})
+    def comparison_of(self, nodeid: str, meter: str) -> dict[str, Any]:
+        """What comparing this test with its baseline found, as its result record holds it. A
+        test whose body failed was never compared: its status says whether there was anything to
+        compare with, in the words a passing test's row uses (``no baseline``, ``no entry``,
+        ``recorded``), and ``not compared`` only where an entry exists and the failure kept it
+        from being judged."""
+        from pytest_modelopt.baselines import module_of
+
+        if nodeid in self.comparisons:
+            return self.comparisons[nodeid]
+        if self.settings.save_baseline:  # every measured record is saved, failed or not
+            return {"status": "recorded"}
+        store = self.store_for(meter)
+        try:
+            if store.entry(nodeid) is not None:
+                return {"status": "not compared"}
+            return {"status": "no entry" if store.load(module_of(nodeid)) else "no baseline"}
+        except InvalidFileError:  # reported as the module's error already
+            return {"status": "not compared"}
 
     # -- at session end (the controller only) -----------------------------------------------
 

@@ -77,14 +77,15 @@ class SessionReport:
             terminalreporter.write_line(line, **markup)
 
     def _note_lines(self) -> list[str]:
-        """Each variant note once, naming the techniques whose variants carry it."""
+        """Each variant note once, naming the variants that carry it as ``model[technique]``
+        (a session may measure several models with one technique)."""
         notes: dict[str, set[str]] = {}
         for record in self.records:
+            label = one_line(f"{record['spec']}[{record['technique']}]")
             for note in record["variant"]["notes"]:
-                notes.setdefault(one_line(note), set()).add(one_line(record["technique"]))
+                notes.setdefault(one_line(note), set()).add(label)
         return [
-            f"note ({', '.join(sorted(techniques))}): {note}"
-            for note, techniques in sorted(notes.items())
+            f"note ({', '.join(sorted(labels))}): {note}" for note, labels in sorted(notes.items())
         ]
 
     def lock_wait_s(self) -> float:

@@ -81,6 +81,7 @@ def _dynamic_int8_torch_ao(ctx: BuildContext) -> Variant:
             f"nn.GRU layer that quantize_dynamic can replace{hint}. Use a technique that "
             "quantizes convolutions (static_int8) for this model."
         )
+    coverage, coverage_note = int8_coverage("dynamic_int8", model, quantized)
     return _quantized_variant(
         ctx,
         "dynamic_int8",
@@ -90,8 +91,9 @@ def _dynamic_int8_torch_ao(ctx: BuildContext) -> Variant:
             "path": "torch.ao.quantization.quantize_dynamic",
             "engine": engine,
             "quantized_layers": len(changed),
+            **coverage,
         },
-        notes=notes + recorded.notes,
+        notes=[*notes, coverage_note, *recorded.notes],
     )
 
 
@@ -219,6 +221,7 @@ def _static_int8_fx(ctx: BuildContext, batches: list[Any]) -> Variant:
             f"static_int8 (FX) quantized no layer of {ctx.spec.name}: no Conv or Linear matched "
             f"the {engine} qconfig mapping"
         )
+    coverage, coverage_note = int8_coverage("static_int8", model, quantized)
     return _quantized_variant(
         ctx,
         "static_int8",
@@ -229,8 +232,9 @@ def _static_int8_fx(ctx: BuildContext, batches: list[Any]) -> Variant:
             "engine": engine,
             "quantized_layers": count,
             "calibration_batches": len(batches),
+            **coverage,
         },
-        notes=notes + recorded.notes,
+        notes=[*notes, coverage_note, *recorded.notes],
     )
 
 
@@ -263,6 +267,8 @@ def _static_int8_pt2e(ctx: BuildContext, batches: list[Any]) -> Variant:
     compiled, compile_details, compile_notes = compile_now(
         converted, ctx.spec.example_input, ctx, freezing=True
     )
+    state = _graph_state(converted)
+    coverage, coverage_note = _graph_coverage(state)
     variant = _quantized_variant(
         ctx,
         "static_int8",
@@ -272,14 +278,35 @@ def _static_int8_pt2e(ctx: BuildContext, batches: list[Any]) -> Variant:
             "path": "pt2e (torchao X86InductorQuantizer, inductor)",
             "quantize_ops": quantize_ops,
             "calibration_batches": len(batches),
+            **coverage,
             **compile_details,
         },
-        notes=recorded.notes + compile_notes,
+        notes=[coverage_note, *recorded.notes, *compile_notes],
         run_model=compiled,
-        state=_graph_state(converted),
+        state=state,
     )
     variant.runtime = f"torch.compile {torch.__version__}"
     return variant
+
+
+def _graph_coverage(state: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """A PT2E graph has no layers to name: the weights it reads, int8 and fp32, counted."""
+    import torch
+
+    int8 = sum(t.numel() for t in state.values() if t.dtype in (torch.int8, torch.uint8))
+    fp32 = sum(t.numel() for t in state.values() if t.is_floating_point() and t.dim() > 0)
+    share = fp32 / (int8 + fp32) if int8 + fp32 else 0.0
+    note = (
+        f"static_int8: {int8:,} weights in int8, {fp32:,} left in fp32 ({share:.0%} of them: "
+        "biases, and what X86InductorQuantizer does not annotate, such as embeddings, "
+        "recurrent layers and norms)"
+    )
+    details = {
+        "int8_weight_count": int8,
+        "fp32_weight_count": fp32,
+        "fp32_weight_share": round(share, 4),
+    }
+    return details, note
 
 
 def _graph_state(module: Any) -> dict[str, Any]:
@@ -323,6 +350,7 @@ def build_qat_int8(ctx: BuildContext) -> Variant:
         raise NoEffectError(
             f"qat_int8 on {ctx.spec.name}: {steps} fine-tuning steps, {count} quantized layers"
         )
+    coverage, coverage_note = int8_coverage("qat_int8", model, quantized)
     return _quantized_variant(
         ctx,
         "qat_int8",
@@ -333,8 +361,9 @@ def build_qat_int8(ctx: BuildContext) -> Variant:
             "engine": engine,
             "quantized_layers": count,
             "fine_tune_steps": steps,
+            **coverage,
         },
-        notes=notes + recorded.notes,
+        notes=[*notes, coverage_note, *recorded.notes],
     )
 
 
@@ -380,6 +409,45 @@ def _untraceable_module(model: nn.Module) -> tuple[str, nn.Module]:
             return name, module
         name = f"{name}.{failing[0]}" if name else failing[0]
         module = failing[1]
+
+
+def int8_coverage(
+    technique: str, original: nn.Module, quantized: nn.Module
+) -> tuple[dict[str, Any], str]:
+    """Which layers a torch.ao quantization turned into int8 kernels, and which weights it left
+    in fp32 (an embedding, a convolution that dynamic quantization does not cover): the
+    variant's details and a note. An embedding-heavy model barely shrinks, and this says why."""
+    int8: dict[str, int] = {}
+    fp32: dict[str, int] = {}
+    for module in quantized.modules():
+        cls = type(module)
+        if ".quantized" in cls.__module__ and not _is_quantization_plumbing(cls.__name__):
+            int8[cls.__name__] = int8.get(cls.__name__, 0) + 1
+        weights = sum(p.numel() for p in module.parameters(recurse=False) if p.is_floating_point())
+        if weights:
+            fp32[cls.__name__] = fp32.get(cls.__name__, 0) + weights
+    total = sum(p.numel() for p in original.parameters() if p.is_floating_point())
+    share = sum(fp32.values()) / total if total else 0.0
+    layers = ", ".join(f"{name} x{count}" for name, count in sorted(int8.items()))
+    left = ", ".join(f"{name} {count:,}" for name, count in sorted(fp32.items(), key=_largest))
+    note = f"{technique}: int8 layers: {layers or 'none'}; "
+    if fp32:
+        note += f"weights left in fp32: {left} ({share:.0%} of the model's weights)"
+        if share >= 0.5:
+            note += ": the size shrinks little"
+    else:
+        note += "no fp32 weights left"
+    details = {"int8_layers": int8, "fp32_weights": fp32, "fp32_weight_share": round(share, 4)}
+    return details, note
+
+
+def _is_quantization_plumbing(name: str) -> bool:
+    """Modules that hold or convert int8 data but are not layers of the model."""
+    return "Packed" in name or name in {"Quantize", "DeQuantize"}
+
+
+def _largest(item: tuple[str, int]) -> tuple[int, str]:
+    return -item[1], item[0]
 
 
 def _count_quantized_modules(model: nn.Module) -> int:

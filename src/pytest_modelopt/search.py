@@ -45,10 +45,13 @@ import re
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pytest_modelopt.budget import METRICS, Budget, Check, Measured, Metric, Verdict, judge
-from pytest_modelopt.errors import BudgetError
+from pytest_modelopt.errors import BudgetError, InvalidFileError
+
+if TYPE_CHECKING:
+    from pytest_modelopt.results import Run
 
 REFERENCE = "eager"
 # What each objective ranks by; a counted run (the instructions meter) has no wall clock.
@@ -99,7 +102,15 @@ def parse_constraint(text: str) -> tuple[str, Budget]:
         )
     name, op, threshold = match.groups()
     spec = threshold if op in (None, "=") else f"{op}{threshold}"
-    return name, Budget.parse(name, spec)
+    if name not in METRICS:
+        return name, Budget.parse(name, spec)  # the error lists the known metrics
+    try:
+        return name, Budget.parse(name, spec)
+    except BudgetError:
+        raise BudgetError(
+            f"budget {text!r}: {threshold.strip()!r} is not a number (with an optional %, x or "
+            "ms), e.g. 'accuracy_drop<=1%' or 'size_ratio<=0.5'"
+        ) from None
 
 
 def parse_budgets(budgets: Iterable[str] | Mapping[str, float | str] | None) -> list[Budget]:
@@ -213,7 +224,11 @@ class Candidate:
             "recommended": self.recommended,
             "excluded": None if self.feasible else self.why_excluded(),
             "metrics": {
-                name: {"value": m.value, "interval": m.interval, "undecidable": m.undecidable}
+                name: {
+                    "value": _finite(m.value),
+                    "interval": [_finite(side) for side in m.interval] if m.interval else None,
+                    "undecidable": m.undecidable,
+                }
                 for name, m in sorted(self.metrics.items())
             },
             "checks": [
@@ -559,6 +574,11 @@ def _value(candidate: Candidate, name: str) -> float:
     return measured.value if measured is not None else math.nan
 
 
+def _finite(value: float) -> float | None:
+    """JSON has no infinity: an unbounded interval side is written as null."""
+    return value if math.isfinite(value) else None
+
+
 def _unmeasured(metric: str) -> str:
     if metric in {"accuracy", "accuracy_drop", "relative_accuracy_drop"}:
         return f"{metric} not measured: it needs labelled eval data (budget top1_agreement instead)"
@@ -614,3 +634,32 @@ def _table(rows: list[tuple[str, ...]]) -> list[str]:
         if index == 0:
             lines.append("  ".join("-" * width for width in widths))
     return lines
+
+
+def choose_runs(
+    runs: Sequence[Run],
+    budgets: Iterable[str] | Mapping[str, float | str] | Sequence[Budget] | None = None,
+    objective: str = "latency",
+    *,
+    specs: Sequence[str] | None = None,
+) -> list[Choice]:
+    """One Choice per fingerprint and model of results files (a merged nightly matrix holds
+    several machines): each from the latest run of that fingerprint that measured the model."""
+    parsed = _budgets(budgets)
+    parse_objective(objective)  # a bad objective is an error before anything is read
+    latest: dict[tuple[str, str], tuple[Run, list[Mapping[str, Any]]]] = {}
+    for run in sorted(runs, key=lambda r: r.created):
+        for spec in sorted({str(record["spec"]) for record in run.records}):
+            records = [record for record in run.records if record["spec"] == spec]
+            latest[(run.fingerprint, spec)] = (run, records)
+    known = sorted({spec for _, spec in latest})
+    unknown = sorted(set(specs or ()) - set(known))
+    if unknown:
+        raise InvalidFileError(
+            f"no results for model {', '.join(unknown)}; the files hold {', '.join(known)}"
+        )
+    return [
+        choose(records, parsed, objective, fingerprint=fingerprint)
+        for (fingerprint, spec), (_, records) in sorted(latest.items())
+        if not specs or spec in specs
+    ]

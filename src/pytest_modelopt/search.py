@@ -650,7 +650,7 @@ def choose_runs(
     latest: dict[tuple[str, str], tuple[Run, list[Mapping[str, Any]]]] = {}
     for run in sorted(runs, key=lambda r: r.created):
         for spec in sorted({str(record["spec"]) for record in run.records}):
-            records = [record for record in run.records if record["spec"] == spec]
+            records: list[Mapping[str, Any]] = [r for r in run.records if r["spec"] == spec]
             latest[(run.fingerprint, spec)] = (run, records)
     known = sorted({spec for _, spec in latest})
     unknown = sorted(set(specs or ()) - set(known))

@@ -46,7 +46,10 @@ def test_recommendation_among_the_tied_is_the_trusted_then_smallest_and_says_tie
     verdict = choice.verdict()
     assert verdict.startswith("recommended: onnxruntime_static_int8, speedup 4x [3.8x, 4.3x]")
     assert "a tie within the intervals with openvino_int8, dynamic_int8" in verdict
-    assert "a smaller size" in verdict
+    assert (
+        "chosen for a measurement that can decide (bounded, not too noisy), then a smaller size"
+        in verdict
+    )
 
 
 def test_no_feasible_candidate_is_surely_faster_than_the_recommendation() -> None:
@@ -166,6 +169,13 @@ def test_unbounded_interval_sides_decide_nothing() -> None:
     choice = choose(records)
     assert {c.label for c in choice.tied} == {"torchscript", "compile"}
     assert label_of(choice.recommended) == "torchscript"
+    # a candidate that cannot decide loses the tie even with fewer steps
+    choice = choose([*records, record("onnxruntime+static_int8", 2.0, (1.9, 2.1))])
+    assert choice.recommended is not None
+    assert choice.recommended.label == "torchscript"
+    choice = choose([record("compile", 1.5, (None, None)), record("a+b", 2.0, (1.9, 2.1))])
+    assert label_of(choice.recommended) == "a+b"
+    assert "chosen for a measurement that can decide (bounded, not too noisy)" in choice.verdict()
 
 
 def test_budget_and_objective_errors_name_the_problem() -> None:

@@ -24,10 +24,11 @@
    always tied for best; all tied candidates share rank 1 (``=1``), the others are ranked by
    median from ``len(tied) + 1``. A candidate without an interval (size, a synthesized
    reference) is a point.
-4. **Recommendation.** Among the tied, the first by: a trustworthy objective (not flagged too
-   noisy to judge), fewer steps (the fp32 reference 0, a technique 1, a chain one per part: a
-   step that buys nothing measurable is not worth shipping), smaller on disk, more accurate,
-   then the better median. The output says when the recommendation is a tie, and with which.
+4. **Recommendation.** Among the tied, the first by: a measurement that can decide (its
+   objective not flagged too noisy to judge, its interval bounded), fewer steps (the fp32
+   reference 0, a technique 1, a chain one per part: a step that buys nothing measurable is
+   not worth shipping), smaller on disk, more accurate, then the better median. The output
+   says when the recommendation is a tie, and with which.
 5. **Pareto front** over (speed, accuracy, size) among the feasible candidates, ties respected:
    A dominates B when B is not surely faster than A, A is at least as accurate and at most as
    large, and A is better on one of them (surely faster, more accurate, or smaller). The front
@@ -43,6 +44,7 @@ from __future__ import annotations
 import math
 import re
 import statistics
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -51,6 +53,10 @@ from pytest_modelopt.budget import METRICS, Budget, Check, Measured, Metric, Ver
 from pytest_modelopt.errors import BudgetError, InvalidFileError
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
+    from pytest_modelopt.evaluation import Evaluator, VariantResult
+    from pytest_modelopt.hardware import Hardware
     from pytest_modelopt.results import Run
 
 REFERENCE = "eager"
@@ -304,8 +310,8 @@ class Choice:
         """The first tie-break that separates the recommendation from the next tied one."""
         others = [c for c in self.tied if c is not best]
         reasons = []
-        if any(self._value(c).undecidable for c in others) and not self._value(best).undecidable:
-            reasons.append("a measurement that is not too noisy to judge")
+        if any(not _trusted(self._value(c)) for c in others) and _trusted(self._value(best)):
+            reasons.append("a measurement that can decide (bounded, not too noisy)")
         if any(c.steps > best.steps for c in others):
             reasons.append(
                 "being the fp32 reference" if best.steps == 0 else "fewer steps than a chain"
@@ -513,7 +519,7 @@ def _rank(feasible: list[Candidate], objective: Objective, accuracy: str | None)
         if accuracy == "mse":
             quality = -quality
         return (
-            candidate.metrics[name].undecidable is not None,
+            not _trusted(candidate.metrics[name]),
             candidate.steps,
             _value(candidate, "size_bytes"),
             -quality,
@@ -521,6 +527,14 @@ def _rank(feasible: list[Candidate], objective: Objective, accuracy: str | None)
         )
 
     min(tied, key=preference).recommended = True
+
+
+def _trusted(measured: Measured) -> bool:
+    """Whether a figure can decide: not flagged (too noisy, too few samples) and its interval,
+    if any, bounded on both sides."""
+    if measured.undecidable is not None:
+        return False
+    return measured.interval is None or all(math.isfinite(side) for side in measured.interval)
 
 
 def _order(candidate: Candidate, objective: Objective) -> tuple[float, str]:
@@ -572,6 +586,17 @@ def _bounds(measured: Measured) -> tuple[float, float]:
 def _value(candidate: Candidate, name: str) -> float:
     measured = candidate.metrics.get(name)
     return measured.value if measured is not None else math.nan
+
+
+def _json_ready(data: Any) -> Any:
+    """JSON has no infinity or NaN: written as null."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, Mapping):
+        return {key: _json_ready(value) for key, value in data.items()}
+    if isinstance(data, list | tuple):
+        return [_json_ready(value) for value in data]
+    return data
 
 
 def _finite(value: float) -> float | None:
@@ -663,3 +688,265 @@ def choose_runs(
         for (fingerprint, spec), (_, records) in sorted(latest.items())
         if not specs or spec in specs
     ]
+
+
+# -- searching: build and measure candidates on this machine (Evaluator.best) -------------------
+
+# The order singles are tried in when the time budget may not cover them all: fast to build and
+# often fastest first (the suites' measurements), the slow builds (PT2E, inductor, training)
+# later; techniques not named here follow, by name.
+PRIORITY = (
+    "torchscript",
+    "onnxruntime",
+    "openvino",
+    "onnxruntime_static_int8",
+    "openvino_int8",
+    "dynamic_int8",
+    "openvino_fp32",
+    "export",
+    "pruned_structured",
+    "lowrank",
+    "static_int8",
+    "compile",
+    "clustered",
+    "pruned_unstructured",
+    "distilled",
+    "qat_int8",
+)
+
+
+@dataclass
+class SearchResult:
+    """What ``Evaluator.best`` did and chose: the Choice over what it measured, each measured
+    variant, and what it did not measure, with why (``skipped``: this machine or model cannot
+    run it; ``failed``: the build failed; ``pruned``: a chain not built because a part broke a
+    quality budget; ``untried``: not started, the time budget being spent)."""
+
+    choice: Choice
+    records: list[dict[str, Any]]
+    results: dict[str, VariantResult] = field(default_factory=dict)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    pruned: list[tuple[str, str]] = field(default_factory=list)
+    untried: list[str] = field(default_factory=list)
+    elapsed_s: float = 0.0
+    max_time_s: float = math.inf
+    hardware: Hardware | None = None
+
+    @property
+    def recommended(self) -> Candidate | None:
+        return self.choice.recommended
+
+    def write_results(self, path: Path) -> None:
+        """The measured candidates as a results file (the ``--modelopt-json`` format), which
+        ``modelopt best``, ``report`` and ``merge`` read: the same records give the same choice."""
+        import dataclasses
+        import datetime as dt
+        import json
+
+        from pytest_modelopt.atomic import atomic_write_text
+        from pytest_modelopt.report import environment
+        from pytest_modelopt.results import SCHEMA
+
+        hardware: dict[str, Any] = {"cpu": {}}
+        if self.hardware is not None:
+            detected = dataclasses.replace(self.hardware, machine=None).fingerprint
+            hardware = {**self.hardware.to_dict(), "detected_fingerprint": detected}
+        document = {
+            "schema": SCHEMA,
+            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "fingerprint": self.choice.fingerprint or "unknown",
+            "hardware": hardware,
+            "environment": environment(),
+            "settings": {"search": self.to_dict() | {"candidates": None}},
+            "results": self.records,
+        }
+        text = json.dumps(_json_ready(document), indent=2, sort_keys=True, default=str)
+        atomic_write_text(path, text + "\n")
+
+    @property
+    def ranked(self) -> list[Candidate]:
+        return self.choice.ranked
+
+    @property
+    def front(self) -> list[Candidate]:
+        return self.choice.front
+
+    def summary(self) -> str:
+        """One line: time spent, what was built, and what was not."""
+        return (
+            f"search of {self.choice.spec}: {self.elapsed_s:.1f} s of {self.max_time_s:g} s; "
+            f"{len(self.records)} measured, {len(self.failed)} failed to build, "
+            f"{len(self.skipped)} skipped, {len(self.pruned)} chains pruned, "
+            f"{len(self.untried)} untried"
+        )
+
+    def table(self) -> str:
+        lines = [self.choice.table(), self.summary()]
+        for title, entries in (
+            ("skipped", self.skipped),
+            ("failed", self.failed),
+            ("pruned", self.pruned),
+        ):
+            if entries:
+                lines.append(f"{title}:")
+                lines += [f"  {name}: {why}" for name, why in entries]
+        if self.untried:
+            lines.append(f"untried (time budget spent): {', '.join(self.untried)}")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **self.choice.to_dict(),
+            "elapsed_s": self.elapsed_s,
+            "max_time_s": _finite(self.max_time_s),
+            "skipped": [list(entry) for entry in self.skipped],
+            "failed": [list(entry) for entry in self.failed],
+            "pruned": [list(entry) for entry in self.pruned],
+            "untried": self.untried,
+        }
+
+
+def search(
+    evaluator: Evaluator,
+    budgets: Iterable[str] | Mapping[str, float | str] | None = None,
+    *,
+    techniques: Sequence[str] | None = None,
+    chains: bool = True,
+    objective: str = "latency",
+    max_time: float = 600.0,
+    params: Mapping[str, Mapping[str, Any]] | None = None,
+) -> SearchResult:
+    """Build and measure the techniques that apply to the evaluator's spec on this machine,
+    then the chains of the ones that kept the quality budgets, within ``max_time`` seconds for
+    the whole search, and choose among them (``choose``). See ``Evaluator.best``."""
+    from pytest_modelopt.errors import ModeloptError, RequirementMissing
+    from pytest_modelopt.registry import get_technique, list_techniques
+
+    parsed = _budgets(budgets)
+    parse_objective(objective)
+    if isinstance(max_time, bool) or not max_time > 0:
+        raise ValueError(f"max_time must be a number of seconds > 0, got {max_time!r}")
+    names = list(techniques) if techniques is not None else list_techniques(exclude=[REFERENCE])
+    for name in names:
+        get_technique(name)  # an unknown name is an error before anything is built
+    spec, log = evaluator.spec.name, evaluator.log
+    fingerprint = evaluator.hardware.fingerprint
+    empty = Choice(spec, fingerprint, parse_objective(objective), parsed, [], None)
+    found = SearchResult(choice=empty, records=[], max_time_s=float(max_time))
+    start = time.monotonic()
+    queue = []
+    for name in sorted(dict.fromkeys(names), key=_priority):
+        technique = get_technique(name)
+        missing = technique.unmet(evaluator.hardware)
+        if missing is not None:
+            found.skipped.append((name, missing.reason))
+        elif spec_framework(evaluator) not in technique.frameworks:
+            found.skipped.append(
+                (name, f"applies to {'/'.join(technique.frameworks)} models, not {spec}'s")
+            )
+        else:
+            queue.append(name)
+    for name, why in found.skipped:
+        log(f"search {spec}: skipping {name}: {why}")
+
+    def measure(batch: list[str], stage: str) -> None:
+        for index, name in enumerate(batch):
+            elapsed = time.monotonic() - start
+            if elapsed >= max_time:
+                found.untried += batch[index:]
+                log(
+                    f"search {spec}: time budget spent ({elapsed:.0f} s of {max_time:g} s): "
+                    f"not trying {', '.join(batch[index:])}"
+                )
+                return
+            log(
+                f"search {spec}: {stage} {index + 1}/{len(batch)}: {name}: building and "
+                f"measuring ({elapsed:.0f} s elapsed, {max_time - elapsed:.0f} s left, "
+                f"{len(batch) - index - 1} more after it)"
+            )
+            try:
+                result = evaluator.evaluate(name, _params_of(params, name))
+            except RequirementMissing as missing:
+                found.skipped.append((name, missing.reason))
+                log(f"search {spec}: {name} skipped: {missing.reason}")
+                continue
+            except ModeloptError as error:
+                found.failed.append((name, str(error).splitlines()[0]))
+                log(f"search {spec}: {name} failed: {str(error).splitlines()[0]}")
+                continue
+            found.results[name] = result
+            found.records.append({"test": f"{spec}::search[{name}]", **result.to_dict(raw=False)})
+
+    measure(queue, "candidate")
+    if chains and not found.untried:
+        batch = _chains(found, parsed, objective, names, found.pruned)
+        for name, why in found.pruned:
+            log(f"search {spec}: not chaining {name}: {why}")
+        if batch:
+            log(f"search {spec}: {len(batch)} chains to try: {', '.join(batch)}")
+        measure(batch, "chain")
+    found.elapsed_s = time.monotonic() - start
+    found.hardware = evaluator.hardware
+    if found.records:
+        found.choice = choose(found.records, parsed, objective, fingerprint=fingerprint)
+    log(f"search {spec}: {found.summary()}")
+    log(f"search {spec}: {found.choice.verdict()}")
+    return found
+
+
+def spec_framework(evaluator: Evaluator) -> str:
+    return str(evaluator.spec.framework)
+
+
+def _priority(name: str) -> tuple[int, str]:
+    return (PRIORITY.index(name) if name in PRIORITY else len(PRIORITY), name)
+
+
+def _params_of(params: Mapping[str, Mapping[str, Any]] | None, name: str) -> dict[str, Any]:
+    """A technique's parameters from ``{technique: {...}}``; a chain takes its parts' entries."""
+    if not params:
+        return {}
+    if "+" in name:
+        return {part: dict(params[part]) for part in name.split("+") if part in params}
+    return dict(params.get(name, {}))
+
+
+def _chains(
+    found: SearchResult,
+    budgets: list[Budget],
+    objective: str,
+    asked: Sequence[str],
+    pruned: list[tuple[str, str]],
+) -> list[str]:
+    """The useful chains: a technique that yields a changed fp32 torch module (pruning,
+    low rank, clustering, distillation) then one that deploys or quantizes it, both having
+    kept the quality budgets on their own; the most promising first (the product of the two
+    parts' objective figures)."""
+    choice = choose(found.records, budgets, objective) if found.records else None
+    candidates = {c.technique: c for c in choice.candidates} if choice else {}
+    firsts: list[str] = []
+    seconds: list[str] = []
+    for name, result in found.results.items():
+        if "+" in name:
+            continue
+        candidate = candidates.get(name)
+        breaks = candidate is not None and candidate.breaks_quality()
+        yields_module = (
+            result.variant.model is not None
+            and result.variant.precision == result.reference.precision
+        )
+        if breaks and candidate is not None:
+            target = f"{name}+..." if yields_module else f"...+{name}"
+            pruned.append((target, f"{name} alone: {candidate.why_excluded()}"))
+            continue
+        (firsts if yields_module else seconds).append(name)
+    metric = "size_ratio" if objective == "size" else "speedup"
+
+    def promise(chain: tuple[str, str]) -> float:
+        a, b = (found.results[part].metrics.get(metric) for part in chain)
+        value = (a.value if a else 1.0) * (b.value if b else 1.0)
+        return value if metric == "size_ratio" else -value
+
+    pairs = sorted(((a, b) for a in firsts for b in seconds), key=promise)
+    return [f"{a}+{b}" for a, b in pairs if f"{a}+{b}" not in asked]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -121,3 +122,80 @@ def test_unreadable_file_exits_2_naming_it(tmp_path: Path, capsys) -> None:
     empty.mkdir()
     code, _, err = run_cli(capsys, "best", empty)
     assert (code, err) == (2, f"modelopt: error: no results files in {empty}\n")
+
+
+class Cells(HTMLParser):
+    """The text of every table cell, row by row, and the headings, of an HTML page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[list[str]] = []
+        self.headings: list[str] = []
+        self._cell: list[str] | None = None
+        self._heading: list[str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "tr":
+            self.rows.append([])
+        elif tag in ("td", "th"):
+            self._cell = []
+        elif tag == "h2":
+            self._heading = []
+        elif tag == "br" and self._cell is not None:
+            self._cell.append(" | ")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("td", "th") and self._cell is not None:
+            self.rows[-1].append("".join(self._cell).strip())
+            self._cell = None
+        elif tag == "h2" and self._heading is not None:
+            self.headings.append("".join(self._heading))
+            self._heading = None
+
+    def handle_data(self, data: str) -> None:
+        for part in (self._cell, self._heading):
+            if part is not None:
+                part.append(data)
+
+
+def test_merge_with_budgets_marks_the_matrix_and_says_what_to_ship(
+    matrix: Path, tmp_path: Path, capsys
+) -> None:
+    pytest.importorskip("matplotlib")
+    out_html = tmp_path / "matrix.html"
+    code, _, err = run_cli(capsys, "merge", matrix, "--html", out_html, *BUDGETS)
+    assert (code, err) == (0, "")
+    page = out_html.read_text()
+    parser = Cells()
+    parser.feed(page)
+    assert "Which variant to ship" in parser.headings
+    rows = {row[0]: row[1:] for row in parser.rows if row}
+    # the matrix: a column per machine (box-a, box-b), the marks in each technique's cell
+    assert rows["technique"] == ["box-a", "box-b"]
+    a_cell, b_cell = rows["onnxruntime_static_int8"]
+    assert a_cell.endswith("rank =1 · ★ recommended · tie · Pareto"), a_cell
+    # on box-b static_int8 is surely faster, as small and more accurate: off the front
+    assert b_cell.endswith("no contract | rank 2"), b_cell
+    assert rows["static_int8"][1].endswith("rank =1 · ★ recommended · tie · Pareto")
+    assert rows["eager"][0].endswith("excluded: size_ratio 1x breaks <= 0.5x")
+    assert rows["pruned_structured+static_int8"][1] == "not run"
+    # the section: one row per model and machine
+    section = [row for row in parser.rows if row and row[0] == "digits_cnn"]
+    assert [row[1] for row in section] == ["box-a", "box-b"]
+    assert section[0][2] == "onnxruntime_static_int8 | speedup 4x [3.8x, 4.3x]"
+    assert section[0][3] == "openvino_int8, dynamic_int8"
+    assert section[1][2] == "static_int8 | speedup 2.5x [2.4x, 2.6x]"
+    assert "eager: size_ratio 1x breaks <= 0.5x" in section[1][5]
+    assert page.count("★ recommended") == 2
+
+
+def test_merge_without_budgets_has_no_marks(matrix: Path, tmp_path: Path, capsys) -> None:
+    pytest.importorskip("matplotlib")
+    out_html = tmp_path / "matrix.html"
+    assert run_cli(capsys, "merge", matrix, "--html", out_html)[0] == 0
+    page = out_html.read_text()
+    assert "Which variant to ship" not in page
+    assert "★ recommended" not in page
+    code, out, err = run_cli(capsys, "merge", matrix, "--html", out_html, "--budget", "speed>=2")
+    assert (code, out) == (2, "")
+    assert err.startswith("modelopt: error: unknown budget metric 'speed'")

@@ -65,6 +65,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     merge.add_argument("--html", type=Path, required=True, help="the HTML file to write")
     merge.add_argument("--title", default="pytest-modelopt: variant x hardware matrix")
+    merge.add_argument(
+        "--budget",
+        action="append",
+        default=[],
+        metavar="METRIC<=VALUE",
+        help="mark each machine's recommended variant, ties and Pareto front under this "
+        "constraint (repeatable; as in modelopt best)",
+    )
+    merge.add_argument(
+        "--objective", default=None, help="with --budget: latency (default), throughput, size"
+    )
     merge.set_defaults(command=_merge)
 
     best = commands.add_parser(
@@ -210,7 +221,10 @@ def _merge(args: argparse.Namespace) -> int:
     if not paths:
         raise InvalidFileError(f"no results files in {', '.join(map(str, args.runs))}")
     runs = [load_run(path) for path in paths]
-    atomic_write_text(args.html, render(runs, args.title))
+    choices = _choices(runs, args.budget, args.objective)
+    if choices is None:
+        return EXIT_BAD_INPUT
+    atomic_write_text(args.html, render(runs, args.title, choices or None))
     fingerprints = sorted({run.fingerprint for run in runs})
     print(f"matrix of {len(runs)} runs ({', '.join(fingerprints)}) written to {args.html}")
     return 0
@@ -227,6 +241,21 @@ def _load_runs(arguments: Sequence[Path]) -> list[Any]:
     if not paths:
         raise InvalidFileError(f"no results files in {', '.join(map(str, arguments))}")
     return [load_run(path) for path in paths]
+
+
+def _choices(runs: list[Any], budgets: list[str], objective: str | None) -> list[Any] | None:
+    """The search's choices for merge's marks ([] when no budget or objective is given), or
+    None after printing why a budget or objective cannot be read."""
+    from pytest_modelopt.errors import BudgetError
+    from pytest_modelopt.search import choose_runs
+
+    if not budgets and objective is None:
+        return []
+    try:
+        return choose_runs(runs, budgets, objective or "latency")
+    except BudgetError as error:
+        print(f"modelopt: error: {error}", file=sys.stderr)
+        return None
 
 
 def _best(args: argparse.Namespace) -> int:

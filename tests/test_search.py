@@ -204,3 +204,11 @@ def test_to_dict_is_json_ready() -> None:
     json.dumps(data, allow_nan=False)
     assert data["recommended"] == "onnxruntime_static_int8"
     assert data["tied"] == ["onnxruntime_static_int8", "openvino_int8", "dynamic_int8"]
+
+
+def test_the_readme_example_is_what_the_code_prints() -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    table = choose(digits_records(), BUDGETS, fingerprint="box-a").table()
+    assert f"```\n{table}\n```" in readme

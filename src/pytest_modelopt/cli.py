@@ -3,6 +3,7 @@
     modelopt compare OLD.json NEW.json       table of changes with verdicts; exit 1 on a regression
     modelopt report run.json [--html out.html]
     modelopt merge results/*.json --html matrix.html
+    modelopt best results.json --budget "accuracy_drop<=1%" [--objective latency]
 
 Inputs are results files written by ``pytest --modelopt-json``. A file that cannot be read or
 is malformed stops the command with exit status 2 and a message naming the file and the problem.
@@ -64,7 +65,44 @@ def _parser() -> argparse.ArgumentParser:
     )
     merge.add_argument("--html", type=Path, required=True, help="the HTML file to write")
     merge.add_argument("--title", default="pytest-modelopt: variant x hardware matrix")
+    merge.add_argument(
+        "--budget",
+        action="append",
+        default=[],
+        metavar="METRIC<=VALUE",
+        help="mark each machine's recommended variant, ties and Pareto front under this "
+        "constraint (repeatable; as in modelopt best)",
+    )
+    merge.add_argument(
+        "--objective", default=None, help="with --budget: latency (default), throughput, size"
+    )
     merge.set_defaults(command=_merge)
+
+    best = commands.add_parser(
+        "best",
+        help="which variant to ship, per machine and model, under budgets (search.py)",
+        description="Rank the measured variants of each model on each machine (fingerprint) "
+        "under the budgets, with ties decided by the confidence intervals, the Pareto front "
+        "and the recommendation; exit 1 when a model has no variant that meets every budget.",
+    )
+    best.add_argument(
+        "runs", type=Path, nargs="+", help="results JSON files, or directories of them"
+    )
+    best.add_argument(
+        "--budget",
+        action="append",
+        default=[],
+        metavar="METRIC<=VALUE",
+        help="a constraint, e.g. 'accuracy_drop<=1%%' or 'size_ratio<=0.5' (repeatable)",
+    )
+    best.add_argument(
+        "--objective",
+        default="latency",
+        help="latency (paired speedup), throughput (items/s), size (bytes), or a metric name",
+    )
+    best.add_argument("--spec", action="append", default=[], help="only this model (repeatable)")
+    best.add_argument("--json", type=Path, help="also write the choices here as JSON")
+    best.set_defaults(command=_best)
     return parser
 
 
@@ -183,10 +221,62 @@ def _merge(args: argparse.Namespace) -> int:
     if not paths:
         raise InvalidFileError(f"no results files in {', '.join(map(str, args.runs))}")
     runs = [load_run(path) for path in paths]
-    atomic_write_text(args.html, render(runs, args.title))
+    choices = _choices(runs, args.budget, args.objective)
+    if choices is None:
+        return EXIT_BAD_INPUT
+    atomic_write_text(args.html, render(runs, args.title, choices or None))
     fingerprints = sorted({run.fingerprint for run in runs})
     print(f"matrix of {len(runs)} runs ({', '.join(fingerprints)}) written to {args.html}")
     return 0
+
+
+def _load_runs(arguments: Sequence[Path]) -> list[Any]:
+    """The results files named, a directory standing for its *.json (tox and Windows do not
+    glob); none found, or one unreadable, is an InvalidFileError naming it."""
+    from pytest_modelopt.results import load_run
+
+    paths = []
+    for path in arguments:
+        paths += sorted(path.glob("*.json")) if path.is_dir() else [path]
+    if not paths:
+        raise InvalidFileError(f"no results files in {', '.join(map(str, arguments))}")
+    return [load_run(path) for path in paths]
+
+
+def _choices(runs: list[Any], budgets: list[str], objective: str | None) -> list[Any] | None:
+    """The search's choices for merge's marks ([] when no budget or objective is given), or
+    None after printing why a budget or objective cannot be read."""
+    from pytest_modelopt.errors import BudgetError
+    from pytest_modelopt.search import choose_runs
+
+    if not budgets and objective is None:
+        return []
+    try:
+        return choose_runs(runs, budgets, objective or "latency")
+    except BudgetError as error:
+        print(f"modelopt: error: {error}", file=sys.stderr)
+        return None
+
+
+def _best(args: argparse.Namespace) -> int:
+    import json
+
+    from pytest_modelopt.errors import BudgetError
+    from pytest_modelopt.search import choose_runs
+
+    try:
+        choices = choose_runs(
+            _load_runs(args.runs), args.budget, args.objective, specs=args.spec or None
+        )
+    except BudgetError as error:
+        print(f"modelopt: error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print("\n\n".join(choice.table() for choice in choices))
+    if args.json:
+        document = [choice.to_dict() for choice in choices]
+        atomic_write_text(args.json, json.dumps(document, indent=2, default=str) + "\n")
+        print(f"choices written to {args.json}")
+    return EXIT_REGRESSION if any(c.recommended is None for c in choices) else 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -52,6 +52,9 @@ from pytest_modelopt.registry import get_technique
 from pytest_modelopt.spec import ModelSpec
 from pytest_modelopt.variants.base import BuildContext, Variant
 from pytest_modelopt.worker import Worker
+
+if TYPE_CHECKING:
+    from pytest_modelopt.search import SearchResult
 
 REFERENCE = "eager"
 # Counted calls of a tiny torch model vary by about 1% (glibc malloc, CPython's call paths); more
@@ -426,6 +429,35 @@ class Evaluator:
         if settings.profile_operators and meter == "wall":
             result.profile_operators()
         return result
+
+    def best(
+        self,
+        budgets: Mapping[str, float | str] | Sequence[str] | None = None,
+        techniques: Sequence[str] | None = None,
+        chains: bool = True,
+        objective: str = "latency",
+        max_time: float = 600.0,
+        params: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> SearchResult:
+        """Which variant to ship on this machine: evaluate ``techniques`` (default: every
+        registered one; those this machine or model cannot run are skipped with the reason),
+        then the chains of those that kept the quality budgets (``chains``), starting no new
+        candidate once ``max_time`` seconds are spent, and rank them under ``budgets``
+        (``{"accuracy_drop": "<=1%"}`` or ``["accuracy_drop<=1%"]``) by ``objective``
+        (``latency``, ``throughput``, ``size``). Progress goes to the evaluator's log. The
+        result holds the ranked candidates, ties, Pareto front and recommendation, and the
+        skipped, failed, pruned and untried techniques (``pytest_modelopt.search``)."""
+        from pytest_modelopt.search import search
+
+        return search(
+            self,
+            budgets,
+            techniques=techniques,
+            chains=chains,
+            objective=objective,
+            max_time=max_time,
+            params=params,
+        )
 
     def _side(self, variant: Variant, cross_runtime: bool) -> Callable[[], Any] | Worker:
         """How one side is timed: in a worker process of its own when two runtimes meet (their

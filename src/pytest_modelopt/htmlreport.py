@@ -19,6 +19,8 @@ from pytest_modelopt.results import Run, accuracy_of
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
+    from pytest_modelopt.search import Choice
+
 COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf")
 VERSIONS = ("torch", "onnxruntime", "openvino", "tensorflow", "tensorflow-cpu", "pytest-modelopt")
 STYLE = """
@@ -36,12 +38,17 @@ td.inconclusive { background: #fff6dd; } td.none { color: #999; }
 .big { font-size: 15px; font-weight: 600; } .small { color: #555; font-size: 12px; }
 .verdict { font-size: 11px; font-weight: 600; letter-spacing: 0.03em; }
 img { max-width: 100%; border: 1px solid #eee; }
+.mark { font-size: 11px; font-weight: 600; } .mark.recommended { color: #1a7f37; }
+.mark.excluded { color: #999; font-weight: normal; }
 """
 
 
-def render(runs: list[Run], title: str) -> str:
-    """The report of ``runs`` (one or many machines, one or many dates) as HTML text."""
+def render(runs: list[Run], title: str, choices: list[Choice] | None = None) -> str:
+    """The report of ``runs`` (one or many machines, one or many dates) as HTML text; with
+    ``choices`` (``search.choose_runs``), the matrix marks each machine's recommended variant,
+    ties and Pareto front, and a section says what to ship."""
     latest = _latest_per_fingerprint(runs)
+    marks = _choice_marks(choices or [])
     parts = [
         "<!doctype html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -55,7 +62,9 @@ def render(runs: list[Run], title: str) -> str:
         "<h2>Variant x hardware matrix</h2>",
     ]
     for spec in _specs(latest.values()):
-        parts.append(_matrix(spec, latest))
+        parts.append(_matrix(spec, latest, marks))
+    if choices:
+        parts.append(_choices_section(choices))
     parts.append("<h2>Pareto plots: latency against accuracy and size</h2>")
     for spec in _specs(latest.values()):
         parts.append(f"<h3>{_e(spec)}</h3>")
@@ -123,7 +132,7 @@ def _group(runs: Iterable[Run]) -> dict[str, list[Run]]:
     return groups
 
 
-def _matrix(spec: str, latest: dict[str, Run]) -> str:
+def _matrix(spec: str, latest: dict[str, Run], marks: dict[tuple[str, str], str]) -> str:
     techniques = sorted(
         {r["technique"] for run in latest.values() for r in run.records if r["spec"] == spec}
     )
@@ -136,7 +145,9 @@ def _matrix(spec: str, latest: dict[str, Run]) -> str:
                 (r for r in run.records if r["spec"] == spec and r["technique"] == technique),
                 None,
             )
-            cells.append(_cell(record))
+            cell = _cell(record)
+            mark = marks.get((run.fingerprint, record["test"])) if record else None
+            cells.append(cell[: -len("</td>")] + mark + "</td>" if mark else cell)
         rows.append(f"<tr><th>{_e(technique)}</th>{''.join(cells)}</tr>")
     return "\n".join(rows) + "</table>"
 
@@ -413,3 +424,67 @@ def _details(run: Run) -> str:
             f'</td><td class="small">{_e(notes)}</td></tr>'
         )
     return "\n".join(rows) + "</table>"
+
+
+# -- which variant to ship (search.py): marks in the matrix, and a section ------------------------
+
+
+def _choice_marks(choices: list[Choice]) -> dict[tuple[str, str], str]:
+    """(fingerprint, test id) -> the HTML of the marks of that record's cell."""
+    marks = {}
+    for choice in choices:
+        for candidate in choice.candidates:
+            if candidate.test is None:
+                continue
+            if not candidate.feasible:
+                text = f"excluded: {candidate.why_excluded()}"
+                html_marks = f'<br><span class="mark excluded">{_e(text)}</span>'
+            else:
+                words = [f"rank {'=' if candidate.tied else ''}{candidate.rank}"]
+                words += ["★ recommended"] if candidate.recommended else []
+                words += ["tie"] if candidate.tied else []
+                words += ["Pareto"] if candidate.pareto else []
+                kind = "recommended" if candidate.recommended else "ranked"
+                html_marks = f'<br><span class="mark {kind}">{_e(" · ".join(words))}</span>'
+            marks[(choice.fingerprint or "", candidate.test)] = html_marks
+    return marks
+
+
+def _choices_section(choices: list[Choice]) -> str:
+    """Per model and machine: what to ship, the ties, the Pareto front and the exclusions."""
+    first = choices[0]
+    budgets = ", ".join(f"{b.metric.name} {b}" for b in first.budgets) or "none"
+    rows = [
+        '<h2 id="which-variant">Which variant to ship</h2>',
+        f'<p class="meta">Objective {_e(first.objective.describe())}; constraints: '
+        f"{_e(budgets)}. A tie: no feasible variant is surely better (the intervals decide, "
+        "not the medians); among the tied, the recommendation is the one whose measurement "
+        "can decide, then the fewest steps, the smallest, the most accurate.</p>",
+        "<table><tr><th>model</th><th>fingerprint</th><th>recommended</th><th>tied</th>"
+        "<th>Pareto front</th><th>excluded</th></tr>",
+    ]
+    for choice in sorted(choices, key=lambda c: (c.spec, c.fingerprint or "")):
+        best = choice.recommended
+        shown = _e(choice.verdict()) if best is None else f"<b>{_e(best.label)}</b>"
+        if best is not None:
+            value = best.metrics.get(choice.objective.metric.name)
+            if value is not None:
+                shown += f'<br><span class="small">{_e(_measured(choice, value))}</span>'
+        tied = ", ".join(c.label for c in choice.tied if c is not best) or "-"
+        front = ", ".join(c.label for c in choice.front) or "-"
+        excluded = "<br>".join(f"{_e(c.label)}: {_e(c.why_excluded())}" for c in choice.excluded)
+        state = "pass" if best is not None else "fail"
+        rows.append(
+            f"<tr><td>{_e(choice.spec)}</td><td>{_e(choice.fingerprint)}</td>"
+            f'<td class="{state}">{shown}</td><td>{_e(tied)}</td><td>{_e(front)}</td>'
+            f'<td class="small">{excluded or "-"}</td></tr>'
+        )
+    return "\n".join(rows) + "</table>"
+
+
+def _measured(choice: Choice, value: Any) -> str:
+    metric = choice.objective.metric
+    text = f"{metric.name} {metric.format(value.value)}"
+    if value.interval is not None:
+        text += f" [{metric.format(value.interval[0])}, {metric.format(value.interval[1])}]"
+    return text

@@ -1,0 +1,201 @@
+"""`modelopt best`: the recommendation per machine and model from results files."""
+
+from __future__ import annotations
+
+import json
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from pytest_modelopt.cli import main
+from searchdata import digits_records, record, write_results
+
+BUDGETS = ["--budget", "accuracy_drop<=1%", "--budget", "size_ratio<=0.5"]
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str, str]:
+    code = main([str(arg) for arg in args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture
+def matrix(tmp_path: Path) -> Path:
+    """A merged nightly matrix: two machines, where box-b's int8 runtimes are slower, and an
+    older run of box-a that the latest one replaces."""
+    directory = tmp_path / "nightly"
+    directory.mkdir()
+    write_results(directory / "a.json", digits_records(), fingerprint="box-a")
+    old = [record("eager", 1.0, (0.99, 1.01)), record("static_int8", 9.0, (8.9, 9.1))]
+    write_results(
+        directory / "a-old.json", old, fingerprint="box-a", created="2026-11-01T10:00:00+00:00"
+    )
+    b = [
+        record("eager", 1.0, (0.98, 1.02)),
+        record("onnxruntime_static_int8", 1.1, (1.0, 1.2), size_ratio=0.26, accuracy=0.948),
+        record("static_int8", 2.5, (2.4, 2.6), size_ratio=0.26, accuracy=0.949),
+    ]
+    write_results(directory / "b.json", b, fingerprint="box-b")
+    return directory
+
+
+def test_best_recommends_per_fingerprint(matrix: Path, capsys) -> None:
+    code, out, err = run_cli(capsys, "best", matrix, *BUDGETS)
+    assert (code, err) == (0, "")
+    box_a, box_b = out.split("\n\n")
+    assert box_a.startswith(
+        "digits_cnn on box-a: objective latency: speedup (higher is better); constraints: "
+        "accuracy_drop <= 1.00%, size_ratio <= 0.5x\n"
+    )
+    assert "recommended: onnxruntime_static_int8, speedup 4x [3.8x, 4.3x]; a tie" in box_a
+    rows = {line.split()[1]: line for line in box_a.splitlines() if line.startswith(("=", "4"))}
+    assert rows["onnxruntime_static_int8"].startswith("=1")
+    assert rows["onnxruntime_static_int8"].endswith("recommended, tie, Pareto")
+    assert rows["static_int8"].split()[0] == "4"  # the old run's 9x is not this run's
+    assert "  pruned_structured+static_int8: accuracy_drop 5.00% breaks <= 1.00%" in box_a
+    assert box_b.startswith("digits_cnn on box-b")
+    assert "recommended: static_int8, speedup 2.5x [2.4x, 2.6x]\n" in box_b
+    assert "  eager: size_ratio 1x breaks <= 0.5x" in box_b
+
+
+def test_best_writes_json_with_the_same_answer(matrix: Path, tmp_path: Path, capsys) -> None:
+    out_json = tmp_path / "choices.json"
+    code, out, _ = run_cli(
+        capsys, "best", matrix / "a.json", *BUDGETS, "--objective", "size", "--json", out_json
+    )
+    assert code == 0
+    assert out.endswith(f"choices written to {out_json}\n")
+    (choice,) = json.loads(out_json.read_text())
+    assert choice["fingerprint"] == "box-a"
+    assert choice["objective"] == {"name": "size", "metric": "size_bytes"}
+    assert choice["recommended"] == "static_int8"
+    assert choice["tied"] == ["static_int8", "onnxruntime_static_int8"]
+    assert f"recommended: {choice['recommended']}" in out
+
+
+def test_no_feasible_candidate_exits_1(matrix: Path, capsys) -> None:
+    code, out, _ = run_cli(capsys, "best", matrix / "b.json", "--budget", "size_ratio<=0.1")
+    assert code == 1
+    assert "no candidate of digits_cnn meets every constraint (3 measured)" in out
+    assert "  static_int8: size_ratio 0.26x breaks <= 0.1x" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--budget", "acuracy_drop<=1%"],
+            "modelopt: error: unknown budget metric 'acuracy_drop'; known metrics: speedup,",
+        ),
+        (
+            ["--budget", "size_ratio<<0.5"],
+            "modelopt: error: budget 'size_ratio<<0.5': '<0.5' is not a number (with an optional",
+        ),
+        (["--objective", "fast"], "modelopt: error: unknown objective 'fast': choose latency"),
+        (
+            ["--spec", "resnet"],
+            "modelopt: error: no results for model resnet; the files hold digits_cnn",
+        ),
+    ],
+)
+def test_bad_arguments_exit_2_naming_the_problem(
+    matrix: Path, capsys, args: list[str], message: str
+) -> None:
+    code, out, err = run_cli(capsys, "best", matrix, *args)
+    assert (code, out) == (2, "")
+    assert err.startswith(message), err
+
+
+def test_unreadable_file_exits_2_naming_it(tmp_path: Path, capsys) -> None:
+    code, _, err = run_cli(capsys, "best", tmp_path / "missing.json")
+    assert code == 2
+    assert err == f"modelopt: error: results file {tmp_path / 'missing.json'}: no such file\n"
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    code, _, err = run_cli(capsys, "best", bad)
+    assert code == 2
+    assert err.startswith(f"modelopt: error: results file {bad}:")
+    code, _, err = run_cli(capsys, "best", tmp_path)
+    assert code == 2  # bad.json is in it
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, _, err = run_cli(capsys, "best", empty)
+    assert (code, err) == (2, f"modelopt: error: no results files in {empty}\n")
+
+
+class Cells(HTMLParser):
+    """The text of every table cell, row by row, and the headings, of an HTML page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[list[str]] = []
+        self.headings: list[str] = []
+        self._cell: list[str] | None = None
+        self._heading: list[str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "tr":
+            self.rows.append([])
+        elif tag in ("td", "th"):
+            self._cell = []
+        elif tag == "h2":
+            self._heading = []
+        elif tag == "br" and self._cell is not None:
+            self._cell.append(" | ")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("td", "th") and self._cell is not None:
+            self.rows[-1].append("".join(self._cell).strip())
+            self._cell = None
+        elif tag == "h2" and self._heading is not None:
+            self.headings.append("".join(self._heading))
+            self._heading = None
+
+    def handle_data(self, data: str) -> None:
+        for part in (self._cell, self._heading):
+            if part is not None:
+                part.append(data)
+
+
+def test_merge_with_budgets_marks_the_matrix_and_says_what_to_ship(
+    matrix: Path, tmp_path: Path, capsys
+) -> None:
+    pytest.importorskip("matplotlib")
+    out_html = tmp_path / "matrix.html"
+    code, _, err = run_cli(capsys, "merge", matrix, "--html", out_html, *BUDGETS)
+    assert (code, err) == (0, "")
+    page = out_html.read_text()
+    parser = Cells()
+    parser.feed(page)
+    assert "Which variant to ship" in parser.headings
+    rows = {row[0]: row[1:] for row in parser.rows if row}
+    # the matrix: a column per machine (box-a, box-b), the marks in each technique's cell
+    assert rows["technique"] == ["box-a", "box-b"]
+    a_cell, b_cell = rows["onnxruntime_static_int8"]
+    assert a_cell.endswith("rank =1 · ★ recommended · tie · Pareto"), a_cell
+    # on box-b static_int8 is surely faster, as small and more accurate: off the front
+    assert b_cell.endswith("no contract | rank 2"), b_cell
+    assert rows["static_int8"][1].endswith("rank =1 · ★ recommended · tie · Pareto")
+    assert rows["eager"][0].endswith("excluded: size_ratio 1x breaks <= 0.5x")
+    assert rows["pruned_structured+static_int8"][1] == "not run"
+    # the section: one row per model and machine
+    section = [row for row in parser.rows if row and row[0] == "digits_cnn"]
+    assert [row[1] for row in section] == ["box-a", "box-b"]
+    assert section[0][2] == "onnxruntime_static_int8 | speedup 4x [3.8x, 4.3x]"
+    assert section[0][3] == "openvino_int8, dynamic_int8"
+    assert section[1][2] == "static_int8 | speedup 2.5x [2.4x, 2.6x]"
+    assert "eager: size_ratio 1x breaks <= 0.5x" in section[1][5]
+    assert page.count("★ recommended") == 2
+
+
+def test_merge_without_budgets_has_no_marks(matrix: Path, tmp_path: Path, capsys) -> None:
+    pytest.importorskip("matplotlib")
+    out_html = tmp_path / "matrix.html"
+    assert run_cli(capsys, "merge", matrix, "--html", out_html)[0] == 0
+    page = out_html.read_text()
+    assert "Which variant to ship" not in page
+    assert "★ recommended" not in page
+    code, out, err = run_cli(capsys, "merge", matrix, "--html", out_html, "--budget", "speed>=2")
+    assert (code, out) == (2, "")
+    assert err.startswith("modelopt: error: unknown budget metric 'speed'")

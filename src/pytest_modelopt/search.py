@@ -1118,5 +1118,5 @@ def check_contract(
             f"still within the {margin} tolerance of the best (the recommendation is {best.label})"
         )
     return ContractCheck(
-        "kept", technique, f"the recorded choice {technique} ({own}) is {standing}"
+        "kept", technique, f"the recorded choice {technique} ({metric.name} {own}) is {standing}"
     )

@@ -124,3 +124,20 @@ def test_digits_gru(modelopt_variant):
     if modelopt_variant.technique in ("qat_int8", "pruned_unstructured"):
         contract = {"accuracy_drop": contract["accuracy_drop"]}
     modelopt_variant.expect(**contract)
+
+
+@pytest.mark.modelopt_best(
+    spec="digits_cnn",
+    budgets={"accuracy_drop": "<=1%"},
+    objective="latency",
+    params=PARAMS,  # the fine-tuning steps the variant tests use, so the answers agree
+    max_time=900,
+)
+def test_digits_cnn_best(modelopt_best):
+    """Issue 14: the variant to ship for the digits CNN on this machine, real accuracy within one
+    point. The marker fails the test when nothing meets the budget, when a feasible candidate is
+    surely faster than the recommendation, and against a recorded choice that is now beaten."""
+    best = modelopt_best.recommended
+    print(modelopt_best.table())
+    assert best is not None
+    assert best.metrics["accuracy_drop"].value <= 0.01

@@ -70,6 +70,16 @@ ENTRY_SHAPE = {
     "accuracy": ("map", "number"),
     "settings": "dict",
     "environment": ("map", "str"),
+    # a search's recorded choice (the modelopt_best marker); absent from other entries
+    "choice?": {
+        "objective": "str",
+        "metric": "str",
+        "budgets": ("list", "str"),
+        "recommended": "str",
+        "value": "number",
+        "interval": "interval?",
+        "tied": ("list", "str"),
+    },
 }
 FILE_SHAPE = {
     "schema": "int",
@@ -125,6 +135,24 @@ class Tolerances:
                 )
             changes[keyword.removesuffix("_tolerance")] = float(value)
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+
+def choice_tolerance(metric: str, tolerances: Tolerances) -> tuple[float, bool]:
+    """How far a recorded choice may be beaten before it is a regression, for an objective's
+    metric: a fraction (speedup tolerance for speed, instructions for counts, size for bytes),
+    or, for an accuracy metric, points of 1.0 (``absolute``)."""
+    if metric in {
+        "instructions_ratio",
+        "instructions_per_call",
+        "estimated_cycles",
+        "cycles_ratio",
+    }:
+        return tolerances.instructions, False
+    if metric in {"size_bytes", "size_ratio", "gzip_size_ratio"}:
+        return tolerances.size, False
+    if metric in {"accuracy", "top1_agreement", "accuracy_drop", "relative_accuracy_drop"}:
+        return tolerances.accuracy, True
+    return tolerances.speedup, False
 
 
 # -- entries ---------------------------------------------------------------------------------

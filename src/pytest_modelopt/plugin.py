@@ -30,14 +30,19 @@ if TYPE_CHECKING:
     from pytest_modelopt.baselines import Tolerances
     from pytest_modelopt.evaluation import VariantResult
     from pytest_modelopt.hardware import Hardware
+    from pytest_modelopt.search import SearchResult
     from pytest_modelopt.spec import ModelSpec
 
 SESSION_KEY = pytest.StashKey[ModeloptSession]()
 RESULT_KEY = pytest.StashKey["VariantResult"]()
 TOLERANCES_KEY = pytest.StashKey["Tolerances"]()
 BUDGETS_KEY = pytest.StashKey[tuple[str, dict[str, Any]]]()  # technique, its marker budgets
+SEARCH_KEY = pytest.StashKey["SearchResult"]()
 MODELOPT_MARKER_KEYWORDS = frozenset(
     {"techniques", "spec", "params", "budgets", "max_time", "measure"}
+)
+MODELOPT_BEST_KEYWORDS = frozenset(
+    {"budgets", "objective", "techniques", "chains", "max_time", "params", "spec"}
 )
 MARKERS = (
     "modelopt(techniques, spec='modelopt_spec', params=None, budgets=None, max_time=None, "
@@ -47,6 +52,13 @@ MARKERS = (
     "by the meter named by measure, wall or instructions (default: --modelopt-measure); after "
     "the test body passes, budgets[technique] (a dict such as {'size_ratio': '<=0.5'}) is "
     "checked as by modelopt_variant.expect(...)",
+    "modelopt_best(budgets=None, objective='latency', techniques=None, chains=True, "
+    "max_time=600, params=None, spec='modelopt_spec'): the modelopt_best fixture searches the "
+    "techniques that apply to the ModelSpec of the fixture named spec on this machine (default: "
+    "every registered one) and their chains, for up to max_time seconds, and gives the "
+    "SearchResult; the test fails when no candidate meets the budgets (a dict such as "
+    "{'accuracy_drop': '<=1%'}), and, against a choice recorded with --modelopt-save-baseline, "
+    "when that choice no longer meets them or another technique is now surely better",
     "modelopt_requires(gpu=False, backend=None, isa=None, packages=None): skip unless this "
     "machine has it (a missing package fails under --modelopt-strict)",
     "modelopt_baseline(speedup_tolerance=None, size_tolerance=None, accuracy_tolerance=None, "
@@ -93,6 +105,11 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    best = metafunc.definition.get_closest_marker("modelopt_best")
+    if best is not None or "modelopt_best" in metafunc.fixturenames:
+        problem = _best_marker_problem(best, "modelopt_best" in metafunc.fixturenames)
+        if problem:
+            pytest.fail(f"{metafunc.definition.nodeid}: {problem}", pytrace=False)
     if "modelopt_technique" not in metafunc.fixturenames:
         return
     marker = metafunc.definition.get_closest_marker("modelopt")
@@ -128,6 +145,86 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if problem:
         pytest.fail(f"{metafunc.definition.nodeid}: {problem}", pytrace=False)
     metafunc.parametrize("modelopt_technique", techniques, ids=techniques)
+
+
+def _best_marker_problem(marker: pytest.Mark | None, uses_fixture: bool) -> str | None:
+    """What is wrong with a test's @pytest.mark.modelopt_best, or None."""
+    from pytest_modelopt.errors import BudgetError
+    from pytest_modelopt.search import parse_budgets, parse_objective
+
+    if marker is None:
+        return (
+            "the modelopt_best fixture needs @pytest.mark.modelopt_best(budgets={...}) on the "
+            "test, e.g. @pytest.mark.modelopt_best(budgets={'accuracy_drop': '<=1%'})"
+        )
+    if not uses_fixture:
+        return (
+            "@pytest.mark.modelopt_best runs its search through the modelopt_best fixture: "
+            "add a modelopt_best argument to the test"
+        )
+    kwargs = marker.kwargs
+    unknown = set(kwargs) - MODELOPT_BEST_KEYWORDS
+    if unknown or marker.args:
+        return (
+            f"@pytest.mark.modelopt_best takes keywords {sorted(MODELOPT_BEST_KEYWORDS)}; got "
+            f"unknown {sorted(unknown) or list(marker.args)}"
+        )
+    budgets = kwargs.get("budgets")
+    if budgets is not None and not isinstance(budgets, dict | list | tuple | str):
+        return (
+            f"modelopt_best(budgets={budgets!r}): give a dict such as "
+            "{'accuracy_drop': '<=1%', 'size_ratio': '<=0.5'} or a list such as "
+            "['accuracy_drop<=1%']"
+        )
+    objective = kwargs.get("objective", "latency")
+    if not isinstance(objective, str):
+        return f"modelopt_best(objective={objective!r}): give latency, throughput or size"
+    try:
+        parse_budgets(budgets)
+        parse_objective(objective)
+    except BudgetError as error:
+        return f"modelopt_best: {error}"
+    techniques = kwargs.get("techniques")
+    if isinstance(techniques, str):
+        techniques = [techniques]
+    if techniques is not None:
+        if not isinstance(techniques, list | tuple) or not techniques:
+            return (
+                f"modelopt_best(techniques={kwargs['techniques']!r}): give a list of technique "
+                "names, or None (the default) for every registered one"
+            )
+        for name in techniques:
+            try:
+                get_technique(name)
+            except (UnknownTechniqueError, TypeError) as error:
+                return f"modelopt_best: {error}"
+    chains = kwargs.get("chains", True)
+    if not isinstance(chains, bool):
+        return f"modelopt_best(chains={chains!r}): give True or False"
+    params = kwargs.get("params")
+    if params is not None:
+        if not isinstance(params, dict) or not all(isinstance(v, dict) for v in params.values()):
+            return (
+                "modelopt_best: params must map technique names to dicts of parameters, e.g. "
+                "params={'pruned_structured': {'ratio': 0.5}}"
+            )
+        for name, values in params.items():
+            if techniques is not None and name not in {
+                part for chosen in techniques for part in (chosen, *chosen.split("+"))
+            }:
+                return (
+                    f"modelopt_best: params for {name}, which this search does not run "
+                    f"(techniques: {', '.join(techniques)})"
+                )
+            try:
+                get_technique(name).resolve_params(values)
+            except (ParameterError, UnknownTechniqueError) as error:
+                return f"modelopt_best: {error}"
+    spec = kwargs.get("spec", "modelopt_spec")
+    if not isinstance(spec, str):
+        return f"modelopt_best(spec={spec!r}): give the name of a fixture that returns a ModelSpec"
+    problem = _max_time_problem(kwargs.get("max_time", 600))
+    return f"modelopt_best: {problem}" if problem else None
 
 
 def _max_time_problem(max_time: Any) -> str | None:
@@ -214,7 +311,8 @@ def technique_params(params: Any, technique: str, *, validate: bool = False) -> 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
     session = item.config.stash[SESSION_KEY]
-    if "modelopt_variant" in getattr(item, "fixturenames", ()):
+    fixtures = getattr(item, "fixturenames", ())
+    if "modelopt_variant" in fixtures or "modelopt_best" in fixtures:
         item.stash[TOLERANCES_KEY] = _tolerances(item, session)
     markers = list(item.iter_markers("modelopt_requires"))
     if not markers:
@@ -251,7 +349,11 @@ def _tolerances(item: pytest.Item, session: ModeloptSession) -> Tolerances:
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
     """After a test body passes, compare its variant with the stored baseline: a regression
-    fails this test, with the table of what moved."""
+    fails this test, with the table of what moved. A search (modelopt_best) is judged before
+    the body runs, so that the body may rely on its recommendation."""
+    found = item.stash.get(SEARCH_KEY, None)
+    if found is not None:
+        _check_search(item, found)
     outcome = yield
     result = item.stash.get(RESULT_KEY, None)
     if result is not None:
@@ -265,6 +367,35 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
         if regression:
             pytest.fail(regression, pytrace=False)
     return outcome
+
+
+def _check_search(item: pytest.Item, found: SearchResult) -> None:
+    """A search's verdict: the recorded choice still holds (against the baseline), a candidate
+    meets the budgets, and none that does is surely better than the recommendation."""
+    session = item.config.stash[SESSION_KEY]
+    problem = None
+    try:
+        session.baselines.compare_choice(item.nodeid, found, item.stash[TOLERANCES_KEY])
+    except ContractViolation as violation:
+        problem = str(violation)
+    best = found.recommended
+    if problem is None and best is None:
+        problem = (
+            f"{item.nodeid}: no candidate meets the budgets of @pytest.mark.modelopt_best\n"
+            f"{found.table()}\n"
+            "what to do: loosen the budgets, give the search more techniques or max_time, or "
+            "see why each candidate was excluded above"
+        )
+    if problem is None and best is not None:
+        better = found.choice.surely_better_than(best)
+        if better:
+            problem = (
+                f"{item.nodeid}: the recommendation {best.label} is not the best: "
+                f"{', '.join(c.label for c in better)} meet the budgets and are surely "
+                f"better\n{found.table()}"
+            )
+    if problem is not None:
+        pytest.fail(problem, pytrace=False)
 
 
 def _check_marker_budgets(item: pytest.Item, result: VariantResult) -> None:
@@ -333,6 +464,52 @@ def modelopt_technique() -> str:
 @pytest.fixture(scope="session")
 def _modelopt_workdir(tmp_path_factory: pytest.TempPathFactory) -> Any:
     return tmp_path_factory.mktemp("modelopt")
+
+
+@pytest.fixture
+def modelopt_best(request: pytest.FixtureRequest, _modelopt_workdir: Any) -> Iterator[SearchResult]:
+    """The search of @pytest.mark.modelopt_best(budgets=..., objective=..., techniques=...,
+    chains=..., max_time=...): every technique that applies to the spec on this machine and
+    the useful chains, measured inside the machine-wide timing lock (progress in the terminal)
+    and ranked under the budgets. The ``SearchResult`` has ``recommended``, ``choice`` (ties,
+    Pareto front) and ``table()``. Before the test body runs, the test fails when no candidate
+    meets the budgets, or when the choice recorded in the baseline (--modelopt-save-baseline)
+    no longer meets them or is now surely beaten."""
+    marker = request.node.get_closest_marker("modelopt_best")
+    if marker is None:  # collection said so already; a fixture requested dynamically gets here
+        pytest.fail(
+            "the modelopt_best fixture needs @pytest.mark.modelopt_best(budgets={...})",
+            pytrace=False,
+        )
+    kwargs = marker.kwargs
+    spec_fixture = kwargs.get("spec", "modelopt_spec")
+    spec: ModelSpec = request.getfixturevalue(spec_fixture)
+    if not isinstance(spec, _spec_class()):
+        raise SpecError(f"fixture {spec_fixture!r} returned {type(spec).__name__}, not a ModelSpec")
+    session = request.config.stash[SESSION_KEY]
+    nodeid = request.node.nodeid
+    techniques = kwargs.get("techniques")
+    problem = None
+    try:
+        session.baselines.check_baseline_file(nodeid)
+        found = session.scheduler.search(
+            nodeid,
+            spec,
+            _modelopt_workdir / spec.name,
+            kwargs.get("budgets"),
+            techniques=[techniques] if isinstance(techniques, str) else techniques,
+            chains=kwargs.get("chains", True),
+            objective=kwargs.get("objective", "latency"),
+            max_time=kwargs.get("max_time", 600),
+            params=kwargs.get("params"),
+        )
+    except ModeloptError as error:
+        problem = str(error)
+    if problem is not None:  # failed outside the except block: no chained traceback
+        pytest.fail(problem, pytrace=False)
+    request.node.stash[SEARCH_KEY] = found
+    yield found
+    session.record_search(nodeid, found)
 
 
 @pytest.fixture

@@ -279,6 +279,25 @@ class Choice:
     def by_label(self, label: str) -> Candidate:
         return next(c for c in self.candidates if c.label == label)
 
+    def surely_better_than(
+        self, candidate: Candidate, tolerance: float = 0.0, *, absolute: bool = False
+    ) -> list[Candidate]:
+        """The feasible candidates whose objective is surely better than ``candidate``'s, beyond
+        ``tolerance`` (see ``surely_better``). Empty for the recommendation: the issue's
+        acceptance rule, which the marker checks."""
+        return [
+            other
+            for other in self.ranked
+            if other is not candidate
+            and surely_better(
+                self._value(other),
+                self._value(candidate),
+                self.objective,
+                tolerance,
+                absolute=absolute,
+            )
+        ]
+
     def title(self) -> str:
         where = f" on {self.fingerprint}" if self.fingerprint else ""
         budgets = ", ".join(f"{b.metric.name} {b}" for b in self.budgets) or "none"
@@ -950,3 +969,154 @@ def _chains(
 
     pairs = sorted(((a, b) for a in firsts for b in seconds), key=promise)
     return [f"{a}+{b}" for a, b in pairs if f"{a}+{b}" not in asked]
+
+
+# -- the recorded choice: a contract that later runs check (the modelopt_best marker) -----------
+
+
+def surely_better(
+    a: Measured,
+    b: Measured,
+    objective: Objective,
+    tolerance: float = 0.0,
+    *,
+    absolute: bool = False,
+) -> bool:
+    """Whether ``a`` is surely better than ``b`` on the objective, beyond ``tolerance``: the
+    whole interval of ``a`` lies past the better end of ``b``'s, by more than the tolerance (a
+    fraction of that end, or, with ``absolute``, in the metric's units). An unbounded interval
+    is never surely beaten and never surely beats; a point is its own interval."""
+    a_low, a_high = _bounds(a)
+    b_low, b_high = _bounds(b)
+    if objective.higher_is_better:
+        limit = b_high + tolerance if absolute else b_high * (1 + tolerance)
+        return a_low > limit
+    limit = b_low - tolerance if absolute else b_low * (1 - tolerance)
+    return a_high < limit
+
+
+def _better_word(objective: Objective) -> str:
+    if objective.metric.name in SPEED_METRICS:
+        return "faster"
+    if objective.name == "size":
+        return "smaller"
+    return "better"
+
+
+def contract_of(found: SearchResult) -> dict[str, Any] | None:
+    """What a baseline records of a search's choice: the objective and budgets it was made
+    under, the recommended technique with its objective value and interval, and the tied set.
+    None when nothing was recommended (nothing to record)."""
+    choice = found.choice
+    best = choice.recommended
+    if best is None:
+        return None
+    value = choice._value(best)
+    return {
+        "objective": choice.objective.name,
+        "metric": choice.objective.metric.name,
+        "budgets": [f"{b.metric.name} {b}" for b in choice.budgets],
+        "recommended": best.technique,
+        "value": _finite(value.value),
+        "interval": [_finite(side) for side in value.interval] if value.interval else None,
+        "tied": [c.technique for c in choice.tied],
+        "front": [c.technique for c in choice.front],
+        "verdict": choice.verdict(),
+        "measured": len(found.records),
+    }
+
+
+@dataclass
+class ContractCheck:
+    """A recorded choice against a new search: ``status`` is ``kept`` (still feasible and tied
+    for best within the tolerance), ``beaten`` (a feasible candidate is now surely better,
+    beyond the tolerance), ``infeasible`` (it breaks or cannot decide a budget), ``unmeasured``
+    (this search did not measure it) or ``other budgets`` (the marker's budgets or objective are
+    not those of the record); ``message`` says so in words."""
+
+    status: str
+    recorded: str
+    message: str
+    beaten_by: list[str] = field(default_factory=list)
+
+    @property
+    def kept(self) -> bool:
+        return self.status == "kept"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "recorded": self.recorded,
+            "message": self.message,
+            "beaten_by": self.beaten_by,
+        }
+
+
+def check_contract(
+    stored: Mapping[str, Any],
+    found: SearchResult,
+    tolerance: float,
+    *,
+    absolute: bool = False,
+) -> ContractCheck:
+    """Judge a recorded choice (``contract_of``'s dict) against a new search: it is kept when
+    it is still feasible and no feasible candidate is surely better than it beyond
+    ``tolerance`` (its interval past the recorded choice's better end by more than that)."""
+    choice = found.choice
+    technique = str(stored["recommended"])
+    objective = choice.objective
+    asked = [f"{b.metric.name} {b}" for b in choice.budgets]
+    recorded_under = (str(stored["objective"]), list(stored["budgets"]))
+    if recorded_under != (objective.name, asked):
+        return ContractCheck(
+            "other budgets",
+            technique,
+            f"the recorded choice {technique} was made for objective {stored['objective']} "
+            f"under {', '.join(stored['budgets']) or 'no constraints'}; this test now asks for "
+            f"objective {objective.name} under {', '.join(asked) or 'no constraints'}, so it "
+            "cannot be compared",
+        )
+    candidate = next((c for c in choice.candidates if c.technique == technique), None)
+    if candidate is None:
+        why = dict(found.skipped + found.failed + found.pruned).get(technique)
+        if why is None and technique in found.untried:
+            why = "not started: the search's time budget was spent"
+        return ContractCheck(
+            "unmeasured",
+            technique,
+            f"the recorded choice {technique} was not measured by this search"
+            + (f": {why}" if why else ""),
+        )
+    if not candidate.feasible:
+        return ContractCheck(
+            "infeasible",
+            technique,
+            f"the recorded choice {technique} no longer meets its budgets: "
+            f"{candidate.why_excluded()}",
+        )
+    beaten = choice.surely_better_than(candidate, tolerance, absolute=absolute)
+    metric = objective.metric
+    own = _show(metric, choice._value(candidate))
+    margin = metric.format(tolerance) if absolute else f"{tolerance:.0%}"
+    if beaten:
+        others = " and ".join(f"{c.label} ({_show(metric, choice._value(c))})" for c in beaten)
+        return ContractCheck(
+            "beaten",
+            technique,
+            f"the recorded choice {technique} ({metric.name} {own}) is no longer the best: "
+            f"{others} {'is' if len(beaten) == 1 else 'are'} now surely "
+            f"{_better_word(objective)}, beyond the {margin} tolerance",
+            [c.technique for c in beaten],
+        )
+    best = choice.recommended
+    if candidate.recommended or best is None:
+        standing = "still the recommendation"
+    elif candidate.tied:
+        standing = f"still tied for best with the recommendation {best.label}"
+    else:
+        standing = (
+            f"still within the {margin} tolerance of the best (the recommendation is {best.label})"
+        )
+    return ContractCheck(
+        "kept", technique, f"the recorded choice {technique} ({metric.name} {own}) is {standing}"
+    )

@@ -28,6 +28,7 @@ from pytest_modelopt.session.scope import RunScope
 
 if TYPE_CHECKING:
     from pytest_modelopt.evaluation import VariantResult
+    from pytest_modelopt.search import SearchResult
 
 WORKER_OUTPUT_KEY = "modelopt"
 
@@ -61,6 +62,18 @@ class ModeloptSession:
             timed_sections=self.scheduler.sections.get(nodeid, []),
             lock_wait_s=self.scheduler.waits.get(nodeid, 0.0),
             baseline=self.baselines.comparison_of(nodeid, result.meter),
+        )
+
+    def record_search(self, nodeid: str, found: SearchResult) -> None:
+        """A search's choice (modelopt_best): in the results JSON and the summary, and, with
+        --modelopt-save-baseline, as the test's baseline entry."""
+        self.baselines.record_choice(nodeid, found)
+        self.report.record_search(
+            nodeid,
+            found,
+            timed_sections=self.scheduler.sections.get(nodeid, []),
+            lock_wait_s=self.scheduler.waits.get(nodeid, 0.0),
+            baseline=self.baselines.comparison_of_choice(nodeid),
         )
 
     @pytest.hookimpl(optionalhook=True)

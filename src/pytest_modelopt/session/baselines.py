@@ -18,6 +18,7 @@ from pytest_modelopt.session.scope import RunScope
 if TYPE_CHECKING:
     from pytest_modelopt.baselines import BaselineStore, SaveReport, Tolerances
     from pytest_modelopt.evaluation import VariantResult
+    from pytest_modelopt.search import SearchResult
 
 
 class SessionBaselines:
@@ -34,6 +35,7 @@ class SessionBaselines:
         self._stores: dict[str, BaselineStore] = {}
         self.comparisons: dict[str, dict[str, Any]] = {}  # test id -> what its comparison found
         self.obtained: dict[str, dict[str, Any]] = {}  # test id -> entry that regressed
+        self.choices: dict[str, dict[str, Any]] = {}  # test id -> a search's choice, to save
         self.failed_writes = False
 
     @property
@@ -130,6 +132,92 @@ class SessionBaselines:
             )
             raise ContractViolation(f"{table}\n{advice}")
 
+    def compare_choice(self, nodeid: str, found: SearchResult, tolerances: Tolerances) -> None:
+        """Judge a search (modelopt_best) against the choice its baseline entry recorded; raise
+        ContractViolation when that choice no longer meets its budgets or is now surely beaten
+        beyond the tolerance (``search.check_contract``)."""
+        from pytest_modelopt.baselines import choice_tolerance, module_of
+        from pytest_modelopt.search import check_contract
+
+        if self.settings.save_baseline:
+            self.comparisons[nodeid] = {"status": "recorded"}
+            return
+        store = self.store
+        stored = store.entry(nodeid)
+        if stored is None or "choice" not in stored:
+            file = store.load(module_of(nodeid))
+            status = "no baseline" if not file else "no entry" if stored is None else "no choice"
+            self.comparisons[nodeid] = {"status": status}
+            return
+        metric = found.choice.objective.metric.name
+        tolerance, absolute = choice_tolerance(metric, tolerances)
+        verdict = check_contract(stored["choice"], found, tolerance, absolute=absolute)
+        self.comparisons[nodeid] = {
+            "status": "passed" if verdict.kept else "regressed",
+            "choice": verdict.to_dict(),
+        }
+        if verdict.kept:
+            return
+        new = self.choice_entry(found)
+        if new is not None:
+            self.obtained[nodeid] = new
+        where = f"the baseline for {store.fingerprint}, recorded {stored['recorded']}"
+        raise ContractViolation(
+            f"{nodeid}: {verdict.message} (against {where})\n"
+            f"{found.table()}\n"
+            "what to do: if the change is intended (a technique or backend improved, the budgets "
+            "moved), record the new choice with --modelopt-save-baseline; if not, "
+            f"{verdict.recorded} regressed: its own test or `modelopt best` on this run's "
+            "--modelopt-json says how"
+        )
+
+    def choice_entry(self, found: SearchResult) -> dict[str, Any] | None:
+        """The baseline entry of a search: the recommended variant's size and accuracy, and the
+        choice (``search.contract_of``); None when nothing was recommended."""
+        from pytest_modelopt.baselines import ACCURACY_METRICS
+        from pytest_modelopt.report import environment
+        from pytest_modelopt.search import contract_of
+        from pytest_modelopt.validate import finite_or_none
+
+        contract = contract_of(found)
+        best = found.recommended
+        if contract is None or best is None or not found.records:
+            return None
+        entry: dict[str, Any] = {
+            "spec": found.choice.spec,
+            "technique": best.technique,
+            "recorded": utc_now(),
+            "size_bytes": round(best.metrics["size_bytes"].value),
+            "reference_bytes": int(found.records[0]["sizes"]["reference_bytes"]),
+            "accuracy": {
+                name: best.metrics[name].value for name in ACCURACY_METRICS if name in best.metrics
+            },
+            "settings": {
+                **self.settings.recorded_settings(),
+                "search_max_time": finite_or_none(found.max_time_s),
+                "search_elapsed_s": round(found.elapsed_s, 1),
+            },
+            "environment": {key: str(value) for key, value in environment().items()},
+            "choice": contract,
+        }
+        meter = found.records[0].get("meter", "wall")
+        if meter != "wall":
+            entry["meter"] = meter
+        return entry
+
+    def record_choice(self, nodeid: str, found: SearchResult) -> None:
+        """Keep a search's entry to save at session end (--modelopt-save-baseline only)."""
+        if self.settings.save_baseline:
+            entry = self.choice_entry(found)
+            if entry is not None:
+                self.choices[nodeid] = entry
+
+    def comparison_of_choice(self, nodeid: str) -> dict[str, Any]:
+        """What comparing a search with its recorded choice found (``comparison_of``'s words)."""
+        if nodeid in self.comparisons:
+            return self.comparisons[nodeid]
+        return {"status": "recorded" if self.settings.save_baseline else "not compared"}
+
     def entry(self, result: VariantResult) -> dict[str, Any]:
         from pytest_modelopt.baselines import entry_from_record
         from pytest_modelopt.report import environment
@@ -169,7 +257,7 @@ class SessionBaselines:
         from pytest_modelopt.baselines import SaveReport
 
         report = SaveReport()
-        if self.settings.save_baseline and records:
+        if self.settings.save_baseline and (records or self.choices):
             self._save(records, report)
         lines = self._write_obtained()
         lines += self._unused(report)
@@ -191,6 +279,8 @@ class SessionBaselines:
                     environment=env,
                 )
             )
+        for nodeid, entry in self.choices.items():
+            by_meter.setdefault(entry.get("meter", "wall"), {})[nodeid] = entry
         for meter, entries in sorted(by_meter.items()):
             self.store_for(meter).save(entries, report)
 
@@ -309,10 +399,11 @@ class SessionBaselines:
     # -- xdist: workers compare, the controller writes ---------------------------------------
 
     def worker_output(self) -> dict[str, Any]:
-        return {"obtained": self.obtained}
+        return {"obtained": self.obtained, "choices": self.choices}
 
     def merge_worker_output(self, data: dict[str, Any]) -> None:
         self.obtained.update(data["obtained"])
+        self.choices.update(data.get("choices", {}))
 
 
 def _first_differences(differences: list[str], shown: int = 3, width: int = 90) -> str:

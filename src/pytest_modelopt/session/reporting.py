@@ -20,6 +20,7 @@ from pytest_modelopt.session.context import SessionContext, utc_now
 
 if TYPE_CHECKING:
     from pytest_modelopt.evaluation import VariantResult
+    from pytest_modelopt.search import SearchResult
 
 RESULTS_SCHEMA = 1
 
@@ -32,6 +33,7 @@ class SessionReport:
         self.worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
         self.records: list[dict[str, Any]] = []  # the results JSON's "results"
         self.benchmarks: list[dict[str, Any]] = []  # pytest-benchmark's "benchmarks"
+        self.searches: list[dict[str, Any]] = []  # the results JSON's "searches" (modelopt_best)
         self.messages: list[tuple[str, dict[str, bool]]] = []  # last lines of the summary
 
     def record(
@@ -58,14 +60,41 @@ class SessionReport:
         if result.meter == "wall":  # pytest-benchmark's schema holds seconds, not counts
             self.benchmarks.append(benchmark_entry(nodeid, result))
 
+    def record_search(
+        self,
+        nodeid: str,
+        found: SearchResult,
+        *,
+        timed_sections: list[list[float]],
+        lock_wait_s: float,
+        baseline: dict[str, Any],
+    ) -> None:
+        """A search's choice and what it measured (each candidate's record, the format of
+        ``results``, so ``search.choose`` reads them back to the same choice)."""
+        self.searches.append(
+            {
+                "test": nodeid,
+                "worker": self.worker,
+                "timed_sections": timed_sections,
+                "lock_wait_s": round(lock_wait_s, 3),
+                "baseline": baseline,
+                "summary": found.summary(),
+                **found.to_dict(),
+                "records": found.records,
+            }
+        )
+
     def write_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
         from pytest_modelopt.report import results_table
 
-        if not self.records and not self.messages:
+        if not self.records and not self.messages and not self.searches:
             return
         terminalreporter.section("modelopt results")
         terminalreporter.write_line(f"hardware: {self.context.hardware.describe()}")
-        for line, markup in results_table(self.records):
+        if self.records:
+            for line, markup in results_table(self.records):
+                terminalreporter.write_line(line, **markup)
+        for line, markup in self._search_lines():
             terminalreporter.write_line(line, **markup)
         for line in self._note_lines():
             terminalreporter.write_line(line)
@@ -75,6 +104,24 @@ class SessionReport:
             terminalreporter.write_line(wait, yellow=True)
         for line, markup in self.messages:
             terminalreporter.write_line(line, **markup)
+
+    def _search_lines(self) -> list[tuple[str, dict[str, bool]]]:
+        """Per search (modelopt_best): what it chose, what it measured, and how the choice
+        compared with the recorded one."""
+        lines: list[tuple[str, dict[str, bool]]] = []
+        for search in self.searches:
+            status = search["baseline"]["status"]
+            markup = {"red": True} if status == "regressed" else {}
+            lines.append((f"search {search['test']}: {one_line(search['verdict'])}", {}))
+            contract = search["baseline"].get("choice", {}).get("message")
+            lines.append(
+                (
+                    f"  {one_line(search['summary'])}; recorded choice: {status}"
+                    + (f" ({one_line(contract)})" if contract else ""),
+                    markup,
+                )
+            )
+        return lines
 
     def _note_lines(self) -> list[str]:
         """Each variant note once, naming the variants that carry it as ``model[technique]``
@@ -89,7 +136,7 @@ class SessionReport:
         ]
 
     def lock_wait_s(self) -> float:
-        return sum(record.get("lock_wait_s", 0.0) for record in self.records)
+        return sum(record.get("lock_wait_s", 0.0) for record in self.records + self.searches)
 
     def _lock_wait_line(self) -> str | None:
         """How long the session waited for other processes' measurements, if at all."""
@@ -98,7 +145,9 @@ class SessionReport:
         total = self.lock_wait_s()
         if total < 1.0:
             return None
-        longest = max(self.records, key=lambda record: record.get("lock_wait_s", 0.0))
+        longest = max(
+            self.records + self.searches, key=lambda record: record.get("lock_wait_s", 0.0)
+        )
         return (
             f"waited {format_seconds(total)} in all for other processes' measurements (the "
             f"machine-wide timing lock {TIMING_LOCK}); longest: {longest['test']}, "
@@ -107,7 +156,7 @@ class SessionReport:
 
     def write_results(self) -> None:
         """The results JSON, when --modelopt-json asks for it and something was measured."""
-        if self.settings.json_path is not None and self.records:
+        if self.settings.json_path is not None and (self.records or self.searches):
             self.write_json(self.settings.json_path)
             self.messages.append((f"results written to {self.settings.json_path}", {}))
 
@@ -128,6 +177,7 @@ class SessionReport:
             "settings": self.settings.to_dict(),
             "lock_wait_s": round(self.lock_wait_s(), 3),
             "results": self.records,
+            "searches": self.searches,
         }
         text = json.dumps(_finite(document), indent=2, sort_keys=True, allow_nan=False, default=str)
         atomic_write_text(path, text + "\n")
@@ -135,11 +185,12 @@ class SessionReport:
     # -- xdist: workers record, the controller reports ---------------------------------------
 
     def worker_output(self) -> dict[str, Any]:
-        return {"records": self.records, "benchmarks": self.benchmarks}
+        return {"records": self.records, "benchmarks": self.benchmarks, "searches": self.searches}
 
     def merge_worker_output(self, data: dict[str, Any]) -> None:
         self.records += data["records"]
         self.benchmarks += data["benchmarks"]
+        self.searches += data.get("searches", [])
 
 
 def _finite(data: Any) -> Any:

@@ -14,7 +14,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
     from pytest_modelopt.evaluation import Evaluator, VariantResult
     from pytest_modelopt.measure import Comparison
+    from pytest_modelopt.search import SearchResult
     from pytest_modelopt.spec import ModelSpec
 
 # One lock per user: another user's lock file would not be writable.
@@ -133,6 +134,47 @@ class MeasurementScheduler:
             result = evaluator.evaluate(technique, params, max_time_s=max_time_s, meter=meter)
         result.remeasure = self._locked(nodeid, result.remeasure)
         return result
+
+    def search(
+        self,
+        nodeid: str,
+        spec: ModelSpec,
+        workdir: Path,
+        budgets: Any = None,
+        *,
+        techniques: Sequence[str] | None = None,
+        chains: bool = True,
+        objective: str = "latency",
+        max_time: float = 600.0,
+        params: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> SearchResult:
+        """``Evaluator.best`` for the modelopt_best fixture, the whole search inside one timed
+        section (its progress goes to the terminal through the evaluator's log). A technique
+        named by --modelopt-inject-slowdown is built first and slowed down, as ``evaluate``
+        does, so that the search measures the slowed variant."""
+        from pytest_modelopt.errors import ModeloptError
+        from pytest_modelopt.search import _params_of
+
+        evaluator = self.evaluator(spec, workdir)
+        with self.timed_section(nodeid):
+            for technique, fraction in self.context.settings.inject_slowdown:
+                if techniques is not None and technique not in techniques:
+                    continue
+                try:
+                    variant = evaluator.build(technique, _params_of(params, technique))
+                except ModeloptError:  # the search skips it or reports the failure
+                    continue
+                from pytest_modelopt.testing import inject_slowdown
+
+                inject_slowdown(variant, fraction, batch=spec.example_input)
+            return evaluator.best(
+                budgets,
+                techniques=techniques,
+                chains=chains,
+                objective=objective,
+                max_time=max_time,
+                params=params,
+            )
 
     def _locked(
         self, nodeid: str, remeasure: Callable[[], Comparison] | None

@@ -31,7 +31,8 @@ CONTRACTS = {
     "pruned_structured": {"speedup": ">=1.2", "size_ratio": "<=0.6"},
     "lowrank": {"size_ratio": "<=0.95"},
     "clustered": {"size_ratio": "<=0.2"},
-    "pruned_structured+static_int8": {"speedup": ">=1.5", "size_ratio": "<=0.2"},
+    # int8 must not eat pruning's gain; with AMX it adds its own (CHAIN_SPEEDUP_WITH_AMX)
+    "pruned_structured+static_int8": {"speedup": ">=1.2", "size_ratio": "<=0.2"},
     "openvino_int8": {"speedup": ">=1.2", "size_ratio": "<=0.3"},
     # GPU runtimes: skipped with the reason where there is no NVIDIA GPU.
     "onnxruntime_fp16": {"speedup": ">=1.0", "top1_agreement": ">=95%"},
@@ -44,6 +45,11 @@ TECHNIQUES = list(CONTRACTS)
 # more; on an AVX2-only EPYC, 0.95x and 0.92x: no budget there, its contract is size only. The
 # first flag this hardware has sets the budget (an ISA cap hides the flags it forbids).
 INT8_SPEEDUP = (("amx_int8", ">=1.5"), ("avx512_vnni", ">=0.9"))
+# resnet18 pruned then static int8 is pruning's speed times int8's: 1.70x on the AVX2 EPYC,
+# 1.64x then 1.32x [1.21, 1.47] in two sessions on the AVX-512 VNNI EPYC (pruning alone 1.51x and
+# 1.40x; int8 1.03x and 1.01x), 1.48x capped to AVX2. Only AMX's int8 units add enough to hold
+# 1.5x everywhere.
+CHAIN_SPEEDUP_WITH_AMX = ">=1.5"
 # What each model's architecture allows, measured on the fingerprints under baselines/.
 MODEL_CONTRACTS = {
     # low rank factorizes Linear and 1x1 convolutions; resnet18 is mostly 3x3 convolutions
@@ -72,6 +78,8 @@ def contract(result, hardware) -> dict:
         chosen.pop("speedup", None)
         if speedup is not None:
             chosen["speedup"] = speedup
+    if technique == "pruned_structured+static_int8" and hardware.has_isa("amx_int8"):
+        chosen["speedup"] = CHAIN_SPEEDUP_WITH_AMX
     return chosen
 
 

@@ -265,12 +265,16 @@ class SessionBaselines:
         return lines
 
     def _save(self, records: list[dict[str, Any]], report: SaveReport) -> None:
-        from pytest_modelopt.baselines import entry_from_record
+        from pytest_modelopt.baselines import disturbed_records, entry_from_record
         from pytest_modelopt.report import environment
 
         created, env = utc_now(), environment()
         by_meter: dict[str, dict[str, Any]] = {}
+        disturbed = disturbed_records(records)
+        report.left_out += [f"{test}: {why}" for test, why in sorted(disturbed.items())]
         for record in records:
+            if record["test"] in disturbed:
+                continue
             by_meter.setdefault(record.get("meter", "wall"), {})[record["test"]] = (
                 entry_from_record(
                     record,
@@ -349,6 +353,8 @@ class SessionBaselines:
                     {"yellow": True},
                 )
             )
+        for line in report.left_out:
+            lines.append((f"baseline not recorded for {line}", {"yellow": True}))
         for error in report.errors:
             lines.append((f"ERROR: {error}", {"red": True, "bold": True}))
             self.failed_writes = True

@@ -89,7 +89,7 @@ def test_peak_is_at_least_each_runtimes_own_gemm(fp32_peak, hardware, runtime: s
 def test_peak_is_cached_with_its_record_and_an_older_method_is_measured_again(
     hardware: Hardware, tmp_path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # fp16 is quick to measure: torch's kernel is slow and timed at the smallest size
+    # fp16 is the quickest to measure: one kernel (torch.mm) on CPUs without fp16 arithmetic
     first = measured_peak("fp16", threads=1, hardware=hardware, cache_dir=tmp_path)
     assert first is not None
     (cache,) = tmp_path.glob(f"peak-{hardware.fingerprint}-t1-{PEAK_METHOD}-*.json")

@@ -93,7 +93,7 @@ def test_a_peak_measured_too_low_is_flagged_as_a_measurement_problem(tmp_path) -
     from pytest_modelopt.report import results_table
 
     hardware = detect_hardware(gpus=False)
-    real = measured_peak("fp16", threads=1, hardware=hardware, cache_dir=None)  # quick to measure
+    real = measured_peak("fp16", threads=1, hardware=hardware, cache_dir=None)  # the quickest
     assert real is not None
     too_low = replace(real, precision="fp32", ops_per_s=1e3)  # 1 kOP/s: any model exceeds it
     hardware = detect_hardware(gpus=False, machine="peak-too-low")

@@ -28,8 +28,12 @@ import numpy as np
 
 from pytest_modelopt.hardware import Hardware
 
-# The products' sizes, smallest first: a kernel goes to the next size where that is quick.
+# The products' sizes, smallest first: a kernel goes to the next size where one call of it would
+# take under STEP_SECONDS, judged from a short timing of the size below. Generous, because a
+# small product's figure is fragile: two threads on a busy machine wait at every barrier, and
+# torch.mm at 256 read 2.8 GOP/s where it does 140 alone.
 SIZES = (256, 1024, 2048)
+STEP_SECONDS = 2.0
 # A kernel is timed for at least MIN_SECONDS and MIN_CALLS, until the best call is reproduced
 # within STABLE in the second half of the calls, or for MAX_SECONDS.
 MIN_SECONDS = 0.5
@@ -59,10 +63,10 @@ class KernelTiming:
 def time_kernel(
     kernel: Kernel, precision: str, *, threads: int, hardware: Hardware
 ) -> KernelTiming:
-    """Time one kernel at the largest size of SIZES whose call takes under half a second,
-    judged by a short timing of the size below (a precision without fast kernels: fp16 on most
-    CPUs runs at 1 to 3 GOP/s, and one 2048 product would take seconds), for MIN_SECONDS or more
-    until its best call is reproduced. Raises KernelUnavailable."""
+    """Time one kernel at the largest size of SIZES whose call takes under STEP_SECONDS (a
+    precision without fast kernels: fp16 on most CPUs runs at 1 to 3 GOP/s, and one 2048 product
+    would take seconds), for MIN_SECONDS or more until its best call is reproduced. Raises
+    KernelUnavailable."""
     from pytest_modelopt.measure import fixed_threads
 
     missing = [name for name in kernel.packages if importlib.util.find_spec(name) is None]
@@ -72,7 +76,7 @@ def time_kernel(
         size = SIZES[0]
         for following in SIZES[1:]:
             quick = _time(kernel, precision, size, threads, hardware)
-            if 2 * following**3 / quick.ops_per_s > 0.5:
+            if 2 * following**3 / quick.ops_per_s > STEP_SECONDS:
                 break
             size = following
         return _time(

@@ -1,6 +1,7 @@
 import importlib.util
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -31,17 +32,14 @@ def hardware() -> Hardware:
 
 
 @pytest.fixture(scope="module")
-def fp32_peak(hardware: Hardware, tmp_path_factory) -> tuple[Peak, list[str]]:
+def fp32_peak(hardware: Hardware, tmp_path_factory) -> tuple[Peak, list[str], Path]:
     messages: list[str] = []
+    cache_dir = tmp_path_factory.mktemp("peak")
     peak = measured_peak(
-        "fp32",
-        threads=1,
-        hardware=hardware,
-        cache_dir=tmp_path_factory.mktemp("peak"),
-        log=messages.append,
+        "fp32", threads=1, hardware=hardware, cache_dir=cache_dir, log=messages.append
     )
     assert peak is not None
-    return peak, messages
+    return peak, messages, cache_dir
 
 
 def test_counts_a_linear_layer_as_two_ops_per_multiply_add() -> None:
@@ -64,7 +62,7 @@ def test_precision_class(precision: str, expected: str) -> None:
 
 
 def test_peak_is_the_best_kernel_of_every_installed_runtime(fp32_peak) -> None:
-    peak, messages = fp32_peak
+    peak, messages, _ = fp32_peak
     best = max(peak.kernels, key=lambda timing: timing.ops_per_s)
     assert peak.ops_per_s == best.ops_per_s
     assert peak.kernel == best.kernel  # the record names the kernel that set the peak
@@ -79,41 +77,48 @@ def test_peak_is_the_best_kernel_of_every_installed_runtime(fp32_peak) -> None:
 def test_peak_is_at_least_each_runtimes_own_gemm(fp32_peak, hardware, runtime: str) -> None:
     """Timed again on its own, each runtime's fp32 GEMM stays within noise of the peak: the peak
     is not one runtime's product (torch.mm's, which variants of the others exceeded)."""
-    peak, _ = fp32_peak
+    peak, _, _ = fp32_peak
     kernel = next(k for k in KERNELS if k.runtime == runtime and "fp32" in k.precisions)
     own = time_kernel(kernel, "fp32", threads=1, hardware=hardware)
     assert own.runtime == runtime
     assert peak.ops_per_s >= 0.85 * own.ops_per_s, (own, peak.kernels)
 
 
-def test_peak_is_cached_with_its_record_and_an_older_method_is_measured_again(
-    hardware: Hardware, tmp_path, monkeypatch: pytest.MonkeyPatch
+def test_peak_is_cached_with_its_record(
+    fp32_peak, hardware: Hardware, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # fp16 is the quickest to measure: one kernel (torch.mm) on CPUs without fp16 arithmetic
-    first = measured_peak("fp16", threads=1, hardware=hardware, cache_dir=tmp_path)
-    assert first is not None
-    (cache,) = tmp_path.glob(f"peak-{hardware.fingerprint}-t1-{PEAK_METHOD}-*.json")
-    assert cache == peak_cache_file(tmp_path, fingerprint=hardware.fingerprint, threads=1)
+    peak, _, cache_dir = fp32_peak
+    (cache,) = cache_dir.glob(f"peak-{hardware.fingerprint}-t1-{PEAK_METHOD}-*.json")
+    assert cache == peak_cache_file(cache_dir, fingerprint=hardware.fingerprint, threads=1)
     document = json.loads(cache.read_text())
     assert document["method"] == PEAK_METHOD
-    assert document["peaks"]["fp16"]["kernel"] == first.kernel
+    assert document["peaks"]["fp32"]["kernel"] == peak.kernel
+    assert len(document["peaks"]["fp32"]["kernels"]) == len(peak.kernels)
     monkeypatch.setattr(efficiency, "_MEMO", {})  # a new session reads the file
     messages: list[str] = []
     again = measured_peak(
-        "fp16", threads=1, hardware=hardware, cache_dir=tmp_path, log=messages.append
+        "fp32", threads=1, hardware=hardware, cache_dir=cache_dir, log=messages.append
     )
-    assert again == first
+    assert again == peak
     assert messages == []
-    document["method"] = "v2"
-    document["peaks"]["fp16"]["ops_per_s"] = 1.0
-    cache.write_text(json.dumps(document))
-    monkeypatch.setattr(efficiency, "_MEMO", {})
-    remeasured = measured_peak(
-        "fp16", threads=1, hardware=hardware, cache_dir=tmp_path, log=messages.append
+
+
+def test_a_peak_cached_by_an_older_method_is_measured_again(tmp_path) -> None:
+    hardware = detect_hardware(gpus=False, machine="older-method")
+    cache = peak_cache_file(tmp_path, fingerprint=hardware.fingerprint, threads=1)
+    stale = {**PEAK.to_dict(), "precision": "fp64"}  # a precision no kernel has: quick
+    cache.write_text(json.dumps({"method": "v2", "versions": {}, "peaks": {"fp64": stale}}))
+    messages: list[str] = []
+    peak = measured_peak(
+        "fp64", threads=1, hardware=hardware, cache_dir=tmp_path, log=messages.append
     )
-    assert remeasured is not None
-    assert remeasured.ops_per_s > 1e6
-    assert messages[0].startswith("measuring this machine's fp16 peak")
+    assert peak is None  # measured, not read: no runtime has an fp64 kernel
+    assert messages == ["no fp64 peak: no runtime has a fp64 matrix product"]
+    assert json.loads(cache.read_text()) == {
+        "method": PEAK_METHOD,
+        "versions": efficiency.runtime_versions(),
+        "peaks": {"fp64": None},
+    }
 
 
 def test_int8_peak_runs_integer_kernels(hardware: Hardware, tmp_path) -> None:

@@ -86,16 +86,21 @@ def test_a_peak_measured_too_low_is_flagged_as_a_measurement_problem(tmp_path) -
     """A cached peak below what the variant achieves: the record and the results table flag it,
     and no fraction above 1 is written."""
     import json
-    from dataclasses import replace
 
-    from pytest_modelopt.efficiency import PEAK_METHOD, measured_peak, peak_cache_file
+    from pytest_modelopt.efficiency import PEAK_METHOD, Ceiling, Peak, peak_cache_file
     from pytest_modelopt.hardware import detect_hardware
+    from pytest_modelopt.peak_kernels import KernelTiming
     from pytest_modelopt.report import results_table
 
-    hardware = detect_hardware(gpus=False)
-    real = measured_peak("fp16", threads=1, hardware=hardware, cache_dir=None)  # the quickest
-    assert real is not None
-    too_low = replace(real, precision="fp32", ops_per_s=1e3)  # 1 kOP/s: any model exceeds it
+    kernel = "torch 2.14.1 torch.mm fp32 (MKL)"
+    too_low = Peak(  # 1 kOP/s: any model exceeds it
+        precision="fp32",
+        ops_per_s=1e3,
+        kernel=kernel,
+        threads=1,
+        ceiling=Ceiling(None, 1, 32, None, "unknown", "1 cores x 32 ops/cycle/core"),
+        kernels=(KernelTiming("torch", kernel, 2048, 1e3, 1e3, 8, 1.0, True),),
+    )
     hardware = detect_hardware(gpus=False, machine="peak-too-low")
     cache = peak_cache_file(tmp_path, fingerprint=hardware.fingerprint, threads=1)
     document = {"method": PEAK_METHOD, "versions": {}, "peaks": {"fp32": too_low.to_dict()}}

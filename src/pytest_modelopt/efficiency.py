@@ -268,6 +268,9 @@ def _measure_peak(
     precision: str, *, threads: int, hardware: Hardware, log: Callable[[str], None]
 ) -> Peak | None:
     kernels = [kernel for kernel in KERNELS if precision in kernel.precisions]
+    if not kernels:
+        log(f"no {precision} peak: no runtime has a {precision} matrix product")
+        return None
     log(
         f"measuring this machine's {precision} peak: {len(kernels)} matrix products on "
         f"{threads} threads, about {2 * len(kernels)} s (cached afterwards)"

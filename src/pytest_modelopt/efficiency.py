@@ -285,6 +285,12 @@ def _measure_peak(
             skipped[label] = str(reason)
             log(f"{precision} peak: {label}: skipped ({reason})")
             continue
+        except Exception as error:  # a runtime's failure costs its kernel, not the variant's result
+            skipped[label] = (
+                f"failed: {type(error).__name__}: {next(iter(str(error).splitlines()), '')[:200]}"
+            )
+            log(f"{precision} peak: {label}: {skipped[label]}")
+            continue
         timings.append(timing)
         log(f"{precision} peak: {timing.kernel}: {timing.ops_per_s / 1e9:.1f} GOP/s")
     if not timings:

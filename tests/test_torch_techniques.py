@@ -76,4 +76,43 @@ def test_results_carry_memory_first_call_and_roofline(evaluator: Evaluator) -> N
     efficiency = result.efficiency
     assert efficiency["precision"] == "fp32"
     assert efficiency["flops_per_call"] == 2 * 4 * (16 * 64 + 64 * 10)
-    assert 0 < efficiency["fraction_of_peak"] < 2
+    assert 0 < efficiency["fraction_of_peak"] <= 1  # the peak is the best of every runtime
+    assert efficiency["measurement_problem"] is None
+    assert efficiency["peak_kernel"]  # names the kernel and runtime that set the peak
+    assert efficiency["peak_gops"] > efficiency["achieved_gops"]
+
+
+def test_a_peak_measured_too_low_is_flagged_as_a_measurement_problem(tmp_path) -> None:
+    """A cached peak below what the variant achieves: the record and the results table flag it,
+    and no fraction above 1 is written."""
+    import json
+
+    from pytest_modelopt.efficiency import PEAK_METHOD, Ceiling, Peak, peak_cache_file
+    from pytest_modelopt.hardware import detect_hardware
+    from pytest_modelopt.peak_kernels import KernelTiming
+    from pytest_modelopt.report import results_table
+
+    kernel = "torch 2.14.1 torch.mm fp32 (MKL)"
+    too_low = Peak(  # 1 kOP/s: any model exceeds it
+        precision="fp32",
+        ops_per_s=1e3,
+        kernel=kernel,
+        threads=1,
+        ceiling=Ceiling(None, 1, 32, None, "unknown", "1 cores x 32 ops/cycle/core"),
+        kernels=(KernelTiming("torch", kernel, 2048, 1e3, 1e3, 8, 1.0, True),),
+    )
+    hardware = detect_hardware(gpus=False, machine="peak-too-low")
+    cache = peak_cache_file(tmp_path, fingerprint=hardware.fingerprint, threads=1)
+    document = {"method": PEAK_METHOD, "versions": {}, "peaks": {"fp32": too_low.to_dict()}}
+    cache.write_text(json.dumps(document))
+    evaluator = Evaluator(
+        mlp_spec(), settings=QUICK, hardware=hardware, workdir=tmp_path, cache_dir=tmp_path
+    )
+    record = evaluator.evaluate("torchscript").to_dict()
+    efficiency = json.loads(json.dumps(record))["efficiency"]
+    assert efficiency["fraction_of_peak"] is None
+    assert efficiency["achieved_over_peak"] > 1
+    assert "the peak was measured too low" in efficiency["measurement_problem"]
+    assert efficiency["peak_kernel"] == too_low.kernel
+    (_, _), (row, _) = results_table([{**record, "test": "test_mlp.py::test_mlp[torchscript]"}])
+    assert "BAD PEAK (" in row

@@ -36,7 +36,7 @@ from pytest_modelopt.budget import (
     judge_all,
     what_to_do,
 )
-from pytest_modelopt.efficiency import count_flops, peak_ops_per_second, precision_class, roofline
+from pytest_modelopt.efficiency import count_flops, measured_peak, precision_class, roofline
 from pytest_modelopt.errors import BuildError, ContractViolation, ModeloptError, NotApplicable
 from pytest_modelopt.hardware import Hardware, detect_hardware, gpu_state
 from pytest_modelopt.measure import (
@@ -517,17 +517,19 @@ class Evaluator:
         return count_flops(self.spec.load(), self.spec.example_input)
 
     def _efficiency(self, variant: Variant, comparison: Comparison) -> dict[str, Any]:
-        """Achieved operations per second against this machine's peak for the precision."""
+        """Achieved operations per second against this machine's peak for the precision (the
+        best matrix product of every installed runtime), with the theoretical ceiling."""
         if self.spec.framework != "torch":
             return {}
         precision = precision_class(variant.precision)
         peak = None
         if not variant.device.startswith("cuda"):
-            peak = peak_ops_per_second(
+            peak = measured_peak(
                 precision,
                 threads=self.settings.threads or self.hardware.cpu.physical_cores,
-                fingerprint=self.hardware.fingerprint,
+                hardware=self.hardware,
                 cache_dir=self.cache_dir,
+                log=self.log,
             )
         figures = roofline(self.flops_per_call, comparison.variant.summary().p50, peak)
         return {"precision": precision, **figures}

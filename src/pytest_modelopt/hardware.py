@@ -336,6 +336,31 @@ def _cpu_identity() -> str | None:
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
+def cpu_clock() -> tuple[float | None, str]:
+    """The highest clock this CPU's cores may run at (Hz) and where it was read; None where no
+    source gives one. Not part of the fingerprint: clocks drift.
+
+    cpufreq's ``cpuinfo_max_freq`` is the highest the kernel allows (boost included); without
+    cpufreq (virtual machines) py-cpuinfo's advertised clock, from the brand string or
+    /proc/cpuinfo, is a base or host clock that boost may exceed.
+    """
+    try:
+        khz = int(Path("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq").read_text())
+        if khz > 0:
+            return khz * 1e3, "cpufreq cpuinfo_max_freq, boost included"
+    except (OSError, ValueError):
+        pass
+    try:
+        import cpuinfo
+
+        hz, _ = cpuinfo.get_cpu_info().get("hz_advertised") or (0, 0)
+    except Exception:  # py-cpuinfo parses vendor text; a failure means no clock, never an error
+        hz = 0
+    if hz and hz > 0:
+        return float(hz), "py-cpuinfo advertised clock, a base clock that boost may exceed"
+    return None, "unknown: no cpufreq and no advertised clock"
+
+
 def _detect_nvidia_gpus() -> tuple[tuple[GPU, ...], tuple[str, ...]]:
     """NVIDIA GPUs through NVML. No driver or no nvidia-ml-py means no GPU, never an error."""
     if importlib.util.find_spec("pynvml") is None:

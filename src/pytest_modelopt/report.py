@@ -122,7 +122,7 @@ def results_table(records: Iterable[Mapping[str, Any]]) -> list[tuple[str, dict[
                     f"{sizes['variant_bytes'] / sizes['reference_bytes']:.2f}x",
                     f"{sizes['variant_gzip_bytes'] / sizes['reference_gzip_bytes']:.2f}x",
                     _accuracy(record["accuracy"]),
-                    _fraction(record.get("efficiency", {}).get("fraction_of_peak")),
+                    _fraction_of_peak(record.get("efficiency", {})),
                     record.get("verdict") or "-",
                     record.get("baseline", {}).get("status", "-"),
                 )
@@ -175,5 +175,14 @@ def _accuracy(accuracy: dict[str, float]) -> str:
     return f"max err {accuracy['max_abs_error']:.2g}"
 
 
-def _fraction(value: float | None) -> str:
-    return f"{value:.0%}" if value is not None else "-"
+def _fraction_of_peak(efficiency: Mapping[str, Any]) -> str:
+    """The fraction of the measured peak; a variant faster than the peak is a measurement
+    problem (a peak measured too low), flagged with the ratio and never shown as a fraction,
+    also in results files written before the flag existed."""
+    ratio = efficiency.get("achieved_over_peak")
+    fraction = efficiency.get("fraction_of_peak")
+    if ratio is None and fraction is not None and fraction > 1:
+        ratio = fraction
+    if ratio is not None:
+        return f"BAD PEAK ({ratio:.2f}x peak)"
+    return f"{fraction:.0%}" if fraction is not None else "-"

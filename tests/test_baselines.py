@@ -599,3 +599,14 @@ def test_a_row_whose_reference_ran_far_slower_than_the_others_is_not_stored() ->
     assert "56 ms a call, 243x the 0.23 ms of cnn's fastest row" in disturbed["t.py::test[c]"]
     assert DISTURBED_FACTOR * 0.23e-3 < 56e-3
     assert disturbed_records([_row("t.py::test[a]", "cnn", 0.2e-3)]) == {}
+
+
+def test_a_stored_speedup_too_noisy_to_judge_sets_no_limit() -> None:
+    tol = Tolerances()
+    noisy = entry(speedup=(18.5, 1.0, 2.0))
+    noisy["speedup"]["interval"] = [None, None]
+    assert "speedup" not in verdicts(noisy, entry(speedup=(4.0, 3.9, 4.1)), tol)
+    flagged = entry(speedup=(18.5, 5.0, 30.0))
+    flagged["speedup"]["undecidable"] = "too noisy to judge: IQR/median 75% > 25%"
+    assert "speedup" not in verdicts(flagged, entry(speedup=(4.0, 3.9, 4.1)), tol)
+    assert verdicts(entry(), entry(speedup=(4.0, 3.9, 4.1)), tol)["speedup"] is Verdict.FAIL

@@ -159,6 +159,24 @@ def test_time_budget_stops_starting_candidates_and_reports_the_rest(fakes, tmp_p
     assert found.recommended is not None
 
 
+def test_a_recorded_choice_is_measured_first_whatever_the_time_budget(
+    fakes, tmp_path: Path
+) -> None:
+    """A later run checks the recorded choice: a search that ran out of time before reaching it
+    would report it unmeasured and fail the contract for no reason of the variant's."""
+    log: list[str] = []
+    evaluator = toy_evaluator(tmp_path, log)
+    found = evaluator.best(
+        ["top1_agreement>=99%"],
+        techniques=["sfake_fast", "sfake_faster", "sfake_shrink"],
+        max_time=0.01,
+        first=["sfake_shrink+sfake_fast"],
+    )
+    assert list(found.results) == ["sfake_shrink+sfake_fast"]  # then the budget was spent
+    assert found.untried == ["sfake_fast", "sfake_faster", "sfake_shrink"]
+    assert any("recorded choice 1/1: sfake_shrink+sfake_fast" in line for line in log), log
+
+
 def test_the_command_line_gives_the_in_session_answer(
     fakes, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

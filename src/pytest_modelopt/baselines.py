@@ -11,7 +11,8 @@ Regression rules (each a :class:`~pytest_modelopt.budget.Budget` judged by the e
 ``judge``, so an interval decides and INCONCLUSIVE exists):
 
 - ``speedup``: the new interval against ``stored speedup * (1 - speedup_tolerance)``: FAIL only
-  when the whole interval lies below it.
+  when the whole interval lies below it. A stored speedup the engine found too noisy to judge,
+  or left unbounded, sets no limit.
 - ``latency_p50_ms``: only with a latency tolerance (off by default) and only when the detected
   hardware matches the stored one, the new interval against ``stored p50 * (1 + tolerance)``.
 - ``size_bytes``: at most ``stored * (1 + size_tolerance)``.
@@ -276,6 +277,15 @@ def _interval(interval: Any) -> list[float | None] | None:
     return [finite_or_none(low), finite_or_none(high)]
 
 
+def _can_gate(stored: Mapping[str, Any]) -> bool:
+    """Whether a stored speedup may set a limit: not one the engine found too noisy to judge or
+    left unbounded when it was recorded (a 3-round 18.5x [-inf, inf] on a loaded machine would
+    fail every honest run below 14.8x)."""
+    interval = stored.get("interval")
+    bounded = interval is not None and None not in interval
+    return bounded and not stored.get("undecidable")
+
+
 def _measured(data: Mapping[str, Any], keep_reason: bool) -> Measured:
     interval = data.get("interval")
     bounds = None
@@ -331,7 +341,7 @@ def compare(
         budget = Budget(METRICS[metric], op, threshold)
         checks.append(BaselineCheck(judge(budget, measured), old))
 
-    if "speedup" in stored and "speedup" in new:
+    if "speedup" in stored and "speedup" in new and _can_gate(stored["speedup"]):
         old_speedup = _measured(stored["speedup"], keep_reason=False)
         add(
             "speedup",

@@ -438,6 +438,7 @@ class Evaluator:
         objective: str = "latency",
         max_time: float = 600.0,
         params: Mapping[str, Mapping[str, Any]] | None = None,
+        first: Sequence[str] = (),
     ) -> SearchResult:
         """Which variant to ship on this machine: evaluate ``techniques`` (default: every
         registered one; those this machine or model cannot run are skipped with the reason),
@@ -446,7 +447,8 @@ class Evaluator:
         (``{"accuracy_drop": "<=1%"}`` or ``["accuracy_drop<=1%"]``) by ``objective``
         (``latency``, ``throughput``, ``size``). Progress goes to the evaluator's log. The
         result holds the ranked candidates, ties, Pareto front and recommendation, and the
-        skipped, failed, pruned and untried techniques (``pytest_modelopt.search``)."""
+        skipped, failed, pruned and untried techniques (``pytest_modelopt.search``). ``first``
+        names candidates (a recorded choice) measured before the rest, whatever the time."""
         from pytest_modelopt.search import search
 
         return search(
@@ -457,6 +459,7 @@ class Evaluator:
             objective=objective,
             max_time=max_time,
             params=params,
+            first=first,
         )
 
     def _side(self, variant: Variant, cross_runtime: bool) -> Callable[[], Any] | Worker:

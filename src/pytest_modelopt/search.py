@@ -835,10 +835,14 @@ def search(
     objective: str = "latency",
     max_time: float = 600.0,
     params: Mapping[str, Mapping[str, Any]] | None = None,
+    first: Sequence[str] = (),
 ) -> SearchResult:
     """Build and measure the techniques that apply to the evaluator's spec on this machine,
     then the chains of the ones that kept the quality budgets, within ``max_time`` seconds for
-    the whole search, and choose among them (``choose``). See ``Evaluator.best``."""
+    the whole search, and choose among them (``choose``). See ``Evaluator.best``. ``first``
+    (a recorded choice, chains included) is measured before anything else and whatever the
+    time budget: a later run must never fail to check a choice because its search ran out of
+    time before reaching it."""
     from pytest_modelopt.errors import ModeloptError, RequirementMissing
     from pytest_modelopt.registry import get_technique, list_techniques
 
@@ -847,7 +851,7 @@ def search(
     if isinstance(max_time, bool) or not max_time > 0:
         raise ValueError(f"max_time must be a number of seconds > 0, got {max_time!r}")
     names = list(techniques) if techniques is not None else list_techniques(exclude=[REFERENCE])
-    for name in names:
+    for name in [*names, *(part for chain in first for part in chain.split("+"))]:
         get_technique(name)  # an unknown name is an error before anything is built
     spec, log = evaluator.spec.name, evaluator.log
     fingerprint = evaluator.hardware.fingerprint
@@ -869,10 +873,10 @@ def search(
     for name, why in found.skipped:
         log(f"search {spec}: skipping {name}: {why}")
 
-    def measure(batch: list[str], stage: str) -> None:
+    def measure(batch: list[str], stage: str, timed: bool = True) -> None:
         for index, name in enumerate(batch):
             elapsed = time.monotonic() - start
-            if elapsed >= max_time:
+            if timed and elapsed >= max_time:
                 found.untried += batch[index:]
                 log(
                     f"search {spec}: time budget spent ({elapsed:.0f} s of {max_time:g} s): "
@@ -897,9 +901,16 @@ def search(
             found.results[name] = result
             found.records.append({"test": f"{spec}::search[{name}]", **result.to_dict(raw=False)})
 
+    if first:
+        measure(list(first), "recorded choice", timed=False)
+        queue = [name for name in queue if name not in first]
     measure(queue, "candidate")
     if chains and not found.untried:
-        batch = _chains(found, parsed, objective, names, found.pruned)
+        batch = [
+            name
+            for name in _chains(found, parsed, objective, names, found.pruned)
+            if name not in first
+        ]
         for name, why in found.pruned:
             log(f"search {spec}: not chaining {name}: {why}")
         if batch:

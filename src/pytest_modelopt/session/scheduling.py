@@ -147,6 +147,7 @@ class MeasurementScheduler:
         objective: str = "latency",
         max_time: float = 600.0,
         params: Mapping[str, Mapping[str, Any]] | None = None,
+        first: Sequence[str] = (),
     ) -> SearchResult:
         """``Evaluator.best`` for the modelopt_best fixture, the whole search inside one timed
         section (its progress goes to the terminal through the evaluator's log). A technique
@@ -174,6 +175,7 @@ class MeasurementScheduler:
                 objective=objective,
                 max_time=max_time,
                 params=params,
+                first=first,
             )
 
     def _locked(

@@ -94,14 +94,23 @@ class SlowedRun:
         """Size the loop at ``fraction`` of the run's instructions, as ``instructions_of`` counts
         them (the counting worker's callgrind). A loop's cost per iteration grows with its length
         (CPython caches small ints), so the size is refined on the loop itself."""
-        target = self.fraction * instructions_of(lambda: self.run(batch))
+        # Medians of three counts: one count now and then came out about 4x too high (+8.7%
+        # injected for 2% asked, in 3 of 10 runs of test_counting's check), not yet explained.
+        target = self.fraction * _median_of_three(instructions_of, lambda: self.run(batch))
         iterations = 10_000
         for _ in range(3):
-            per_iteration = instructions_of(functools.partial(busy_loop, iterations)) / iterations
+            loop = functools.partial(busy_loop, iterations)
+            per_iteration = _median_of_three(instructions_of, loop) / iterations
             if per_iteration <= 0:
                 return
             iterations = max(1, round(target / per_iteration))
         self.iterations = iterations
+
+
+def _median_of_three(
+    instructions_of: Callable[[Callable[[], Any]], float], call: Callable[[], Any]
+) -> float:
+    return sorted(instructions_of(call) for _ in range(3))[1]
 
 
 def busy_loop(iterations: int) -> int:

@@ -48,14 +48,7 @@ class SessionReport:
         from pytest_modelopt.report import benchmark_entry
 
         self.records.append(
-            {
-                "test": nodeid,
-                "worker": self.worker,
-                "timed_sections": timed_sections,
-                "lock_wait_s": round(lock_wait_s, 3),
-                "baseline": baseline,
-                **result.to_dict(),
-            }
+            {**self._header(nodeid, timed_sections, lock_wait_s, baseline), **result.to_dict()}
         )
         if result.meter == "wall":  # pytest-benchmark's schema holds seconds, not counts
             self.benchmarks.append(benchmark_entry(nodeid, result))
@@ -73,16 +66,29 @@ class SessionReport:
         ``results``, so ``search.choose`` reads them back to the same choice)."""
         self.searches.append(
             {
-                "test": nodeid,
-                "worker": self.worker,
-                "timed_sections": timed_sections,
-                "lock_wait_s": round(lock_wait_s, 3),
-                "baseline": baseline,
+                **self._header(nodeid, timed_sections, lock_wait_s, baseline),
                 "summary": found.summary(),
                 **found.to_dict(),
                 "records": found.records,
             }
         )
+
+    def _header(
+        self,
+        nodeid: str,
+        timed_sections: list[list[float]],
+        lock_wait_s: float,
+        baseline: dict[str, Any],
+    ) -> dict[str, Any]:
+        """What every record of a test holds, a variant's or a search's: who measured it, when
+        it held the timing lock, how long it waited for it, and its baseline comparison."""
+        return {
+            "test": nodeid,
+            "worker": self.worker,
+            "timed_sections": timed_sections,
+            "lock_wait_s": round(lock_wait_s, 3),
+            "baseline": baseline,
+        }
 
     def write_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
         from pytest_modelopt.report import results_table

@@ -634,15 +634,12 @@ class _Served:
         for run, batch in runs:
             for _ in range(warmup_calls):
                 run(batch)
+        self._calibrate(runs)
         gc.collect()
         gc.disable()  # a collection inside a counted call would add its instructions to it
         self._instrument(True)
         for run, batch in runs:  # warm the simulated caches; collection is still off
             run(batch)
-        for run, batch in runs:  # a run sized in instructions (the testing aid's slowdown)
-            calibrate = getattr(run, "calibrate_with", None)
-            if calibrate is not None:
-                calibrate(self.instructions_of, batch)
         self.requests.toggle_collect()
         self.requests.toggle_collect()
         overhead = self._dump("empty bracket")
@@ -652,6 +649,16 @@ class _Served:
             slots.append(self.next_slot)
             self.next_slot += 1
         return {"slots": slots, "overhead_dump": overhead, "isa": _isa_seen()}
+
+    def _calibrate(self, runs: list[tuple[Callable[[Any], Any], Any]]) -> None:
+        """Size the runs that are sized in instructions (the testing aid's slowdown), before the
+        collection and warm-up that precede counting: calibrating reads dump files, and the
+        objects it leaves behind would change what the counted calls allocate."""
+        for run, batch in runs:
+            calibrate = getattr(run, "calibrate_with", None)
+            if calibrate is not None:
+                self._instrument(True)
+                calibrate(self.instructions_of, batch)
 
     def unload(self, slots: list[int]) -> None:
         for slot in slots:

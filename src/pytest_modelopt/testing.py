@@ -16,6 +16,7 @@ the variant's instructions (a timing calibration, run on a busy machine, came ou
 from __future__ import annotations
 
 import functools
+import itertools
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -92,32 +93,24 @@ class SlowedRun:
         self, instructions_of: Callable[[Callable[[], Any]], float], batch: Any
     ) -> None:
         """Size the loop at ``fraction`` of the run's instructions, as ``instructions_of`` counts
-        them (the counting worker's callgrind). A loop's cost per iteration grows with its length
-        (CPython caches small ints), so the size is refined on the loop itself."""
-        # Medians of three counts: one count now and then came out about 4x too high (+8.7%
-        # injected for 2% asked, in 3 of 10 runs of test_counting's check), not yet explained.
-        target = self.fraction * _median_of_three(instructions_of, lambda: self.run(batch))
+        them (the counting worker's callgrind). The loop's fixed cost (the call) is small beside
+        its iterations, and the size is refined on the loop itself."""
+        target = self.fraction * instructions_of(lambda: self.run(batch))
         iterations = 10_000
         for _ in range(3):
-            loop = functools.partial(busy_loop, iterations)
-            per_iteration = _median_of_three(instructions_of, loop) / iterations
+            per_iteration = instructions_of(functools.partial(busy_loop, iterations)) / iterations
             if per_iteration <= 0:
                 return
             iterations = max(1, round(target / per_iteration))
         self.iterations = iterations
 
 
-def _median_of_three(
-    instructions_of: Callable[[Callable[[], Any]], float], call: Callable[[], Any]
-) -> float:
-    return sorted(instructions_of(call) for _ in range(3))[1]
-
-
 def busy_loop(iterations: int) -> int:
-    """A fixed amount of compute: the same instructions in every process."""
+    """A fixed amount of compute: the same instructions in every process. It allocates nothing
+    (only cached small ints), so its count does not depend on the state of Python's allocator."""
     total = 0
-    for i in range(iterations):
-        total += i * i
+    for _ in itertools.repeat(None, iterations):
+        total = (total + 1) & 127
     return total
 
 

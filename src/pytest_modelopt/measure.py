@@ -46,6 +46,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from pytest_modelopt.allocator import freed_memory_kept
 from pytest_modelopt.stats import (
     ESTIMATORS,
     Summary,
@@ -146,6 +147,7 @@ class Comparison:
     threads: int | None
     cross_runtime: bool = False
     isolation: dict[str, str] = field(default_factory=dict)
+    allocator: dict[str, str] = field(default_factory=dict)
     meter: str = "wall"
     unit: str = "s"
     counts: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -179,6 +181,10 @@ class Comparison:
         for side in ("variant", "reference"):
             timing: Timing = getattr(self, side)
             data[side] = {
+                # how this side was timed: where, on how many threads, with which allocator
+                "isolation": self.isolation.get(side, ""),
+                "threads": self.threads,
+                "allocator": self.allocator.get(side, ""),
                 "first_call_s": timing.first_call_s,
                 "warmup_calls": timing.warmup_calls,
                 "warmup_s": timing.warmup_s,
@@ -222,6 +228,7 @@ class Interleaver:
         self._ratios: list[float] = []
         self._elapsed = 0.0
         self._threads: int | None = None
+        self._allocator = ["", ""]
 
     def _side(self, side: Call | Side) -> Side:
         if hasattr(side, "sample"):
@@ -237,7 +244,13 @@ class Interleaver:
         """
         settings = self.settings
         budget = settings.max_time_s if max_time_s is None else max_time_s
-        with self._started(), fixed_threads(settings.threads), gc_paused():
+        with (
+            self._started(),
+            fixed_threads(settings.threads),
+            freed_memory_kept() as allocator,
+            gc_paused(),
+        ):
+            self._allocator = [getattr(side, "allocator", allocator) for side in self._sides]
             start = time.perf_counter()
             self._warm_up(budget)
             stopped_by = self._rounds(start + budget, start + settings.overrun * budget)
@@ -407,6 +420,7 @@ class Interleaver:
             threads=self._threads,
             cross_runtime=self._cross_runtime,
             isolation={"variant": self._isolation[0], "reference": self._isolation[1]},
+            allocator={"variant": self._allocator[0], "reference": self._allocator[1]},
             meter=self.settings.meter,
             unit=str(getattr(self._sides[0], "unit", "s")),
             counts=counts,
@@ -441,7 +455,7 @@ def time_alone(
     as throughput at other batch sizes. Same protocol otherwise: threads fixed, GC off, warm-up
     by time and count until settled."""
     side = CudaEvents(call) if device.startswith("cuda") else InProcess(call)
-    with fixed_threads(settings.threads), gc_paused():
+    with fixed_threads(settings.threads), freed_memory_kept(), gc_paused():
         warm = side.sample(1)
         start = time.perf_counter()
         while True:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
+from pytest_modelopt.allocator import keep_freed_memory
 from pytest_modelopt.errors import ModeloptError
 
 Call = Callable[[], Any]
@@ -106,6 +107,7 @@ class Worker:
         self.label = label
         self.start_timeout_s = start_timeout_s
         self.start_seconds = 0.0
+        self.allocator = ""  # how the worker's malloc handles freed memory, once started
         self._process: Any = None
         self._connection: Any = None
 
@@ -137,7 +139,7 @@ class Worker:
         self._connection = Connection(ours.detach())
         self._connection.send_bytes(payload)
         try:
-            self._reply(self.start_timeout_s)
+            self.allocator = self._reply(self.start_timeout_s)
         except WorkerUnavailable:
             self.close()
             raise
@@ -182,6 +184,7 @@ def shut_down(process: subprocess.Popen[Any], connection: Connection, timeout_s:
 def _serve(connection: Connection) -> None:
     """The worker's loop: load, then time as many calls as asked until told to stop."""
     try:
+        allocator = keep_freed_memory()  # for the worker's life: it only times
         loader, batch, threads = pickle.loads(connection.recv_bytes())
         _fix_torch_threads(threads)
         run = loader.load()
@@ -190,7 +193,7 @@ def _serve(connection: Connection) -> None:
     except Exception as error:
         connection.send(("error", f"{type(error).__name__}: {error}\n{traceback.format_exc()}"))
         return
-    connection.send(("ready", None))
+    connection.send(("ready", allocator))
     timer = time.perf_counter
     while True:
         calls = connection.recv()

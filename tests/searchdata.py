@@ -112,12 +112,40 @@ def digits_records() -> list[dict[str, Any]]:
     ]
 
 
+def search_entry(
+    test: str,
+    records: list[dict[str, Any]],
+    *,
+    recommended: str | None,
+    tied: list[str],
+    budgets: tuple[str, ...] = ("accuracy_drop <= 1.00%", "size_ratio <= 0.5x"),
+    objective: str = "latency",
+) -> dict[str, Any]:
+    """A search's entry of a results file (``searches``), as the session writes it: its
+    candidates' records (their tests renamed as the search names them) and what it chose."""
+    spec = records[0]["spec"]
+    return {
+        "test": test,
+        "spec": spec,
+        "fingerprint": "box-a",
+        "objective": {"name": objective, "metric": "speedup"},
+        "budgets": list(budgets),
+        "recommended": recommended,
+        "tied": tied,
+        "front": [],
+        "verdict": f"recommended: {recommended}",
+        "summary": f"search of {spec}: {len(records)} measured",
+        "records": [{**r, "test": f"{spec}::search[{r['technique']}]"} for r in records],
+    }
+
+
 def results_document(
     records: list[dict[str, Any]],
     fingerprint: str = "box-a",
     created: str = "2026-12-01T10:00:00+00:00",
+    searches: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    return {
+    document = {
         "schema": 1,
         "created": created,
         "fingerprint": fingerprint,
@@ -126,6 +154,9 @@ def results_document(
         "settings": {"max_time": 3.0},
         "results": records,
     }
+    if searches is not None:
+        document["searches"] = searches
+    return document
 
 
 def write_results(path: Path, records: list[dict[str, Any]], **kwargs: Any) -> Path:

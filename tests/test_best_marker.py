@@ -152,6 +152,84 @@ def test_no_feasible_candidate_and_a_choice_that_breaks_its_budgets(
     )
 
 
+# Two searches of one model with the same budgets, and a variant test of that model: the
+# command must judge each search among its own candidates, as the session did. Merged with the
+# other search's or the variant test's records, the first search's answer would be fake_fast.
+TWO_SEARCHES = """
+import pytest
+
+@pytest.mark.modelopt(techniques=["fake_fast"])
+def test_variant(modelopt_variant):
+    pass
+
+@pytest.mark.modelopt_best(
+    budgets={"top1_agreement": ">=99%"}, techniques=["fake_same", "fake_slow"], chains=False
+)
+def test_without_fast(modelopt_best):
+    pass
+
+@pytest.mark.modelopt_best(
+    budgets={"top1_agreement": ">=99%"}, techniques=["fake_fast", "fake_same"], chains=False
+)
+def test_with_fast(modelopt_best):
+    pass
+"""
+
+
+def test_modelopt_best_on_the_session_json_gives_the_session_answer(
+    best_project: pytest.Pytester, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pytest_modelopt.cli import main
+
+    project = best_project
+    project.makepyfile(test_best=TWO_SEARCHES)
+    result = project.runpytest("--modelopt-json=session.json")
+    result.assert_outcomes(passed=3)
+    printed = {  # the summary's line per search: "search <test>: <verdict>"
+        line.split(": ", 1)[0].removeprefix("search "): line.split(": ", 1)[1]
+        for line in result.stdout.lines
+        if line.startswith("search test_best.py::")
+    }
+    stored = {
+        s["test"]: s for s in json.loads((project.path / "session.json").read_text())["searches"]
+    }
+    assert (
+        set(printed)
+        == set(stored)
+        == {
+            "test_best.py::test_without_fast",
+            "test_best.py::test_with_fast",
+        }
+    )
+    assert stored["test_best.py::test_with_fast"]["recommended"] == "fake_fast"
+    assert stored["test_best.py::test_without_fast"]["recommended"] != "fake_fast"
+
+    answer = project.path / "answer.json"
+    code = main(
+        [
+            "best",
+            str(project.path / "session.json"),
+            "--budget",
+            "top1_agreement>=99%",
+            "--objective",
+            "latency",
+            "--json",
+            str(answer),
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0, out
+    choices = {c["search"]: c for c in json.loads(answer.read_text())}
+    assert set(choices) == {None, *stored}  # the variant test's records, and each search
+    assert choices[None]["recommended"] == "fake_fast"
+    for test, search in stored.items():
+        assert choices[test]["recommended"] == search["recommended"], out
+        assert choices[test]["tied"] == search["tied"], out
+        assert choices[test]["verdict"] == search["verdict"] == printed[test]
+        assert choices[test]["note"] is None
+    assert "note:" not in out
+
+
 def test_marker_keywords_are_validated_at_collection(pytester: pytest.Pytester) -> None:
     pytester.makeconftest(
         "import pytest\nfrom pytest_modelopt import ModelSpec\n"

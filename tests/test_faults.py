@@ -25,6 +25,7 @@ from pytest_modelopt.cli import main
 from pytest_modelopt.errors import InvalidFileError
 from pytest_modelopt.report import results_table
 from pytest_modelopt.results import load_run
+from pytest_modelopt.search import choose_runs
 from test_baselines import entry, fake_hardware
 
 SAVER = """
@@ -180,7 +181,8 @@ def test_random_bytes_as_baseline_are_a_clear_error(raw: bytes) -> None:
 
 @pytest.fixture(scope="module")
 def results_document() -> dict:
-    """A results file written by a real run of the fake techniques."""
+    """A results file written by a real run of the fake techniques: a variant test and a
+    search (the file's ``searches``)."""
     from fakes import CONFTEST, FAST_INI
 
     with tempfile.TemporaryDirectory() as directory:
@@ -189,7 +191,10 @@ def results_document() -> dict:
         (project / "pytest.ini").write_text(FAST_INI)
         (project / "test_toy.py").write_text(
             "import pytest\n\n@pytest.mark.modelopt(techniques=['fake_fast'])\n"
-            "def test_toy(modelopt_variant):\n    modelopt_variant.expect(size_ratio=1)\n"
+            "def test_toy(modelopt_variant):\n    modelopt_variant.expect(size_ratio=1)\n\n"
+            "@pytest.mark.modelopt_best(budgets={'top1_agreement': '>=99%'}, chains=False,\n"
+            "    techniques=['fake_fast', 'fake_same'])\n"
+            "def test_best(modelopt_best):\n    pass\n"
         )
         subprocess.run(
             [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--modelopt-json=r.json"],
@@ -213,7 +218,11 @@ def test_fuzzed_results_files_are_a_clear_error_or_fully_usable(results_document
                 assert error.startswith(f"results file {path}: ")
                 return
             results_table(run.records)  # accepted: then the report can use every record
+            for budgets in ([], ["top1_agreement>=99%", "size_ratio<=2"]):  # and modelopt best
+                for choice in choose_runs([run], budgets, searches=True):
+                    choice.table()
 
+    assert results_document["searches"][0]["records"], "the fuzz must reach a search's records"
     check()
 
 

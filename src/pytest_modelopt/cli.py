@@ -83,7 +83,9 @@ def _parser() -> argparse.ArgumentParser:
         help="which variant to ship, per machine and model, under budgets (search.py)",
         description="Rank the measured variants of each model on each machine (fingerprint) "
         "under the budgets, with ties decided by the confidence intervals, the Pareto front "
-        "and the recommendation; exit 1 when a model has no variant that meets every budget.",
+        "and the recommendation; each search in the files (@pytest.mark.modelopt_best) is "
+        "ranked apart, among its own candidates, as the session ranked them; exit 1 when a "
+        "model or a search has no variant that meets every budget.",
     )
     best.add_argument(
         "runs", type=Path, nargs="+", help="results JSON files, or directories of them"
@@ -266,7 +268,11 @@ def _best(args: argparse.Namespace) -> int:
 
     try:
         choices = choose_runs(
-            _load_runs(args.runs), args.budget, args.objective, specs=args.spec or None
+            _load_runs(args.runs),
+            args.budget,
+            args.objective,
+            specs=args.spec or None,
+            searches=True,
         )
     except BudgetError as error:
         print(f"modelopt: error: {error}", file=sys.stderr)

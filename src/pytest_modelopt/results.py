@@ -1,14 +1,21 @@
-"""Results files (``--modelopt-json``) read back: validated, for comparisons and reports."""
+"""Results files (``--modelopt-json``) read back: validated, for comparisons and reports.
+
+A file holds each measured variant's record (``results``) and each search's
+(``@pytest.mark.modelopt_best``) choice with its candidates' records (``searches``), in the
+same record format. ``compare``, ``report`` and ``merge`` read ``results``; ``modelopt best``
+also reads each search's candidates, apart from everything else, so that it judges them as
+the session's search did.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pytest_modelopt.errors import InvalidFileError
-from pytest_modelopt.validate import load_json
+from pytest_modelopt.validate import ShapeError, check, load_json
 
 SCHEMA = 1
 _STATS = {"stats": {"p50": "positive", "n": "int"}}
@@ -42,6 +49,18 @@ RECORD_SHAPE = {
     "verdict?": "str?",
     "baseline?": {"status": "str"},
 }
+# Every metric of a record, whichever it is: ``modelopt best`` may rank or budget any of them.
+METRIC_SHAPE = {"value": "number?", "interval?": "interval?", "undecidable?": "str?"}
+# A search's entry: what it chose in the session, and under what, and each candidate's record.
+SEARCH_SHAPE = {
+    "test": "str",
+    "spec": "str",
+    "objective": {"name": "str", "metric": "str"},
+    "budgets": ("list", "str"),
+    "recommended": "str?",
+    "tied": ("list", "str"),
+    "records": ("list", RECORD_SHAPE),
+}
 RESULTS_SHAPE = {
     "schema": "int",
     "created": "str",
@@ -50,7 +69,24 @@ RESULTS_SHAPE = {
     "environment": "dict",
     "settings": "dict",
     "results": ("list", RECORD_SHAPE),
+    "searches?": ("list", SEARCH_SHAPE),  # files written before issue 14 have none
 }
+
+
+@dataclass(frozen=True)
+class RecordedSearch:
+    """A search of a run (``@pytest.mark.modelopt_best``): its test and model, what it chose in
+    the session (the recommended candidate's label and the tied ones') under which objective and
+    budgets (as the session wrote them: ``"top1_agreement >= 99.00%"``), and every candidate's
+    record, in the format of the run's ``records``."""
+
+    test: str
+    spec: str
+    objective: str
+    budgets: list[str]
+    recommended: str | None
+    tied: list[str]
+    records: list[dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -64,6 +100,7 @@ class Run:
     environment: dict[str, Any]
     settings: dict[str, Any]
     records: list[dict[str, Any]]
+    searches: list[RecordedSearch] = field(default_factory=list)
 
     @property
     def label(self) -> str:
@@ -86,10 +123,11 @@ def load_run(path: Path) -> Run:
         ) from None
     if created.tzinfo is None:
         created = created.replace(tzinfo=dt.timezone.utc)
-    tests = [record["test"] for record in data["results"]]
-    duplicates = sorted({test for test in tests if tests.count(test) > 1})
-    if duplicates:
-        raise InvalidFileError(f"results file {path}: tests recorded twice: {duplicates}")
+    _check_records(path, data["results"], "results")
+    searches = data.get("searches", [])
+    _check_unique(path, [search["test"] for search in searches], "searches: tests")
+    for index, search in enumerate(searches):
+        _check_search(path, search, f"searches[{index}]")
     return Run(
         path=path,
         created=created,
@@ -98,6 +136,46 @@ def load_run(path: Path) -> Run:
         environment=data["environment"],
         settings=data["settings"],
         records=data["results"],
+        searches=[_recorded_search(search) for search in searches],
+    )
+
+
+def _check_records(path: Path, records: list[dict[str, Any]], where: str) -> None:
+    """Each record's metrics, whichever they are, and no test recorded twice."""
+    for index, record in enumerate(records):
+        try:
+            check(record["metrics"], ("map", METRIC_SHAPE), f"{where}[{index}].metrics")
+        except ShapeError as error:
+            raise InvalidFileError(f"results file {path}: {error}") from None
+    _check_unique(path, [record["test"] for record in records], f"{where}: tests")
+
+
+def _check_unique(path: Path, names: list[str], what: str) -> None:
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise InvalidFileError(f"results file {path}: {what} recorded twice: {duplicates}")
+
+
+def _check_search(path: Path, search: dict[str, Any], where: str) -> None:
+    """A search's candidates are of its own model, and each once."""
+    _check_records(path, search["records"], f"{where}.records")
+    for index, record in enumerate(search["records"]):
+        if record["spec"] != search["spec"]:
+            raise InvalidFileError(
+                f"results file {path}: {where}.records[{index}].spec: {record['spec']!r} is "
+                f"not the model of its search, {search['spec']!r}"
+            )
+
+
+def _recorded_search(search: dict[str, Any]) -> RecordedSearch:
+    return RecordedSearch(
+        test=search["test"],
+        spec=search["spec"],
+        objective=search["objective"]["name"],
+        budgets=search["budgets"],
+        recommended=search["recommended"],
+        tied=search["tied"],
+        records=search["records"],
     )
 
 

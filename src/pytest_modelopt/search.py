@@ -57,7 +57,7 @@ if TYPE_CHECKING:
 
     from pytest_modelopt.evaluation import Evaluator, VariantResult
     from pytest_modelopt.hardware import Hardware
-    from pytest_modelopt.results import Run
+    from pytest_modelopt.results import RecordedSearch, Run
 
 REFERENCE = "eager"
 # What each objective ranks by; a counted run (the instructions meter) has no wall clock.
@@ -255,6 +255,8 @@ class Choice:
     budgets: list[Budget]
     candidates: list[Candidate]  # every candidate: feasible first, ranked, then excluded
     accuracy_axis: str | None
+    search: str | None = None  # the test of the search whose candidates these are, if one's
+    note: str | None = None  # how this answer differs from the one the search gave in session
 
     @property
     def ranked(self) -> list[Candidate]:
@@ -300,6 +302,8 @@ class Choice:
 
     def title(self) -> str:
         where = f" on {self.fingerprint}" if self.fingerprint else ""
+        if self.search:
+            where += f" (search {self.search})"
         budgets = ", ".join(f"{b.metric.name} {b}" for b in self.budgets) or "none"
         return f"{self.spec}{where}: objective {self.objective.describe()}; constraints: {budgets}"
 
@@ -368,6 +372,8 @@ class Choice:
             )
         lines = [self.title(), *_table(rows)] if self.ranked else [self.title()]
         lines.append(self.verdict())
+        if self.note:
+            lines.append(f"note: {self.note}")
         if self.excluded:
             lines.append("excluded:")
             lines += [f"  {c.label}: {c.why_excluded()}" for c in self.excluded]
@@ -378,6 +384,8 @@ class Choice:
         return {
             "spec": self.spec,
             "fingerprint": self.fingerprint,
+            "search": self.search,
+            "note": self.note,
             "objective": {"name": self.objective.name, "metric": self.objective.metric.name},
             "budgets": [f"{b.metric.name} {b}" for b in self.budgets],
             "recommended": best.label if best else None,
@@ -463,7 +471,7 @@ def _metrics(record: Mapping[str, Any]) -> dict[str, Measured]:
         if name not in METRICS or not isinstance(entry, Mapping):
             continue
         value = entry.get("value")
-        if value is None:
+        if value is None or not math.isfinite(value):  # as a results file stores it: null
             continue
         interval = entry.get("interval")
         if interval is not None:
@@ -508,7 +516,7 @@ def _reference(records: Sequence[Mapping[str, Any]]) -> Candidate:
         batches = [
             r["metrics"]["throughput"]["value"] * r["metrics"]["latency_p50_ms"]["value"] / 1e3
             for r in wall
-            if "throughput" in r["metrics"]
+            if r["metrics"].get("throughput", {}).get("value") is not None
         ]
         if batches:
             metrics["throughput"] = Measured(round(statistics.median(batches)) / (p50 / 1e3))
@@ -686,27 +694,75 @@ def choose_runs(
     objective: str = "latency",
     *,
     specs: Sequence[str] | None = None,
+    searches: bool = False,
 ) -> list[Choice]:
     """One Choice per fingerprint and model of results files (a merged nightly matrix holds
-    several machines): each from the latest run of that fingerprint that measured the model."""
+    several machines): each from the latest run of that fingerprint that measured the model.
+    With ``searches``, also one per search in the files (``@pytest.mark.modelopt_best``), from
+    that search's candidates alone, as the session's search chose (the latest run of that
+    fingerprint holding that search); its ``note`` says when the session's answer differs."""
     parsed = _budgets(budgets)
-    parse_objective(objective)  # a bad objective is an error before anything is read
-    latest: dict[tuple[str, str], tuple[Run, list[Mapping[str, Any]]]] = {}
-    for run in sorted(runs, key=lambda r: r.created):
-        for spec in sorted({str(record["spec"]) for record in run.records}):
-            records: list[Mapping[str, Any]] = [r for r in run.records if r["spec"] == spec]
-            latest[(run.fingerprint, spec)] = (run, records)
-    known = sorted({spec for _, spec in latest})
+    chosen = parse_objective(objective)  # a bad objective is an error before anything is read
+    groups = _latest_groups(runs, searches=searches)
+    known = sorted({spec for _, spec, _ in groups})
     unknown = sorted(set(specs or ()) - set(known))
     if unknown:
         raise InvalidFileError(
             f"no results for model {', '.join(unknown)}; the files hold {', '.join(known)}"
         )
-    return [
-        choose(records, parsed, objective, fingerprint=fingerprint)
-        for (fingerprint, spec), (_, records) in sorted(latest.items())
-        if not specs or spec in specs
-    ]
+    choices = []
+    for (fingerprint, spec, _), (records, recorded) in sorted(groups.items()):
+        if specs and spec not in specs:
+            continue
+        if records:
+            choice = choose(records, parsed, objective, fingerprint=fingerprint)
+        else:  # a search that measured nothing: in the session, too, nothing was recommended
+            choice = Choice(spec, fingerprint, chosen, parsed, [], None)
+        if recorded is not None:
+            choice.search = recorded.test
+            choice.note = _differs_from_session(choice, recorded)
+        choices.append(choice)
+    return choices
+
+
+def _latest_groups(
+    runs: Sequence[Run], *, searches: bool
+) -> dict[tuple[str, str, str], tuple[list[Mapping[str, Any]], RecordedSearch | None]]:
+    """(fingerprint, model, search test or "") -> the records to choose among, from the latest
+    run of that fingerprint holding them, with the search they came from (None: ``results``)."""
+    latest: dict[tuple[str, str, str], tuple[list[Mapping[str, Any]], RecordedSearch | None]] = {}
+    for run in sorted(runs, key=lambda r: r.created):
+        for spec in sorted({str(record["spec"]) for record in run.records}):
+            records: list[Mapping[str, Any]] = [r for r in run.records if r["spec"] == spec]
+            latest[(run.fingerprint, spec, "")] = (records, None)
+        for recorded in run.searches if searches else []:
+            latest[(run.fingerprint, recorded.spec, recorded.test)] = (
+                list(recorded.records),
+                recorded,
+            )
+    return latest
+
+
+def _differs_from_session(choice: Choice, recorded: RecordedSearch) -> str | None:
+    """What the session's search answered, when this reading of its records answers otherwise
+    (other budgets or objective asked, or other rules: another pytest-modelopt); None when the
+    recommendation and the tied set are the same."""
+    best = choice.recommended
+    answer = (best.label if best else None, [c.label for c in choice.tied])
+    if answer == (recorded.recommended, recorded.tied):
+        return None
+    asked = (choice.objective.name, [f"{b.metric.name} {b}" for b in choice.budgets])
+    why = (
+        "this reading asks for other budgets or another objective"
+        if asked != (recorded.objective, recorded.budgets)
+        else "the same objective and budgets: the rules that choose differ (another "
+        "pytest-modelopt version?)"
+    )
+    return (
+        f"in the session this search recommended {recorded.recommended or 'nothing'} (tied: "
+        f"{', '.join(recorded.tied) or 'none'}) for objective {recorded.objective} under "
+        f"{', '.join(recorded.budgets) or 'no constraints'}; {why}"
+    )
 
 
 # -- searching: build and measure candidates on this machine (Evaluator.best) -------------------
@@ -815,8 +871,10 @@ class SearchResult:
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
+        # a search's own choice: "search" and "note" describe a later reading of its records
+        choice = {k: v for k, v in self.choice.to_dict().items() if k not in ("search", "note")}
         return {
-            **self.choice.to_dict(),
+            **choice,
             "elapsed_s": self.elapsed_s,
             "max_time_s": _finite(self.max_time_s),
             "skipped": [list(entry) for entry in self.skipped],

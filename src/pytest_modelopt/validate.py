@@ -95,6 +95,8 @@ def _check_tag(value: Any, tag: str, where: str) -> None:
             "int": "a non-negative integer",
             "number": "a finite number",
             "positive": "a finite number above 0",
+            "number?": "a finite number or null",
+            "str?": "a string or null",
         }.get(tag, f"a {tag}")
         raise ShapeError(where, f"expected {wanted}, got {_kind(value)}")
 

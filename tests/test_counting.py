@@ -391,6 +391,10 @@ def test_the_inject_slowdown_aid_reaches_the_counted_worker(counted: pytest.Pyte
     clean, slowed = counts_of(counted.path / "clean.json"), counts_of(counted.path / "slowed.json")
     grown = slowed["variant"]["instructions"] / clean["variant"]["instructions"] - 1
     assert grown == pytest.approx(0.02, abs=0.005)  # plus the wrapper's call: 0.3% of a toy call
+    latency = json.loads((counted.path / "clean.json").read_text())["results"][0]["latency"]
+    for side in ("variant", "reference"):  # counts see no page faults: glibc's defaults there
+        assert latency[side]["isolation"] == "worker process under valgrind (callgrind)"
+        assert latency[side]["allocator"] == "system default"
 
 
 @needs_valgrind

@@ -481,6 +481,9 @@ class CountedSide:
 
     unit = "instructions"
     isolation = "worker process under valgrind (callgrind)"
+    # Counts do not see page faults: the counting worker keeps glibc's defaults, so that counted
+    # baselines stay comparable (pytest_modelopt.allocator is for wall-clock timing).
+    allocator = "system default"
     fallback: Callable[[], Any] | None = None
 
     def __init__(self, pair: CountedPair, index: int, label: str) -> None:

@@ -10,6 +10,8 @@ first default one.
 (2) The engine times eager in a worker against eager in this process (after a session's accuracy
 evaluation, as in a real run), ``--runs`` fresh processes per allocator mode: the time ratio
 in-process/worker should be 1.
+(3) As (2) with freed memory kept, in a fresh process that only builds the model (no ModelSpec,
+no Evaluator): whether a gap in (2) comes from what the session did in the process before.
 """
 
 from __future__ import annotations
@@ -116,6 +118,31 @@ def one_engine_run(name: str, size: int, max_time: float) -> dict[str, Any]:
     }
 
 
+def one_bare_run(name: str, size: int, max_time: float) -> dict[str, Any]:
+    """In this (fresh) process, with nothing else done in it: eager in a worker against here."""
+    import torch
+
+    from pytest_modelopt import MeasureSettings
+    from pytest_modelopt.measure import Interleaver
+    from pytest_modelopt.worker import Loader, Worker
+
+    torch.set_num_threads(2)
+    batch = torch.randn(1, 3, size, size)
+    run = fresh_model(name, size)
+    loader = Loader("allocator_probe:fresh_model", {"name": name, "size": size})
+    worker = Worker(loader, batch, threads=2, fallback=lambda: None, label="eager worker")
+    settings = MeasureSettings(threads=2, max_time_s=max_time)
+    comparison = Interleaver(worker, lambda: run(batch), settings, cross_runtime=True).run()
+    data = comparison.to_dict(raw=False)
+    return {
+        "ratio": comparison.speedup,
+        "interval": list(comparison.speedup_interval),
+        "worker_ms": data["variant"]["stats"]["p50"] * 1e3,
+        "in_process_ms": data["reference"]["stats"]["p50"] * 1e3,
+        "allocator": data["reference"]["allocator"],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="resnet50")
@@ -124,27 +151,31 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=12, help="rounds of the four workers")
     parser.add_argument("--max-time", type=float, default=40.0, help="engine time cap, s")
     parser.add_argument("--modes", default="system,kept", help="allocator modes of part 2")
-    parser.add_argument("--parts", default="12", help="which parts to run: 1, 2 or 12")
+    parser.add_argument("--parts", default="123", help="which parts to run, e.g. 1, 23, 123")
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--bare", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(one_engine_run(args.model, args.size, args.max_time)))
+        run_once = one_bare_run if args.bare else one_engine_run
+        print(json.dumps(run_once(args.model, args.size, args.max_time)))
         return
     if "1" in args.parts:
         print(f"(1) four workers, {args.model} at {args.size}, {args.rounds} rounds")
         for label, row in four_workers(args.model, args.size, args.rounds).items():
             relative, allocator = row["relative"], row["allocator"]
             print(f"  {label}: {row['median_ms']:.1f} ms, x{relative:.3f} ({allocator})")
-    if "2" not in args.parts:
+    if "2" not in args.parts and "3" not in args.parts:
         return
-    print("(2) engine: eager in a worker vs eager in the pytest process (time ratio in/worker)")
-    for mode, extra in (("system", SYSTEM), ("kept", {})):
-        if mode not in args.modes:
+    print("(2, 3) eager in a worker vs eager in this process (time ratio in-process/worker)")
+    for part, mode, extra in (("2", "system", SYSTEM), ("2", "kept", {}), ("3", "kept", {})):
+        if part not in args.parts or mode not in args.modes:
             continue
+        label = f"({part}) {mode}" + (", bare process" if part == "3" else ", after an evaluation")
         ratios = []
         for _ in range(args.runs):
             command = [sys.executable, __file__, "--one", "--model", args.model]
             command += ["--size", str(args.size), "--max-time", str(args.max_time)]
+            command += ["--bare"] if part == "3" else []
             done = subprocess.run(
                 command, env={**os.environ, **extra}, capture_output=True, text=True, check=True
             )
@@ -152,10 +183,10 @@ def main() -> None:
             ratios.append(row["ratio"])
             low, high = row["interval"]
             print(
-                f"  {mode}: {row['ratio']:.3f} [{low:.3f}, {high:.3f}]  worker "
+                f"  {label}: {row['ratio']:.3f} [{low:.3f}, {high:.3f}]  worker "
                 f"{row['worker_ms']:.1f} ms, in process {row['in_process_ms']:.1f} ms"
             )
-        print(f"  {mode}: median ratio {statistics.median(ratios):.3f}")
+        print(f"  {label}: median ratio {statistics.median(ratios):.3f}")
 
 
 if __name__ == "__main__":

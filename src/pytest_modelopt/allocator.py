@@ -11,7 +11,8 @@ blocks interleaved: two with glibc's defaults read 229 and 239 ms, two keeping t
 189 and 186 ms (15-16% faster, 1.7% apart). The engine timing eager in a worker against eager in
 the pytest process read the worker 15% slower (in-process/worker 0.847, median of 4 runs) with
 glibc's defaults, and 8% faster (1.082, 4 runs) with freed memory kept in both: what is left is
-not page faults (issue 19 is open for it).
+not page faults but the session's history in that process (a fresh process that only builds the
+model reads 0.96-1.01; issue 19 is open for it).
 
 So while a comparison is timed, every process that makes the calls keeps what it frees: a worker
 for its whole life, the pytest process for the duration of the timing, after which it goes back to

@@ -108,6 +108,11 @@ def one_engine_run(name: str, size: int, max_time: float) -> dict[str, Any]:
     assert eager.loader is not None
     worker = Worker(eager.loader, batch, threads=2, fallback=lambda: None, label="eager worker")
     comparison = Interleaver(worker, lambda: eager.run(batch), settings, cross_runtime=True).run()
+    return _row(comparison)
+
+
+def _row(comparison: Any) -> dict[str, Any]:
+    """What a run prints: the time ratio in-process/worker, and each side's median."""
     data = comparison.to_dict(raw=False)
     return {
         "ratio": comparison.speedup,
@@ -133,14 +138,7 @@ def one_bare_run(name: str, size: int, max_time: float) -> dict[str, Any]:
     worker = Worker(loader, batch, threads=2, fallback=lambda: None, label="eager worker")
     settings = MeasureSettings(threads=2, max_time_s=max_time)
     comparison = Interleaver(worker, lambda: run(batch), settings, cross_runtime=True).run()
-    data = comparison.to_dict(raw=False)
-    return {
-        "ratio": comparison.speedup,
-        "interval": list(comparison.speedup_interval),
-        "worker_ms": data["variant"]["stats"]["p50"] * 1e3,
-        "in_process_ms": data["reference"]["stats"]["p50"] * 1e3,
-        "allocator": data["reference"]["allocator"],
-    }
+    return _row(comparison)
 
 
 def main() -> None:

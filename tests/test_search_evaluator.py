@@ -215,10 +215,13 @@ def test_a_tiny_torch_model_searched_with_the_real_techniques(tmp_path: Path) ->
     evaluator = Evaluator(mlp_spec(), settings=QUICK, workdir=tmp_path / "mlp", log=log.append)
     found = evaluator.best(
         {"top1_agreement": ">=95%"},
-        techniques=["torchscript", "dynamic_int8", "lowrank", "fp16", "tensorrt"],
+        techniques=["torchscript", "dynamic_int8", "lowrank", "fp16", "tensorrt", "distilled"],
         max_time=60,
     )
     skipped = dict(found.skipped)
+    # a technique that trains does not apply to a spec without train_data: skipped, not failed
+    assert "distilled trains mlp, whose ModelSpec has no train_data" in skipped["distilled"]
+    assert "distilled" not in dict(found.failed)
     if not evaluator.hardware.gpus:
         assert skipped["tensorrt"] == f"tensorrt: {_no_gpu(evaluator)}"
     assert {"torchscript", "dynamic_int8"} <= set(found.results)

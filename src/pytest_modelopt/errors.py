@@ -4,6 +4,7 @@ Every error says which model, which technique and what to do about it::
 
     ModeloptError
     ├── SpecError                 a ModelSpec is malformed (no inputs, a factory that fails)
+    │   └── TrainingDataMissing   a technique that trains, on a spec without train_data
     ├── UnknownTechniqueError     a technique name that nobody registered
     ├── BudgetError               a budget that cannot be read (unknown metric, bad threshold)
     ├── ParameterError            a technique parameter that the technique does not take
@@ -27,6 +28,11 @@ class ModeloptError(Exception):
 
 class SpecError(ModeloptError):
     """A ModelSpec cannot be used as given."""
+
+
+class TrainingDataMissing(SpecError):
+    """A technique that trains was asked of a spec without ``train_data``: an error when a test
+    names the technique, a skip in a search of every technique."""
 
 
 class UnknownTechniqueError(ModeloptError, KeyError):

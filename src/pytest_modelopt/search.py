@@ -901,7 +901,7 @@ def search(
     (a recorded choice, chains included) is measured before anything else and whatever the
     time budget: a later run must never fail to check a choice because its search ran out of
     time before reaching it."""
-    from pytest_modelopt.errors import ModeloptError, RequirementMissing
+    from pytest_modelopt.errors import ModeloptError, RequirementMissing, TrainingDataMissing
     from pytest_modelopt.registry import get_technique, list_techniques
 
     parsed = _budgets(budgets)
@@ -948,9 +948,11 @@ def search(
             )
             try:
                 result = evaluator.evaluate(name, _params_of(params, name))
-            except RequirementMissing as missing:
-                found.skipped.append((name, missing.reason))
-                log(f"search {spec}: {name} skipped: {missing.reason}")
+            except (RequirementMissing, TrainingDataMissing) as missing:
+                # a search tries every technique: one the spec gives no data for does not apply
+                reason = str(missing).splitlines()[0]
+                found.skipped.append((name, reason))
+                log(f"search {spec}: {name} skipped: {reason}")
                 continue
             except ModeloptError as error:
                 found.failed.append((name, str(error).splitlines()[0]))

@@ -113,11 +113,11 @@ def save_module(model: nn.Module, path: Path) -> Path:
 
 
 def training_batches(spec: Any, technique: str) -> list[tuple[Any, Any]]:
-    """The spec's ``train_data``, or a SpecError saying that ``technique`` needs it."""
-    from pytest_modelopt.errors import SpecError
+    """The spec's ``train_data``, or a TrainingDataMissing saying that ``technique`` needs it."""
+    from pytest_modelopt.errors import TrainingDataMissing
 
     if not spec.train_data:
-        raise SpecError(
+        raise TrainingDataMissing(
             f"{technique} trains {spec.name}, whose ModelSpec has no train_data: pass "
             "train_data=[(inputs, labels), ...] batches (labels may be None for distilled)"
         )

@@ -395,3 +395,32 @@ def test_merge_without_budgets_has_no_marks(matrix: Path, tmp_path: Path, capsys
     code, out, err = run_cli(capsys, "merge", matrix, "--html", out_html, "--budget", "speed>=2")
     assert (code, out) == (2, "")
     assert err.startswith("modelopt: error: unknown budget metric 'speed'")
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly(matrix: Path) -> None:
+    """`modelopt best matrix | head -1`: the pipe's reader is gone before the command writes;
+    the command ends with 141 (as if by SIGPIPE) and no traceback."""
+    import os
+    import subprocess
+    import sys
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # every write to the pipe now fails, however short the output
+    try:
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import sys; from pytest_modelopt.cli import main; sys.exit(main())",
+                "best",
+                str(matrix),
+                *BUDGETS,
+            ],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        os.close(write_end)
+    assert (done.returncode, done.stderr) == (141, "")

@@ -12,6 +12,7 @@ is malformed stops the command with exit status 2 and a message naming the file 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,6 +24,7 @@ from pytest_modelopt.errors import InvalidFileError
 
 EXIT_REGRESSION = 1
 EXIT_BAD_INPUT = 2
+EXIT_BROKEN_PIPE = 141  # as a shell reports a program ended by SIGPIPE (128 + 13)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -30,9 +32,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         result: int = args.command(args)
+        sys.stdout.flush()
     except InvalidFileError as error:
         print(f"modelopt: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except BrokenPipeError:
+        # `modelopt best run.json | head`: the reader has all it wanted. Python's documented
+        # recipe: point stdout at devnull so that the flush at exit does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     return result
 
 

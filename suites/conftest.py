@@ -11,8 +11,13 @@ Three defaults differ from the plugin's, each unless the command line or an ini 
 - an inconclusive verdict is reported (INCONCLUSIVE in the table and the summary) instead of
   failing the test: the suites show what each technique does on this machine, and a noisy
   machine should say so rather than fail. Gates in CI keep the plugin's `fail` policy.
+
+One check is added to every suite test that measures variants: each variant's fraction of this
+machine's peak lies in (0, 1]. A variant that reads faster than the measured peak means the peak
+was measured too low or the model's operations were miscounted, and a suite must not publish it.
 """
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -40,3 +45,42 @@ def trained_weights_dir(request: pytest.FixtureRequest, tmp_path_factory) -> Pat
     if cache is None:
         return tmp_path_factory.mktemp("modelopt-trained")
     return Path(cache.mkdir("modelopt-trained"))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    outcome = yield
+    problems = [
+        f"{label}: {problem}"
+        for label, efficiency in _measured_efficiencies(item)
+        if (problem := roofline_problem(efficiency))
+    ]
+    if problems:
+        pytest.fail("fraction of peak outside (0, 1]:\n  " + "\n  ".join(problems), pytrace=False)
+    return outcome
+
+
+def _measured_efficiencies(item: pytest.Item) -> Iterator[tuple[str, dict]]:
+    """The roofline figures of the variants this test measured: its ``modelopt_variant``, or
+    every candidate of its ``modelopt_best`` search."""
+    funcargs = getattr(item, "funcargs", {})
+    variant = funcargs.get("modelopt_variant")
+    if variant is not None:
+        yield variant.variant.technique, variant.efficiency
+    found = funcargs.get("modelopt_best")
+    if found is not None:
+        for name, result in found.results.items():
+            yield name, result.efficiency
+
+
+def roofline_problem(efficiency: dict) -> str | None:
+    """Why a variant's roofline figures are wrong, or None. A variant without an operation count
+    (a Keras model) or timed by counting instructions has no fraction, which is not a fault."""
+    if not efficiency:
+        return None
+    if efficiency.get("measurement_problem"):
+        return efficiency["measurement_problem"]
+    fraction = efficiency.get("fraction_of_peak")
+    if fraction is not None and not 0 < fraction <= 1:
+        return f"fraction of peak {fraction:.3g}"
+    return None

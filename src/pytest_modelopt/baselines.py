@@ -527,7 +527,7 @@ def what_grew(
 
 
 def _with_interval(metric: Any, measured: Measured) -> str:
-    text = metric.format(measured.value)
+    text: str = metric.format(measured.value)
     if measured.interval is not None:
         low, high = measured.interval
         text += f" [{metric.format(low)}, {metric.format(high)}]"

@@ -51,7 +51,8 @@ def parameter_counts(model: nn.Module) -> tuple[int, int]:
 
 def output_tensor(output: Any) -> torch.Tensor:
     """The prediction of a model output: the output itself, or the first of a tuple."""
-    return output[0] if isinstance(output, (tuple, list)) else output
+    prediction: torch.Tensor = output[0] if isinstance(output, (tuple, list)) else output
+    return prediction
 
 
 def parameter_count(model: nn.Module) -> int:

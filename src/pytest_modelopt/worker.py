@@ -52,7 +52,8 @@ class Loader:
 
     def load(self) -> Callable[[Any], Any]:
         module, _, name = self.function.partition(":")
-        return getattr(importlib.import_module(module), name)(**self.kwargs)
+        run: Callable[[Any], Any] = getattr(importlib.import_module(module), name)(**self.kwargs)
+        return run
 
 
 class InProcess:
@@ -147,7 +148,8 @@ class Worker:
 
     def sample(self, calls: int) -> list[float]:
         self._connection.send(calls)
-        return self._reply(None)
+        samples: list[float] = self._reply(None)
+        return samples
 
     def close(self) -> None:
         if self._process is None:

@@ -142,7 +142,7 @@ class SessionReport:
         ]
 
     def lock_wait_s(self) -> float:
-        return sum(record.get("lock_wait_s", 0.0) for record in self.records + self.searches)
+        return float(sum(record.get("lock_wait_s", 0.0) for record in self.records + self.searches))
 
     def _lock_wait_line(self) -> str | None:
         """How long the session waited for other processes' measurements, if at all."""

@@ -368,7 +368,7 @@ def build_onnxruntime_static_int8(ctx: BuildContext) -> Variant:
     names = [i.name for i in session.get_inputs()]
     del session
 
-    class Reader(CalibrationDataReader):
+    class Reader(CalibrationDataReader):  # type: ignore[misc]  # onnxruntime ships no types
         def __init__(self) -> None:
             self._batches: Iterator[Any] = iter(ctx.spec.calibration_data)
 

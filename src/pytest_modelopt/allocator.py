@@ -58,7 +58,8 @@ def _libc() -> ctypes.CDLL | None:
 
 def keep_freed_memory() -> str:
     """From now on, freed blocks up to 1 GiB stay in this process; returns what was set (the
-    timing records carry it), or ``"system default"`` where this is not glibc."""
+    timing records carry it), or ``"system default"`` where this is not glibc.
+    """
     if os.environ.get(OPT_OUT, "") not in ("", "0"):
         return f"{SYSTEM} ({OPT_OUT} is set)"
     libc = _libc()
@@ -86,7 +87,8 @@ def return_freed_memory() -> None:
 @contextlib.contextmanager
 def freed_memory_kept() -> Iterator[str]:
     """``with freed_memory_kept() as allocator:`` time calls in this process; ``allocator`` says
-    how memory was handled."""
+    how memory was handled.
+    """
     allocator = keep_freed_memory()
     try:
         yield allocator

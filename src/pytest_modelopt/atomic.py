@@ -1,5 +1,6 @@
 """Writes that never leave a half-written file behind (temp file, fsync, then rename), with the
-permissions an ordinary ``open(path, "w")`` would give, and a lock for read-merge-write."""
+permissions an ordinary ``open(path, "w")`` would give, and a lock for read-merge-write.
+"""
 
 from __future__ import annotations
 
@@ -36,7 +37,8 @@ def atomic_write_text(path: Path, text: str) -> None:
 @contextlib.contextmanager
 def directory_lock(directory: Path) -> Iterator[None]:
     """Hold ``directory``'s lock across processes, for a read-merge-write of files in it: two
-    processes that each read, merge and write one file would otherwise lose one's update."""
+    processes that each read, merge and write one file would otherwise lose one's update.
+    """
     from filelock import FileLock
 
     directory.mkdir(parents=True, exist_ok=True)
@@ -46,7 +48,8 @@ def directory_lock(directory: Path) -> Iterator[None]:
 
 def process_umask() -> int:
     """This process's umask, read without changing it where Linux shows it (setting and
-    restoring it would race with any other thread that creates a file)."""
+    restoring it would race with any other thread that creates a file).
+    """
     try:
         status = Path("/proc/self/status").read_text(encoding="ascii")
     except OSError:

@@ -141,7 +141,8 @@ class Tolerances:
 def choice_tolerance(metric: str, tolerances: Tolerances) -> tuple[float, bool]:
     """How far a recorded choice may be beaten before it is a regression, for an objective's
     metric: a fraction (speedup tolerance for speed, instructions for counts, size for bytes),
-    or, for an accuracy metric, points of 1.0 (``absolute``)."""
+    or, for an accuracy metric, points of 1.0 (``absolute``).
+    """
     if metric in {
         "instructions_ratio",
         "instructions_per_call",
@@ -170,7 +171,8 @@ DISTURBED_FACTOR = 3.0
 
 def disturbed_records(records: Iterable[Mapping[str, Any]]) -> dict[str, str]:
     """Wall-clock records whose reference timing disagrees with the rest of the run: test id ->
-    why it is not stored as a baseline (the fastest row of the spec is the least disturbed)."""
+    why it is not stored as a baseline (the fastest row of the spec is the least disturbed).
+    """
     groups: dict[tuple[str, str], list[tuple[str, float]]] = {}
     for record in records:
         if record.get("meter", "wall") != "wall":
@@ -238,7 +240,8 @@ def entry_from_record(
 
 def _profiled_fields(operators: Mapping[str, Any]) -> dict[str, Any]:
     """What an operator profile adds to a timed entry (a record profiled: a baseline being
-    saved, or a regression explained): each side's top operators, where it has them."""
+    saved, or a regression explained): each side's top operators, where it has them.
+    """
     fields = {}
     for side, key in (("variant", "top_operators"), ("reference", "reference_top_operators")):
         if operators.get(side):  # a profiler's NaN is no measurement: it is left out
@@ -280,7 +283,8 @@ def _interval(interval: Any) -> list[float | None] | None:
 def _can_gate(stored: Mapping[str, Any]) -> bool:
     """Whether a stored speedup may set a limit: not one the engine found too noisy to judge or
     left unbounded when it was recorded (a 3-round 18.5x [-inf, inf] on a loaded machine would
-    fail every honest run below 14.8x)."""
+    fail every honest run below 14.8x).
+    """
     interval = stored.get("interval")
     bounded = interval is not None and None not in interval
     return bounded and not stored.get("undecidable")
@@ -420,7 +424,8 @@ def format_baseline_checks(checks: Iterable[BaselineCheck], title: str) -> str:
 class TopList:
     """What a top list of an entry ranks, for the table of what changed: its entry key, the name
     of a row, the unit and format of its figures, and where its rows go in the results JSON
-    (``json_key``, each row ``{json_name: ..., "baseline": ..., "measured": ...}``)."""
+    (``json_key``, each row ``{json_name: ..., "baseline": ..., "measured": ...}``).
+    """
 
     key: str
     row: str
@@ -457,7 +462,8 @@ def top_diff(
     stored: Mapping[str, float], new: Mapping[str, float], rows: int = 10
 ) -> list[tuple[str, float | None, float | None]]:
     """The names whose figure changed most between two top lists (each the top 30 of its run):
-    (name, baseline, measured); None where a name is not in that list."""
+    (name, baseline, measured); None where a name is not in that list.
+    """
     names = set(stored) | set(new)
 
     def change(name: str) -> float:
@@ -500,7 +506,8 @@ def what_grew(
     """Why an entry regressed, as far as its top lists tell: the tables for the failure message,
     and their rows for the results JSON (``functions`` of a counted entry; ``operators`` and
     ``reference_operators`` of a timed one, or ``operators_unavailable`` saying why there are
-    none: ``unavailable`` gives a side's reason where it could not be profiled)."""
+    none: ``unavailable`` gives a side's reason where it could not be profiled).
+    """
     counted = new.get("meter") == "instructions"
     kinds = (FUNCTIONS,) if counted else (OPERATORS, REFERENCE_OPERATORS)
     if not counted:
@@ -550,7 +557,8 @@ def baseline_filename(module: str) -> str:
 
 def counted_fingerprint(hardware: Hardware) -> str:
     """Where counted baselines of this machine live: apart from timed ones, since counts come
-    from valgrind's simulated CPU (AVX2 kernels at most), not from this CPU's timing."""
+    from valgrind's simulated CPU (AVX2 kernels at most), not from this CPU's timing.
+    """
     return f"{hardware.fingerprint}-counted"
 
 
@@ -693,7 +701,8 @@ class BaselineStore:
 
     def same_hardware(self, module: str) -> tuple[bool, list[str]]:
         """Whether the detected hardware matches the one that recorded this module's baseline
-        (it may not under a --modelopt-machine name that covers a class of machines)."""
+        (it may not under a --modelopt-machine name that covers a class of machines).
+        """
         document = self.load(module)
         if document is None:
             return False, []
@@ -704,7 +713,8 @@ class BaselineStore:
 
     def other_fingerprints(self) -> dict[str, list[str]]:
         """Fingerprints of other machines that have baselines under root, each with how its
-        hardware differs (this machine's timed and counted baselines are not listed)."""
+        hardware differs (this machine's timed and counted baselines are not listed).
+        """
         found: dict[str, list[str]] = {}
         if not self.root.is_dir():
             return found
@@ -773,7 +783,8 @@ class BaselineStore:
 
     def unused(self, collected: set[str], in_scope: Any) -> tuple[list[str], list[Path]]:
         """Entries of this fingerprint whose test was not collected (within ``in_scope``,
-        a predicate on module paths), and files none of whose tests were collected."""
+        a predicate on module paths), and files none of whose tests were collected.
+        """
         entries, files = [], []
         for path in self.baseline_files():
             document = load_baseline_file(path, self.fingerprint)

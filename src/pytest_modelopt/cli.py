@@ -242,7 +242,8 @@ def _merge(args: argparse.Namespace) -> int:
 
 def _load_runs(arguments: Sequence[Path]) -> list[Any]:
     """The results files named, a directory standing for its *.json (tox and Windows do not
-    glob); none found, or one unreadable, is an InvalidFileError naming it."""
+    glob); none found, or one unreadable, is an InvalidFileError naming it.
+    """
     from pytest_modelopt.results import load_run
 
     paths = []
@@ -255,7 +256,8 @@ def _load_runs(arguments: Sequence[Path]) -> list[Any]:
 
 def _choices(runs: list[Any], budgets: list[str], objective: str | None) -> list[Any] | None:
     """The search's choices for merge's marks ([] when no budget or objective is given), or
-    None after printing why a budget or objective cannot be read."""
+    None after printing why a budget or objective cannot be read.
+    """
     from pytest_modelopt.errors import BudgetError
     from pytest_modelopt.search import choose_runs
 

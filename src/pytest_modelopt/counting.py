@@ -251,7 +251,8 @@ def parse_callgrind(path: Path, top: int = TOP_FUNCTIONS) -> Counts:
 
 def per_call(counts: list[Counts]) -> dict[str, Any]:
     """Per-call medians of events (robust to a call that an allocator's trim or a lazy cache
-    made dearer), estimated cycles, and the top functions of the last call."""
+    made dearer), estimated cycles, and the top functions of the last call.
+    """
     if not counts:
         return {}
     events = {name: statistics.median(c.events.get(name, 0.0) for c in counts) for name in EVENTS}
@@ -301,7 +302,8 @@ class CountingWorker:
     def start(self, preload: tuple[str, ...] = ()) -> None:
         """Start the process if it is not running; have it import ``preload`` modules (the
         runtimes a comparison will need) without waiting, so that their import under valgrind
-        overlaps the variant's build in this process."""
+        overlaps the variant's build in this process.
+        """
         if not self.running:
             self._start()
         if preload:
@@ -399,7 +401,8 @@ class CountingWorker:
 
     def _reply(self, label: str, timeout: float | None) -> Any:
         """The answer to the last request, after those of earlier requests left unanswered (a
-        failed preload is not an error here: the load that needs the module says why)."""
+        failed preload is not an error here: the load that needs the module says why).
+        """
         while self._unanswered:
             self._unanswered -= 1
             with contextlib.suppress(WorkerUnavailable):
@@ -448,7 +451,8 @@ def close_shared_workers() -> None:
 
 class CountedPair:
     """A comparison's two sides in a counting worker: loaded by the first side that starts,
-    unloaded when the last one closes."""
+    unloaded when the last one closes.
+    """
 
     def __init__(self, worker: CountingWorker, sides: list[tuple[Loader, Any]], label: str):
         self.worker = worker
@@ -546,7 +550,8 @@ def counted_sides(
 ) -> tuple[CountedSide, CountedSide]:
     """The variant's and the reference's meters, loaded together into a counting worker (the
     session's shared one unless given); each side rebuilt with one thread where its loader takes
-    a thread count."""
+    a thread count.
+    """
     sides = [(single_threaded(loader), batch) for loader, batch in (variant, reference)]
     pair = CountedPair(worker or shared_worker(threads), sides, label)
     return CountedSide(pair, 0, f"{label} variant"), CountedSide(pair, 1, f"{label} reference")
@@ -555,7 +560,8 @@ def counted_sides(
 def single_threaded(loader: Loader) -> Loader:
     """The loader with its runtime's own pool at one thread (ONNX Runtime's ``threads``,
     OpenVINO's ``INFERENCE_NUM_THREADS``): valgrind runs threads one at a time, and a pool's
-    spinning would add instructions that differ from one process to the next."""
+    spinning would add instructions that differ from one process to the next.
+    """
     kwargs = dict(loader.kwargs)
     if "threads" in kwargs:
         kwargs["threads"] = 1
@@ -568,7 +574,8 @@ def single_threaded(loader: Loader) -> Loader:
 def _no_address_randomization() -> None:
     """In the child before exec: no address-space randomization (personality ADDR_NO_RANDOMIZE),
     so that hash tables keyed by addresses probe alike in every process. Best effort: where the
-    call is refused, counts vary a little more."""
+    call is refused, counts vary a little more.
+    """
     with contextlib.suppress(Exception):
         libc = ctypes.CDLL(None, use_errno=True)
         current = libc.personality(0xFFFFFFFF)
@@ -578,7 +585,8 @@ def _no_address_randomization() -> None:
 
 def _worker_environment(threads: int | None) -> dict[str, str]:
     """The parent's environment, its import path, one thread (or the fixed count) for every
-    runtime's pool, and a fixed hash seed: what changes counts between processes is fixed."""
+    runtime's pool, and a fixed hash seed: what changes counts between processes is fixed.
+    """
     count = str(threads or 1)
     return {
         **os.environ,
@@ -656,7 +664,8 @@ class _Served:
     def _calibrate(self, runs: list[tuple[Callable[[Any], Any], Any]]) -> None:
         """Size the runs that are sized in instructions (the testing aid's slowdown), before the
         collection and warm-up that precede counting: calibrating reads dump files, and the
-        objects it leaves behind would change what the counted calls allocate."""
+        objects it leaves behind would change what the counted calls allocate.
+        """
         for run, batch in runs:
             calibrate = getattr(run, "calibrate_with", None)
             if calibrate is not None:

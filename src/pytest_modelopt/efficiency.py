@@ -52,7 +52,8 @@ PEAK_RUNTIMES = ("torch", "onnxruntime", "openvino")
 @dataclass(frozen=True)
 class Ceiling:
     """The most operations per second the detected hardware can issue for a precision:
-    ``cores x ops per cycle per core x clock``; ``ops_per_s`` is None when the clock is unknown."""
+    ``cores x ops per cycle per core x clock``; ``ops_per_s`` is None when the clock is unknown.
+    """
 
     ops_per_s: float | None
     cores: int
@@ -180,7 +181,8 @@ def theoretical_ceiling(
     """Cores (the harness's threads, at most the physical cores) x vector lanes x 2 ops per FMA
     x FMA units x clock. The clock is the highest the OS reports (cpufreq), else the advertised
     one; boost clocks above an advertised base clock can exceed this figure, which says so.
-    ``clock`` (Hz, source) replaces the clock read from this machine."""
+    ``clock`` (Hz, source) replaces the clock read from this machine.
+    """
     bits, units, datapath = vector_units(hardware)
     fp32 = bits // 32 * 2 * units
     per_cycle, kind = _precision_ops_per_cycle(hardware.cpu.flags, precision, fp32)
@@ -224,7 +226,8 @@ def measured_peak(
     log: Callable[[str], None] = lambda message: None,
 ) -> Peak | None:
     """This machine's peak for ``precision``: the best matrix product of every installed runtime
-    (None where none has a kernel). Measured once and kept in ``cache_dir`` (and in memory)."""
+    (None where none has a kernel). Measured once and kept in ``cache_dir`` (and in memory).
+    """
     fingerprint = hardware.fingerprint
     memo_key = f"{fingerprint}|{threads}|{precision}|{sorted(runtime_versions().items())}"
     if memo_key in _MEMO:
@@ -329,7 +332,8 @@ def _measure_peak(
 def roofline(flops: int | None, latency_s: float, peak: Peak | None) -> dict[str, Any]:
     """Achieved operations per second against the measured peak, with the theoretical ceiling
     beside it. Faster than the measured peak is a measurement problem: ``fraction_of_peak`` is
-    then None, ``measurement_problem`` says why, and ``achieved_over_peak`` keeps the ratio."""
+    then None, ``measurement_problem`` says why, and ``achieved_over_peak`` keeps the ratio.
+    """
     achieved = flops / latency_s if flops and latency_s > 0 else None
     figures: dict[str, Any] = {
         "flops_per_call": float(flops) if flops else None,

@@ -32,7 +32,8 @@ class SpecError(ModeloptError):
 
 class TrainingDataMissing(SpecError):
     """A technique that trains was asked of a spec without ``train_data``: an error when a test
-    names the technique, a skip in a search of every technique."""
+    names the technique, a skip in a search of every technique.
+    """
 
 
 class UnknownTechniqueError(ModeloptError, KeyError):

@@ -169,7 +169,8 @@ class VariantResult:
     ) -> dict[int, Measured]:
         """Items per second of the variant at each batch size (the example input's first item
         repeated), timed alone, with the interval from the median latency's. A batch size the
-        variant cannot run (a fixed input shape, say) raises BuildError naming it."""
+        variant cannot run (a fixed input shape, say) raises BuildError naming it.
+        """
         from pytest_modelopt.stats import median_interval
 
         figures: dict[int, Measured] = {}
@@ -202,7 +203,8 @@ class VariantResult:
     def profile_operators(self) -> dict[str, Any]:
         """The variant's and the reference's time by operator (``pytest_modelopt.profiling``),
         taken once, on the built variants in this process; kept in the record (``operators``)
-        and the baseline entry (``top_operators``), where a wall-clock regression is explained."""
+        and the baseline entry (``top_operators``), where a wall-clock regression is explained.
+        """
         if not self.operators:
             from pytest_modelopt.profiling import profile_sides
 
@@ -295,7 +297,8 @@ class Evaluator:
 
     def build(self, technique_name: str, params: Mapping[str, Any] | None = None) -> Variant:
         """Build a variant (once per technique and parameters); raises RequirementMissing if it
-        cannot run here, ParameterError for a parameter the technique does not take."""
+        cannot run here, ParameterError for a parameter the technique does not take.
+        """
         technique = get_technique(technique_name)
         merged = technique.resolve_params(params)
         key = f"{technique_name} {sorted(merged.items())!r}" if params else technique_name
@@ -373,7 +376,8 @@ class Evaluator:
     ) -> VariantResult:
         """Build, measure against the reference, size and score one variant; ``max_time_s``
         replaces the settings' time cap for this variant, ``meter`` the settings' meter
-        (``wall`` or ``instructions``)."""
+        (``wall`` or ``instructions``).
+        """
         settings = self.settings
         if max_time_s is not None:
             settings = dataclasses.replace(settings, max_time_s=float(max_time_s))
@@ -448,7 +452,8 @@ class Evaluator:
         (``latency``, ``throughput``, ``size``). Progress goes to the evaluator's log. The
         result holds the ranked candidates, ties, Pareto front and recommendation, and the
         skipped, failed, pruned and untried techniques (``pytest_modelopt.search``). ``first``
-        names candidates (a recorded choice) measured before the rest, whatever the time."""
+        names candidates (a recorded choice) measured before the rest, whatever the time.
+        """
         from pytest_modelopt.search import search
 
         return search(
@@ -465,7 +470,8 @@ class Evaluator:
     def _side(self, variant: Variant, cross_runtime: bool) -> Callable[[], Any] | Worker:
         """How one side is timed: in a worker process of its own when two runtimes meet (their
         thread pools would distort each other in one process) and the variant can be reloaded
-        there; else in this process."""
+        there; else in this process.
+        """
         batch = self.spec.example_input
 
         def call() -> Any:
@@ -483,7 +489,8 @@ class Evaluator:
 
     def _start_counting_worker(self, technique_name: str) -> None:
         """Start the session's counting worker importing the runtimes this comparison needs
-        (torch and the technique's packages), while the variants are built here."""
+        (torch and the technique's packages), while the variants are built here.
+        """
         from pytest_modelopt.counting import shared_worker
         from pytest_modelopt.registry import get_technique
 
@@ -493,7 +500,8 @@ class Evaluator:
 
     def _counted_sides(self, variant: Variant, reference: Variant) -> tuple[Side, Side]:
         """Both sides counted under valgrind in one worker process; a variant that cannot be
-        rebuilt there (no loader) cannot be counted."""
+        rebuilt there (no loader) cannot be counted.
+        """
         from pytest_modelopt.counting import counted_sides, find_valgrind
 
         find_valgrind()  # ValgrindMissing (a skip, a failure under strict mode) before any work
@@ -521,7 +529,8 @@ class Evaluator:
 
     def _efficiency(self, variant: Variant, comparison: Comparison) -> dict[str, Any]:
         """Achieved operations per second against this machine's peak for the precision (the
-        best matrix product of every installed runtime), with the theoretical ceiling."""
+        best matrix product of every installed runtime), with the theoretical ceiling.
+        """
         if self.spec.framework != "torch":
             return {}
         precision = precision_class(variant.precision)
@@ -600,7 +609,8 @@ def counting_settings(settings: MeasureSettings) -> MeasureSettings:
     counts do not drift); Student's t interval from three rounds, since counts barely vary, and
     checked after every round, since a counted round is dear; and the three rounds whatever they
     cost (a counted round is bounded and predictable, up to
-    minutes for a large model), within a time cap that allows for valgrind."""
+    minutes for a large model), within a time cap that allows for valgrind.
+    """
     return dataclasses.replace(
         settings,
         meter="instructions",
@@ -619,7 +629,8 @@ def counting_settings(settings: MeasureSettings) -> MeasureSettings:
 
 def counted_metrics(comparison: Comparison) -> dict[str, Measured]:
     """The counting meter's metrics: the instructions ratio with its interval over the rounds,
-    the variant's instructions and estimated cycles per call, and the cycles ratio."""
+    the variant's instructions and estimated cycles per call, and the cycles ratio.
+    """
     variant, reference = comparison.counts["variant"], comparison.counts["reference"]
     noisy = (
         f"counts vary between rounds: IQR/median of the per-round ratios {comparison.noise:.1%} "

@@ -474,7 +474,8 @@ print(json.dumps({"version": tf.__version__,
 def _tensorflow_devices() -> dict[str, Any]:
     """Asked in a child process: importing TensorFlow into a process that later imports
     torchvision crashes it (seen with tensorflow-cpu 2.21 and torchvision 0.29), and TensorFlow
-    takes seconds to import."""
+    takes seconds to import.
+    """
     import subprocess
     import sys
 

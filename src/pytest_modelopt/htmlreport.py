@@ -1,7 +1,8 @@
 """One self-contained HTML page from one or many runs: the variant x hardware matrix, per-model
 Pareto plots (latency against accuracy and size), trends when the runs span dates, and each
 run's details. Plots are drawn with matplotlib (imported here, lazily) and embedded as base64
-PNG: the file needs nothing else to open, anywhere."""
+PNG: the file needs nothing else to open, anywhere.
+"""
 
 from __future__ import annotations
 
@@ -46,7 +47,8 @@ img { max-width: 100%; border: 1px solid #eee; }
 def render(runs: list[Run], title: str, choices: list[Choice] | None = None) -> str:
     """The report of ``runs`` (one or many machines, one or many dates) as HTML text; with
     ``choices`` (``search.choose_runs``), the matrix marks each machine's recommended variant,
-    ties and Pareto front, and a section says what to ship."""
+    ties and Pareto front, and a section says what to ship.
+    """
     latest = _latest_per_fingerprint(runs)
     marks = _choice_marks(choices or [])
     parts = [
@@ -343,7 +345,8 @@ def _front(
 
 def _trend_series(runs: list[Run]) -> dict[str, dict[str, list[tuple[dt.datetime, Any]]]]:
     """spec -> 'technique @ fingerprint' -> [(date, record)], when a fingerprint has runs on at
-    least two dates."""
+    least two dates.
+    """
     trends: dict[str, dict[str, list[tuple[dt.datetime, Any]]]] = {}
     for fingerprint, group in _group(runs).items():
         if len({run.created.date() for run in group}) < 2:

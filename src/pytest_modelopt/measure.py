@@ -375,7 +375,8 @@ class Interleaver:
 
     def _fewest_rounds(self) -> int:
         """The fewest rounds that bound an interval: the signed-rank's 11 at 99.9%, else the
-        settings' ``min_rounds`` (at least 2)."""
+        settings' ``min_rounds`` (at least 2).
+        """
         if self.settings.estimator == "signed_rank":
             return fewest_rounds(self.settings.confidence)
         return max(2, self.settings.min_rounds)
@@ -429,7 +430,8 @@ class Interleaver:
 
 class CudaEvents(InProcess):
     """Times each call with CUDA events recorded around it on the current stream, waiting for
-    the end event: the GPU's own clock, covering the launches and all the work they queue."""
+    the end event: the GPU's own clock, covering the launches and all the work they queue.
+    """
 
     isolation = "in process (CUDA events)"
 
@@ -453,7 +455,8 @@ def time_alone(
 ) -> list[float]:
     """Per-call latencies of one callable timed alone (no reference): for absolute figures such
     as throughput at other batch sizes. Same protocol otherwise: threads fixed, GC off, warm-up
-    by time and count until settled."""
+    by time and count until settled.
+    """
     side = CudaEvents(call) if device.startswith("cuda") else InProcess(call)
     with fixed_threads(settings.threads), freed_memory_kept(), gc_paused():
         warm = side.sample(1)

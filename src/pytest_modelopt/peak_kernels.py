@@ -66,7 +66,8 @@ def time_kernel(
     """Time one kernel at the largest size of SIZES whose call takes under STEP_SECONDS (a
     precision without fast kernels: fp16 on most CPUs runs at 1 to 3 GOP/s, and one 2048 product
     would take seconds), for MIN_SECONDS or more until its best call is reproduced. Raises
-    KernelUnavailable."""
+    KernelUnavailable.
+    """
     from pytest_modelopt.measure import fixed_threads
 
     missing = [name for name in kernel.packages if importlib.util.find_spec(name) is None]
@@ -133,7 +134,8 @@ Build = Callable[[str, int, int, Hardware], Any]
 class Kernel:
     """A runtime's n x n x n matrix product. ``build(precision, n, threads, hardware)`` is a
     context manager giving ``(call, name)``: the call, checked once to return an n x n result,
-    and the kernel's name (the runtime's version, and the primitive it ran where it says)."""
+    and the kernel's name (the runtime's version, and the primitive it ran where it says).
+    """
 
     runtime: str
     name: str
@@ -170,7 +172,8 @@ def _torch_mm(precision: str, n: int, threads: int, hardware: Hardware) -> Itera
 @contextmanager
 def _torch_onednn_linear(precision: str, n: int, threads: int, hardware: Hardware) -> Iterator[Any]:
     """oneDNN's Linear with a prepacked weight: what inductor's freezing runs (torch.compile,
-    PT2E), and the kind of oneDNN kernel TorchScript's frozen convolutions use."""
+    PT2E), and the kind of oneDNN kernel TorchScript's frozen convolutions use.
+    """
     import torch
 
     if not torch.backends.mkldnn.is_available():
@@ -196,7 +199,8 @@ def _torch_quantized_linear(
     precision: str, n: int, threads: int, hardware: Hardware
 ) -> Iterator[Any]:
     """The quantized engine's Linear (fbgemm/x86 or qnnpack): the integer kernels that torch's
-    int8 variants run. ``torch._int_mm`` is a reference loop on CPUs, many times slower."""
+    int8 variants run. ``torch._int_mm`` is a reference loop on CPUs, many times slower.
+    """
     import torch
 
     engine = torch.backends.quantized.engine
@@ -222,7 +226,8 @@ def _onnxruntime_op(
     """ONNX Runtime's CPU provider (MLAS) running ``op`` with a constant weight, which ORT
     prepacks, in a session configured as the harness's ONNX Runtime variants are: ``MatMul`` in
     fp32, ``MatMulInteger`` and ``QLinearMatMul`` (uint8 activations, int8 weights, as ORT's
-    static int8 runs) in int8."""
+    static int8 runs) in int8.
+    """
     import onnx
     import onnxruntime
     from onnx import TensorProto, helper, numpy_helper
@@ -294,7 +299,8 @@ def _openvino_matmul(
     harness's threads, the execution precision pinned). A constant weight makes a FullyConnected
     node (MLAS in fp32 here, oneDNN brgemm in bf16 and int8); two inputs a oneDNN MatMul. int8 is
     a MatMul between FakeQuantize nodes, which the plugin runs as an integer kernel; the kernel's
-    reported runtime precision is checked, so an f32 fallback never sets an int8 or bf16 peak."""
+    reported runtime precision is checked, so an f32 fallback never sets an int8 or bf16 peak.
+    """
     import openvino as ov
     from openvino import opset13 as ops
 

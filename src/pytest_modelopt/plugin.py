@@ -261,7 +261,8 @@ def _params_problem(params: Any, techniques: list[str]) -> str | None:
 
 def _budgets_problem(budgets: Any, techniques: list[str]) -> str | None:
     """What is wrong with a marker's ``budgets`` for these techniques, or None: each key a
-    technique of this test (a chain by its full name), each value a dict of readable budgets."""
+    technique of this test (a chain by its full name), each value a dict of readable budgets.
+    """
     from pytest_modelopt.budget import Budget
     from pytest_modelopt.errors import BudgetError
 
@@ -290,7 +291,8 @@ def _budgets_problem(budgets: Any, techniques: list[str]) -> str | None:
 
 def technique_params(params: Any, technique: str, *, validate: bool = False) -> dict[str, Any]:
     """The marker's parameters for ``technique``: ``params[technique]``, or for a chain the
-    entries of its components. With ``validate``, also check them against the technique."""
+    entries of its components. With ``validate``, also check them against the technique.
+    """
     if params is None:
         return {}
     if not isinstance(params, dict) or not all(isinstance(v, dict) for v in params.values()):
@@ -350,7 +352,8 @@ def _tolerances(item: pytest.Item, session: ModeloptSession) -> Tolerances:
 def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
     """After a test body passes, compare its variant with the stored baseline: a regression
     fails this test, with the table of what moved. A search (modelopt_best) is judged before
-    the body runs, so that the body may rely on its recommendation."""
+    the body runs, so that the body may rely on its recommendation.
+    """
     found = item.stash.get(SEARCH_KEY, None)
     if found is not None:
         _check_search(item, found)
@@ -371,7 +374,8 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
 
 def _check_search(item: pytest.Item, found: SearchResult) -> None:
     """A search's verdict: the recorded choice still holds (against the baseline), a candidate
-    meets the budgets, and none that does is surely better than the recommendation."""
+    meets the budgets, and none that does is surely better than the recommendation.
+    """
     session = item.config.stash[SESSION_KEY]
     problem = None
     try:
@@ -474,7 +478,8 @@ def modelopt_best(request: pytest.FixtureRequest, _modelopt_workdir: Any) -> Ite
     and ranked under the budgets. The ``SearchResult`` has ``recommended``, ``choice`` (ties,
     Pareto front) and ``table()``. Before the test body runs, the test fails when no candidate
     meets the budgets, or when the choice recorded in the baseline (--modelopt-save-baseline)
-    no longer meets them or is now surely beaten."""
+    no longer meets them or is now surely beaten.
+    """
     marker = request.node.get_closest_marker("modelopt_best")
     if marker is None:  # collection said so already; a fixture requested dynamically gets here
         pytest.fail(

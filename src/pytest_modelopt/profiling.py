@@ -67,7 +67,8 @@ def operator_profile(
     variant: Variant, batch: Any, *, seconds: float = SECONDS, top: int = TOP
 ) -> Profile:
     """Milliseconds per call by operator (self time): the ``top - 1`` largest and ``OUTSIDE``;
-    empty when the variant has no profiler (:func:`why_none`)."""
+    empty when the variant has no profiler (:func:`why_none`).
+    """
     if why_none(variant) is not None:
         return {}
     for _ in range(WARMUP_CALLS):
@@ -87,7 +88,8 @@ def profile_sides(
 ) -> dict[str, Any]:
     """The operator profiles of a variant and its reference, with torch's intra-op threads fixed
     as they were timed (the other runtimes' profilers rebuild them with their own settings), what
-    they cost, and why a side has none: the ``operators`` of a result record."""
+    they cost, and why a side has none: the ``operators`` of a result record.
+    """
     from pytest_modelopt.measure import fixed_threads
 
     start = time.perf_counter()
@@ -140,7 +142,8 @@ def torch_operators(run: Callable[[Any], Any], batch: Any, calls: int) -> Profil
 def _quiet_stderr() -> Iterator[None]:
     """File descriptor 2 sent to the null device for the block: torch's profiler backend writes
     ``profiler_start``/``profiler_stop`` lines, and without a GPU ``ERROR: gpuGetDeviceCount
-    failed``, on every profile, which would read as trouble in a failing test's output."""
+    failed``, on every profile, which would read as trouble in a failing test's output.
+    """
     sys.stderr.flush()
     saved = os.dup(2)
     try:

@@ -23,7 +23,8 @@ def hide_plugin_frame(excinfo: Any) -> bool:
     """``__tracebackhide__`` of the plugin frames that raise a contract's failure: the traceback
     stops at the user's line, unless the exception is not one of ours (a bug in the plugin shows
     where it happened) or the session asked for everything (``-vv``; ``--full-trace`` ignores
-    ``__tracebackhide__`` by itself)."""
+    ``__tracebackhide__`` by itself).
+    """
     from pytest_modelopt.errors import ModeloptError
 
     if _SHOW_PLUGIN_FRAMES and _SHOW_PLUGIN_FRAMES[-1]:

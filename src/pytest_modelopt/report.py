@@ -49,7 +49,8 @@ def environment() -> dict[str, Any]:
 
 def benchmark_entry(nodeid: str, result: VariantResult) -> dict[str, Any]:
     """One variant in pytest-benchmark's ``benchmarks`` schema, so that its tools (for example
-    ``pytest-benchmark compare``) read our results: statistics computed by its own Stats class."""
+    ``pytest-benchmark compare``) read our results: statistics computed by its own Stats class.
+    """
     from pytest_benchmark.stats import Stats
 
     stats = Stats()
@@ -91,7 +92,8 @@ def benchmark_header(created: str) -> dict[str, Any]:
 def results_table(records: Iterable[Mapping[str, Any]]) -> list[tuple[str, dict[str, bool]]]:
     """One line per variant: test, technique, latency, speedup with interval, sizes, accuracy,
     contract verdict and baseline comparison. Records are ``VariantResult.to_dict()`` with the
-    test id (the results JSON's ``results``), so workers' results print like local ones."""
+    test id (the results JSON's ``results``), so workers' results print like local ones.
+    """
     header = (
         "test",
         "technique",
@@ -138,7 +140,8 @@ def results_table(records: Iterable[Mapping[str, Any]]) -> list[tuple[str, dict[
 
 def _measured_cells(latency: Mapping[str, Any]) -> tuple[str, str, str]:
     """The variant's and the reference's figure and the ratio with its interval: milliseconds
-    and the speedup, or (instructions meter) millions of instructions per call and their ratio."""
+    and the speedup, or (instructions meter) millions of instructions per call and their ratio.
+    """
     low, high = (_number(x) for x in latency["speedup_interval"])
     if latency.get("meter") == "instructions":
         counts = latency["counts"]
@@ -178,7 +181,8 @@ def _accuracy(accuracy: dict[str, float]) -> str:
 def _fraction_of_peak(efficiency: Mapping[str, Any]) -> str:
     """The fraction of the measured peak; a variant faster than the peak is a measurement
     problem (a peak measured too low), flagged with the ratio and never shown as a fraction,
-    also in results files written before the flag existed."""
+    also in results files written before the flag existed.
+    """
     ratio = efficiency.get("achieved_over_peak")
     fraction = efficiency.get("fraction_of_peak")
     if ratio is None and fraction is not None and fraction > 1:

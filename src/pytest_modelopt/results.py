@@ -78,7 +78,8 @@ class RecordedSearch:
     """A search of a run (``@pytest.mark.modelopt_best``): its test and model, what it chose in
     the session (the recommended candidate's label and the tied ones') under which objective and
     budgets (as the session wrote them: ``"top1_agreement >= 99.00%"``), and every candidate's
-    record, in the format of the run's ``records``."""
+    record, in the format of the run's ``records``.
+    """
 
     test: str
     spec: str

@@ -99,7 +99,8 @@ _CONSTRAINT = re.compile(r"^\s*([a-z0-9_]+)\s*(>=|<=|>|<|=)?\s*(.*)$", re.I)
 
 def parse_constraint(text: str) -> tuple[str, Budget]:
     """``"accuracy_drop<=1%"`` (or ``"accuracy_drop=1%"``, the metric's natural direction) as
-    the metric name and its Budget; a bad metric or threshold is a BudgetError naming it."""
+    the metric name and its Budget; a bad metric or threshold is a BudgetError naming it.
+    """
     match = _CONSTRAINT.match(text)
     if match is None or not match.group(3).strip():
         raise BudgetError(
@@ -121,7 +122,8 @@ def parse_constraint(text: str) -> tuple[str, Budget]:
 
 def parse_budgets(budgets: Iterable[str] | Mapping[str, float | str] | None) -> list[Budget]:
     """Budgets given as ``{"accuracy_drop": "<=1%"}`` (``expect``'s keywords) or as strings
-    ``["accuracy_drop<=1%"]`` (the command line's); one metric given twice is an error."""
+    ``["accuracy_drop<=1%"]`` (the command line's); one metric given twice is an error.
+    """
     if budgets is None:
         return []
     if isinstance(budgets, str):
@@ -157,7 +159,8 @@ class Objective:
 
 def parse_objective(name: str, *, counted: bool = False) -> Objective:
     """The objective ``latency``, ``throughput``, ``size`` or a metric name; ``counted`` says
-    the records come from the instructions meter."""
+    the records come from the instructions meter.
+    """
     table = {**OBJECTIVES, **COUNTED_OBJECTIVES} if counted else OBJECTIVES
     metric = table.get(name, name)
     if metric not in METRICS:
@@ -247,7 +250,8 @@ class Candidate:
 @dataclass
 class Choice:
     """The answer for one model on one machine: ranked feasible candidates, the Pareto front,
-    the recommendation, and why the others were excluded."""
+    the recommendation, and why the others were excluded.
+    """
 
     spec: str
     fingerprint: str | None
@@ -286,7 +290,8 @@ class Choice:
     ) -> list[Candidate]:
         """The feasible candidates whose objective is surely better than ``candidate``'s, beyond
         ``tolerance`` (see ``surely_better``). Empty for the recommendation: the issue's
-        acceptance rule, which the marker checks."""
+        acceptance rule, which the marker checks.
+        """
         return [
             other
             for other in self.ranked
@@ -465,7 +470,8 @@ def _candidates(records: Sequence[Mapping[str, Any]]) -> list[Candidate]:
 
 def _metrics(record: Mapping[str, Any]) -> dict[str, Measured]:
     """A record's metrics as Measured values; an unbounded interval side (JSON null) is
-    infinite, so that it decides nothing."""
+    infinite, so that it decides nothing.
+    """
     metrics = {}
     for name, entry in record.get("metrics", {}).items():
         if name not in METRICS or not isinstance(entry, Mapping):
@@ -486,7 +492,8 @@ def _metrics(record: Mapping[str, Any]) -> dict[str, Measured]:
 
 def _reference(records: Sequence[Mapping[str, Any]]) -> Candidate:
     """The fp32 reference as a candidate, from what the variants' records say of it: exactly
-    1x of itself, no drop, no error, its own size and accuracy, its median latency."""
+    1x of itself, no drop, no error, its own size and accuracy, its median latency.
+    """
     sizes = records[0]["sizes"]
     metrics = {
         "speedup": Measured(1.0, (1.0, 1.0)),
@@ -525,7 +532,8 @@ def _reference(records: Sequence[Mapping[str, Any]]) -> Candidate:
 
 def _rank(feasible: list[Candidate], objective: Objective, accuracy: str | None) -> None:
     """Ties for best share rank 1; the rest are ranked by median; the recommendation is the
-    first tied candidate by the tie-breaks (module docstring)."""
+    first tied candidate by the tie-breaks (module docstring).
+    """
     if not feasible:
         return
     name, higher = objective.metric.name, objective.higher_is_better
@@ -558,7 +566,8 @@ def _rank(feasible: list[Candidate], objective: Objective, accuracy: str | None)
 
 def _trusted(measured: Measured) -> bool:
     """Whether a figure can decide: not flagged (too noisy, too few samples) and its interval,
-    if any, bounded on both sides."""
+    if any, bounded on both sides.
+    """
     if measured.undecidable is not None:
         return False
     return measured.interval is None or all(math.isfinite(side) for side in measured.interval)
@@ -581,7 +590,8 @@ def _mark_front(feasible: list[Candidate], speed: Metric, accuracy: str | None) 
 
 def _dominates(a: Candidate, b: Candidate, speed: Metric, accuracy: str | None) -> bool:
     """Whether ``a`` is at least as good as ``b`` on speed (within the intervals), accuracy
-    and size, and better on one of them."""
+    and size, and better on one of them.
+    """
     a_speed, b_speed = (_bounds(c.metrics.get(speed.name, Measured(math.nan))) for c in (a, b))
     if speed.higher_is_better:
         a_surely_faster, b_surely_faster = a_speed[0] > b_speed[1], b_speed[0] > a_speed[1]
@@ -700,7 +710,8 @@ def choose_runs(
     several machines): each from the latest run of that fingerprint that measured the model.
     With ``searches``, also one per search in the files (``@pytest.mark.modelopt_best``), from
     that search's candidates alone, as the session's search chose (the latest run of that
-    fingerprint holding that search); its ``note`` says when the session's answer differs."""
+    fingerprint holding that search); its ``note`` says when the session's answer differs.
+    """
     parsed = _budgets(budgets)
     chosen = parse_objective(objective)  # a bad objective is an error before anything is read
     groups = _latest_groups(runs, searches=searches)
@@ -729,7 +740,8 @@ def _latest_groups(
     runs: Sequence[Run], *, searches: bool
 ) -> dict[tuple[str, str, str], tuple[list[Mapping[str, Any]], RecordedSearch | None]]:
     """(fingerprint, model, search test or "") -> the records to choose among, from the latest
-    run of that fingerprint holding them, with the search they came from (None: ``results``)."""
+    run of that fingerprint holding them, with the search they came from (None: ``results``).
+    """
     latest: dict[tuple[str, str, str], tuple[list[Mapping[str, Any]], RecordedSearch | None]] = {}
     for run in sorted(runs, key=lambda r: r.created):
         for spec in sorted({str(record["spec"]) for record in run.records}):
@@ -746,7 +758,8 @@ def _latest_groups(
 def _differs_from_session(choice: Choice, recorded: RecordedSearch) -> str | None:
     """What the session's search answered, when this reading of its records answers otherwise
     (other budgets or objective asked, or other rules: another pytest-modelopt); None when the
-    recommendation and the tied set are the same."""
+    recommendation and the tied set are the same.
+    """
     best = choice.recommended
     answer = (best.label if best else None, [c.label for c in choice.tied])
     if answer == (recorded.recommended, recorded.tied):
@@ -795,7 +808,8 @@ class SearchResult:
     """What ``Evaluator.best`` did and chose: the Choice over what it measured, each measured
     variant, and what it did not measure, with why (``skipped``: this machine or model cannot
     run it; ``failed``: the build failed; ``pruned``: a chain not built because a part broke a
-    quality budget; ``untried``: not started, the time budget being spent)."""
+    quality budget; ``untried``: not started, the time budget being spent).
+    """
 
     choice: Choice
     records: list[dict[str, Any]]
@@ -814,7 +828,8 @@ class SearchResult:
 
     def write_results(self, path: Path) -> None:
         """The measured candidates as a results file (the ``--modelopt-json`` format), which
-        ``modelopt best``, ``report`` and ``merge`` read: the same records give the same choice."""
+        ``modelopt best``, ``report`` and ``merge`` read: the same records give the same choice.
+        """
         import dataclasses
         import datetime as dt
         import json
@@ -900,7 +915,8 @@ def search(
     the whole search, and choose among them (``choose``). See ``Evaluator.best``. ``first``
     (a recorded choice, chains included) is measured before anything else and whatever the
     time budget: a later run must never fail to check a choice because its search ran out of
-    time before reaching it."""
+    time before reaching it.
+    """
     from pytest_modelopt.errors import ModeloptError, RequirementMissing, TrainingDataMissing
     from pytest_modelopt.registry import get_technique, list_techniques
 
@@ -1012,7 +1028,8 @@ def _chains(
     """The useful chains: a technique that yields a changed fp32 torch module (pruning,
     low rank, clustering, distillation) then one that deploys or quantizes it, both having
     kept the quality budgets on their own; the most promising first (the product of the two
-    parts' objective figures)."""
+    parts' objective figures).
+    """
     choice = choose(found.records, budgets, objective) if found.records else None
     candidates = {c.technique: c for c in choice.candidates} if choice else {}
     firsts: list[str] = []
@@ -1056,7 +1073,8 @@ def surely_better(
     """Whether ``a`` is surely better than ``b`` on the objective, beyond ``tolerance``: the
     whole interval of ``a`` lies past the better end of ``b``'s, by more than the tolerance (a
     fraction of that end, or, with ``absolute``, in the metric's units). An unbounded interval
-    is never surely beaten and never surely beats; a point is its own interval."""
+    is never surely beaten and never surely beats; a point is its own interval.
+    """
     a_low, a_high = _bounds(a)
     b_low, b_high = _bounds(b)
     if objective.higher_is_better:
@@ -1077,7 +1095,8 @@ def _better_word(objective: Objective) -> str:
 def contract_of(found: SearchResult) -> dict[str, Any] | None:
     """What a baseline records of a search's choice: the objective and budgets it was made
     under, the recommended technique with its objective value and interval, and the tied set.
-    None when nothing was recommended (nothing to record)."""
+    None when nothing was recommended (nothing to record).
+    """
     choice = found.choice
     best = choice.recommended
     if best is None:
@@ -1103,7 +1122,8 @@ class ContractCheck:
     for best within the tolerance), ``beaten`` (a feasible candidate is now surely better,
     beyond the tolerance), ``infeasible`` (it breaks or cannot decide a budget), ``unmeasured``
     (this search did not measure it) or ``other budgets`` (the marker's budgets or objective are
-    not those of the record); ``message`` says so in words."""
+    not those of the record); ``message`` says so in words.
+    """
 
     status: str
     recorded: str
@@ -1132,7 +1152,8 @@ def check_contract(
 ) -> ContractCheck:
     """Judge a recorded choice (``contract_of``'s dict) against a new search: it is kept when
     it is still feasible and no feasible candidate is surely better than it beyond
-    ``tolerance`` (its interval past the recorded choice's better end by more than that)."""
+    ``tolerance`` (its interval past the recorded choice's better end by more than that).
+    """
     choice = found.choice
     technique = str(stored["recommended"])
     objective = choice.objective

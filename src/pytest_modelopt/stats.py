@@ -155,7 +155,8 @@ def fewest_rounds(confidence: float) -> int:
 
 def signed_rank_critical(n: int, alpha: float) -> int:
     """Largest k with P(T <= k) <= alpha / 2 for the signed-rank statistic T of n values (-1 if
-    none): the interval runs from the (k+1)-th smallest Walsh average to the (k+1)-th largest."""
+    none): the interval runs from the (k+1)-th smallest Walsh average to the (k+1)-th largest.
+    """
     from scipy import stats
 
     if n <= EXACT_SIGNED_RANK_MAX_N:
@@ -172,7 +173,8 @@ def signed_rank_critical(n: int, alpha: float) -> int:
 
 def _walsh_order(sorted_x: np.ndarray, k: int) -> float:
     """The k-th smallest (0-based) of the Walsh averages (x_i + x_j) / 2, i <= j, without
-    building all n(n+1)/2 of them: bisection on the value, counting pairs below it."""
+    building all n(n+1)/2 of them: bisection on the value, counting pairs below it.
+    """
     n = sorted_x.size
     index = np.arange(n)
 

@@ -32,7 +32,8 @@ INJECTED_ITERATIONS = "injected_loop_iterations"
 
 def inject_slowdown(variant: Variant, fraction: float, batch: Any = None) -> None:
     """Wrap ``variant.run`` so each call takes ``1 + fraction`` times as long (once per variant);
-    with the ``batch`` it runs on, wrap its loader too (a fixed loop, calibrated on it)."""
+    with the ``batch`` it runs on, wrap its loader too (a fixed loop, calibrated on it).
+    """
     if INJECTED in variant.details:
         return
     if variant.loader is not None and batch is not None:
@@ -94,7 +95,8 @@ class SlowedRun:
     ) -> None:
         """Size the loop at ``fraction`` of the run's instructions, as ``instructions_of`` counts
         them (the counting worker's callgrind). The loop's fixed cost (the call) is small beside
-        its iterations, and the size is refined on the loop itself."""
+        its iterations, and the size is refined on the loop itself.
+        """
         target = self.fraction * instructions_of(lambda: self.run(batch))
         iterations = 10_000
         for _ in range(3):
@@ -107,7 +109,8 @@ class SlowedRun:
 
 def busy_loop(iterations: int) -> int:
     """A fixed amount of compute: the same instructions in every process. It allocates nothing
-    (only cached small ints), so its count does not depend on the state of Python's allocator."""
+    (only cached small ints), so its count does not depend on the state of Python's allocator.
+    """
     total = 0
     for _ in itertools.repeat(None, iterations):
         total = (total + 1) & 127

@@ -34,7 +34,8 @@ Call = Callable[[], Any]
 
 class WorkerUnavailable(ModeloptError):
     """A worker could not start (the engine then times that side in-process) or died while
-    timing (the measurement fails with the reason)."""
+    timing (the measurement fails with the reason).
+    """
 
 
 @dataclass(frozen=True)

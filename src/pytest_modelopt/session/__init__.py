@@ -36,7 +36,8 @@ WORKER_OUTPUT_KEY = "modelopt"
 class ModeloptSession:
     """Registered as a plugin in pytest_configure (``scope`` beside it, as a plugin of its own);
     fixtures and hooks reach it through the stash. Its own hooks are the ones that need the
-    parts in a fixed order: what an xdist worker sends, and the session's end."""
+    parts in a fixed order: what an xdist worker sends, and the session's end.
+    """
 
     def __init__(self, config: pytest.Config, settings: Settings) -> None:
         self.config = config
@@ -66,7 +67,8 @@ class ModeloptSession:
 
     def record_search(self, nodeid: str, found: SearchResult) -> None:
         """A search's choice (modelopt_best): in the results JSON and the summary, and, with
-        --modelopt-save-baseline, as the test's baseline entry."""
+        --modelopt-save-baseline, as the test's baseline entry.
+        """
         self.baselines.record_choice(nodeid, found)
         self.report.record_search(
             nodeid,

@@ -135,7 +135,8 @@ class SessionBaselines:
     def compare_choice(self, nodeid: str, found: SearchResult, tolerances: Tolerances) -> None:
         """Judge a search (modelopt_best) against the choice its baseline entry recorded; raise
         ContractViolation when that choice no longer meets its budgets or is now surely beaten
-        beyond the tolerance (``search.check_contract``)."""
+        beyond the tolerance (``search.check_contract``).
+        """
         from pytest_modelopt.baselines import choice_tolerance, module_of
         from pytest_modelopt.search import check_contract
 
@@ -173,7 +174,8 @@ class SessionBaselines:
 
     def choice_entry(self, found: SearchResult) -> dict[str, Any] | None:
         """The baseline entry of a search: the recommended variant's size and accuracy, and the
-        choice (``search.contract_of``); None when nothing was recommended."""
+        choice (``search.contract_of``); None when nothing was recommended.
+        """
         from pytest_modelopt.baselines import ACCURACY_METRICS
         from pytest_modelopt.report import environment
         from pytest_modelopt.search import contract_of
@@ -234,7 +236,8 @@ class SessionBaselines:
         test whose body failed was never compared: its status says whether there was anything to
         compare with, in the words a passing test's row uses (``no baseline``, ``no entry``,
         ``recorded``), and ``not compared`` only where an entry exists and the failure kept it
-        from being judged."""
+        from being judged.
+        """
         from pytest_modelopt.baselines import module_of
 
         if nodeid in self.comparisons:
@@ -253,7 +256,8 @@ class SessionBaselines:
 
     def write_files(self, records: list[dict[str, Any]]) -> list[tuple[str, dict[str, bool]]]:
         """Save the measured entries (--modelopt-save-baseline), write the entries that regressed
-        beside their baselines, and report or prune unused ones: the summary lines that say so."""
+        beside their baselines, and report or prune unused ones: the summary lines that say so.
+        """
         from pytest_modelopt.baselines import SaveReport
 
         report = SaveReport()
@@ -414,7 +418,8 @@ class SessionBaselines:
 
 def _first_differences(differences: list[str], shown: int = 3, width: int = 90) -> str:
     """The first few hardware fields that differ, each cut to one short line: under an ISA cap
-    the full list ran to 1,500 characters a fingerprint."""
+    the full list ran to 1,500 characters a fingerprint.
+    """
     if not differences:
         return "fields not recorded"
     lines = [line if len(line) <= width else line[: width - 3] + "..." for line in differences]

@@ -1,5 +1,6 @@
 """What every part of the session shares: the pytest config, the settings, the detected
-hardware, pytest's cache directory and a live progress line."""
+hardware, pytest's cache directory and a live progress line.
+"""
 
 from __future__ import annotations
 

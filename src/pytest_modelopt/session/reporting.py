@@ -1,5 +1,6 @@
 """What the session reports: one record per measured variant, the ``modelopt results`` section
-of the terminal summary, and the results JSON (``--modelopt-json``)."""
+of the terminal summary, and the results JSON (``--modelopt-json``).
+"""
 
 from __future__ import annotations
 
@@ -63,7 +64,8 @@ class SessionReport:
         baseline: dict[str, Any],
     ) -> None:
         """A search's choice and what it measured (each candidate's record, the format of
-        ``results``, so ``search.choose`` reads them back to the same choice)."""
+        ``results``, so ``search.choose`` reads them back to the same choice).
+        """
         self.searches.append(
             {
                 **self._header(nodeid, timed_sections, lock_wait_s, baseline),
@@ -81,7 +83,8 @@ class SessionReport:
         baseline: dict[str, Any],
     ) -> dict[str, Any]:
         """What every record of a test holds, a variant's or a search's: who measured it, when
-        it held the timing lock, how long it waited for it, and its baseline comparison."""
+        it held the timing lock, how long it waited for it, and its baseline comparison.
+        """
         return {
             "test": nodeid,
             "worker": self.worker,
@@ -113,7 +116,8 @@ class SessionReport:
 
     def _search_lines(self) -> list[tuple[str, dict[str, bool]]]:
         """Per search (modelopt_best): what it chose, what it measured, and how the choice
-        compared with the recorded one."""
+        compared with the recorded one.
+        """
         lines: list[tuple[str, dict[str, bool]]] = []
         for search in self.searches:
             status = search["baseline"]["status"]
@@ -131,7 +135,8 @@ class SessionReport:
 
     def _note_lines(self) -> list[str]:
         """Each variant note once, naming the variants that carry it as ``model[technique]``
-        (a session may measure several models with one technique)."""
+        (a session may measure several models with one technique).
+        """
         notes: dict[str, set[str]] = {}
         for record in self.records:
             label = one_line(f"{record['spec']}[{record['technique']}]")

@@ -68,7 +68,8 @@ class MeasurementScheduler:
     @contextlib.contextmanager
     def timed_section(self, nodeid: str) -> Iterator[None]:
         """Hold the machine-wide timing lock, third-party logs below WARNING kept out of pytest's
-        capture (what runs here builds, times and profiles variants); the span is recorded."""
+        capture (what runs here builds, times and profiles variants); the span is recorded.
+        """
         from filelock import FileLock
 
         if self._lock is None:
@@ -92,7 +93,8 @@ class MeasurementScheduler:
 
     def _acquire(self, nodeid: str) -> float:
         """Take the timing lock; while another process holds it, say who after a second and
-        again whenever the holder changes. Returns the seconds waited."""
+        again whenever the holder changes. Returns the seconds waited.
+        """
         from filelock import Timeout
 
         assert self._lock is not None
@@ -122,7 +124,8 @@ class MeasurementScheduler:
         meter: str | None = None,
     ) -> VariantResult:
         """Build and measure one variant with the timing lock held (building too: a build in
-        another worker would disturb this one's timing as much as another measurement)."""
+        another worker would disturb this one's timing as much as another measurement).
+        """
         evaluator = self.evaluator(spec, workdir)
         slowdown = dict(self.context.settings.inject_slowdown).get(technique)
         with self.timed_section(nodeid):
@@ -152,7 +155,8 @@ class MeasurementScheduler:
         """``Evaluator.best`` for the modelopt_best fixture, the whole search inside one timed
         section (its progress goes to the terminal through the evaluator's log). A technique
         named by --modelopt-inject-slowdown is built first and slowed down, as ``evaluate``
-        does, so that the search measures the slowed variant."""
+        does, so that the search measures the slowed variant.
+        """
         from pytest_modelopt.errors import ModeloptError
         from pytest_modelopt.search import _params_of
 
@@ -215,7 +219,8 @@ def read_holder() -> dict[str, Any] | None:
 
 def describe_holder(record: dict[str, Any] | None) -> str:
     """Who holds the timing lock, in words: the record can be missing or stale (a process that
-    does not write one, such as an older pytest-modelopt)."""
+    does not write one, such as an older pytest-modelopt).
+    """
     unknown = f"another process's measurement (the lock {TIMING_LOCK} names no holder)"
     if record is None or not _alive(record.get("pid")):
         return unknown

@@ -1,5 +1,6 @@
 """Low-rank factorization: each large Linear (and 1x1 Conv) replaced by two thinner layers from
-its truncated SVD."""
+its truncated SVD.
+"""
 
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ if TYPE_CHECKING:
 def build_lowrank(ctx: BuildContext) -> Variant:
     """``rank_ratio`` keeps that fraction of each layer's full rank; ``energy`` (when given)
     instead keeps the fewest singular values whose squares sum to that fraction of the total.
-    Layers narrower than ``min_features``, or that factorizing would not shrink, stay whole."""
+    Layers narrower than ``min_features``, or that factorizing would not shrink, stay whole.
+    """
     from pytest_modelopt.torchtools import parameter_count
     from pytest_modelopt.variants.pruning import maybe_fine_tune, torch_variant
 

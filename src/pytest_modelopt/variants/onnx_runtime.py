@@ -96,7 +96,8 @@ def session_for(
     path: Path, ctx: BuildContext, providers: list[str] | None = None
 ) -> onnxruntime.InferenceSession:
     """The variant's session: the harness's threads, providers by hardware, TensorRT with an
-    engine cache and an optimization profile for the batch sizes the spec uses."""
+    engine cache and an optimization profile for the batch sizes the spec uses.
+    """
     providers = providers or providers_for(ctx)
     chosen: list[Any] = [
         (name, tensorrt_options(path, ctx)) if name == TENSORRT else name for name in providers
@@ -109,7 +110,8 @@ def make_session(
 ) -> onnxruntime.InferenceSession:
     """A session configured as ORT's own guidance says for latency: all graph optimizations,
     intra-op threads from the harness, sequential execution; with ``profile_prefix``, ORT's
-    profiling on, its JSON written to a file of that prefix."""
+    profiling on, its JSON written to a file of that prefix.
+    """
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
@@ -136,7 +138,8 @@ def ort_runner(path: str, threads: int | None) -> Callable[[Any], Any]:
 def ort_profiler(path: str, threads: int | None) -> Callable[[Any, int], dict[str, float]]:
     """``profile(batch, calls)``: milliseconds per call by ``op_type`` of a CPU session on the
     model at ``path`` with ORT's profiling on (node events of the calls after a warm-up; a fused
-    node counts under the type ORT gives it). The variant's ``profiler``."""
+    node counts under the type ORT gives it). The variant's ``profiler``.
+    """
 
     def profile(batch: Any, calls: int) -> dict[str, float]:
         import tempfile
@@ -167,7 +170,8 @@ def ort_profiler(path: str, threads: int | None) -> Callable[[Any, int], dict[st
 def tensorrt_options(path: Path, ctx: BuildContext) -> dict[str, Any]:
     """TensorRT provider options: an engine cache beside the variant (the engine is built on the
     first call, once), fp16 where ``params["fp16"]`` asks for it, and one optimization profile
-    from batch 1 to the largest batch the spec feeds, tuned for the timed batch."""
+    from batch 1 to the largest batch the spec feeds, tuned for the timed batch.
+    """
     import onnx
 
     graph = onnx.load(str(path), load_external_data=False).graph
@@ -262,7 +266,8 @@ def _plain_runner(session: onnxruntime.InferenceSession) -> Callable[[Any], Any]
 
 def _bound_runner(session: onnxruntime.InferenceSession) -> Callable[[Any], Any]:
     """IO binding, as ORT advises on GPU: CUDA tensors are bound where they lie (no copy), host
-    inputs are copied once by ORT, and outputs stay on the device until someone reads them."""
+    inputs are copied once by ORT, and outputs stay on the device until someone reads them.
+    """
     import numpy as np
 
     names = [i.name for i in session.get_inputs()]

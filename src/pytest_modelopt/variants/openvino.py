@@ -187,7 +187,8 @@ def openvino_profiler(
     """``profile(batch, calls)``: milliseconds per call by layer type and kernel (``Convolution
     (brgconv_avx2_FP32)``: a change of kernel shows as one row leaving and another coming) of the
     saved IR compiled with ``config`` and ``PERF_COUNT``, one request on the whole batch (a
-    THROUGHPUT variant too), summed over the calls. The variant's ``profiler``."""
+    THROUGHPUT variant too), summed over the calls. The variant's ``profiler``.
+    """
 
     def profile(batch: Any, calls: int) -> dict[str, float]:
         import openvino as ov
@@ -231,7 +232,8 @@ class ShapeCompiled:
 
     def compiled(self, shapes: tuple[tuple[int, ...], ...] | None = None) -> Any:
         """The compilation for ``shapes``; the dynamic one for ``None``, past the static limit, or
-        once a static compilation has failed."""
+        once a static compilation has failed.
+        """
         if shapes is not None and shapes not in self._compiled and self._static_allowed():
             try:
                 self._compiled[shapes] = self._compile_static(shapes)
@@ -249,7 +251,8 @@ class ShapeCompiled:
 
     def bound_request(self, arrays: list[Any]) -> Any:
         """A request of the compilation for these arrays' shapes, reading them without a copy (a
-        converted copy where the dtype differs: the tensor keeps it alive)."""
+        converted copy where the dtype differs: the tensor keeps it alive).
+        """
         import numpy as np
         import openvino as ov
 
@@ -406,7 +409,8 @@ def _precision_the_cap_allows(
 ) -> str | None:
     """The precision to pin on the CPU: ``pinned``, unless an ISA cap forbids the instructions it
     needs (a skip: the plugin would run it anyway, outside the cap), or f32 where the cap forbids
-    the plugin's default (see PRECISION_FLAGS); None keeps the default."""
+    the plugin's default (see PRECISION_FLAGS); None keeps the default.
+    """
     cap = ctx.hardware.isa_cap
     if cap is None:
         return pinned

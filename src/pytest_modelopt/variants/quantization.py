@@ -138,7 +138,8 @@ def _quantized_variant(
     state: dict[str, Any] | None = None,
 ) -> Variant:
     """Save ``state`` (default: the model's state dict) and wrap ``run_model`` (default: the
-    model) as the variant."""
+    model) as the variant.
+    """
     import torch
 
     from pytest_modelopt.variants.torch_eager import eager_runner
@@ -167,7 +168,8 @@ def _quantized_variant(
 def build_static_int8(ctx: BuildContext) -> Variant:
     """``path``: ``pt2e`` (torchao's X86InductorQuantizer, then inductor), ``fx``
     (prepare_fx/convert_fx with the engine's qconfig mapping), or ``auto``: pt2e where torchao is
-    installed on an x86 CPU, else fx."""
+    installed on an x86 CPU, else fx.
+    """
     import importlib.util
 
     path = ctx.params["path"]
@@ -311,7 +313,8 @@ def _graph_coverage(state: dict[str, Any]) -> tuple[dict[str, Any], str]:
 
 def _graph_state(module: Any) -> dict[str, Any]:
     """The tensors a graph module's graph reads: convert_pt2e folds int8 weights into new
-    attributes and leaves the fp32 originals on the module, unused; they must not count."""
+    attributes and leaves the fp32 originals on the module, unused; they must not count.
+    """
     used = {node.target for node in module.graph.nodes if node.op == "get_attr"}
     return {name: value for name, value in module.state_dict().items() if name in used}
 
@@ -416,7 +419,8 @@ def int8_coverage(
 ) -> tuple[dict[str, Any], str]:
     """Which layers a torch.ao quantization turned into int8 kernels, and which weights it left
     in fp32 (an embedding, a convolution that dynamic quantization does not cover): the
-    variant's details and a note. An embedding-heavy model barely shrinks, and this says why."""
+    variant's details and a note. An embedding-heavy model barely shrinks, and this says why.
+    """
     int8: dict[str, int] = {}
     fp32: dict[str, int] = {}
     for module in quantized.modules():

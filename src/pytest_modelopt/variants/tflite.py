@@ -254,7 +254,8 @@ def build_tflite_int8_fallback(ctx: BuildContext) -> Variant:
 
 def _set_tensorflow_threads(tf: Any, threads: int | None) -> int:
     """Set TensorFlow's intra-op threads; once its runtime has started they can no longer
-    change, and the thread count in force is what is returned and recorded."""
+    change, and the thread count in force is what is returned and recorded.
+    """
     if threads:
         try:
             tf.config.threading.set_intra_op_parallelism_threads(threads)

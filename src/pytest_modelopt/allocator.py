@@ -57,8 +57,10 @@ def _libc() -> ctypes.CDLL | None:
 
 
 def keep_freed_memory() -> str:
-    """From now on, freed blocks up to 1 GiB stay in this process; returns what was set (the
-    timing records carry it), or ``"system default"`` where this is not glibc.
+    """Keep freed blocks of up to 1 GiB in this process from now on.
+
+    Returns what was set (the timing records carry it), or ``"system default"`` where this is
+    not glibc.
     """
     if os.environ.get(OPT_OUT, "") not in ("", "0"):
         return f"{SYSTEM} ({OPT_OUT} is set)"
@@ -75,7 +77,7 @@ def keep_freed_memory() -> str:
 
 
 def return_freed_memory() -> None:
-    """glibc's default thresholds again, and the memory kept meanwhile given back."""
+    """Restore glibc's default thresholds and give back the memory kept meanwhile."""
     libc = _libc()
     if libc is None:
         return
@@ -86,8 +88,10 @@ def return_freed_memory() -> None:
 
 @contextlib.contextmanager
 def freed_memory_kept() -> Iterator[str]:
-    """``with freed_memory_kept() as allocator:`` time calls in this process; ``allocator`` says
-    how memory was handled.
+    """Keep freed memory in this process for the block, then return it to the system.
+
+    ``with freed_memory_kept() as allocator:`` time calls in this process; ``allocator`` says how
+    memory was handled.
     """
     allocator = keep_freed_memory()
     try:

@@ -1,5 +1,7 @@
-"""Writes that never leave a half-written file behind (temp file, fsync, then rename), with the
-permissions an ordinary ``open(path, "w")`` would give, and a lock for read-merge-write.
+"""Writes that never leave a half-written file behind, and a lock for read-merge-write.
+
+A write goes to a temp file, is fsynced, then renamed into place, with the permissions an
+ordinary ``open(path, "w")`` would give.
 """
 
 from __future__ import annotations
@@ -36,8 +38,9 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 @contextlib.contextmanager
 def directory_lock(directory: Path) -> Iterator[None]:
-    """Hold ``directory``'s lock across processes, for a read-merge-write of files in it: two
-    processes that each read, merge and write one file would otherwise lose one's update.
+    """Hold ``directory``'s lock across processes, for a read-merge-write of files in it.
+
+    Two processes that each read, merge and write one file would otherwise lose one's update.
     """
     from filelock import FileLock
 
@@ -47,8 +50,9 @@ def directory_lock(directory: Path) -> Iterator[None]:
 
 
 def process_umask() -> int:
-    """This process's umask, read without changing it where Linux shows it (setting and
-    restoring it would race with any other thread that creates a file).
+    """Return this process's umask, read without changing it where Linux shows it.
+
+    Setting and restoring it would race with any other thread that creates a file.
     """
     try:
         status = Path("/proc/self/status").read_text(encoding="ascii")

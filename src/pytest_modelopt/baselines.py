@@ -117,7 +117,7 @@ class Tolerances:
     )
 
     def override(self, where: str, **keywords: Any) -> Tolerances:
-        """These tolerances with a marker's keywords applied; a bad keyword is a clear error."""
+        """Return these tolerances with a marker's keywords applied; a bad keyword is an error."""
         unknown = sorted(set(keywords) - set(self.MARKER_KEYWORDS))
         if unknown:
             raise ValueError(
@@ -139,9 +139,10 @@ class Tolerances:
 
 
 def choice_tolerance(metric: str, tolerances: Tolerances) -> tuple[float, bool]:
-    """How far a recorded choice may be beaten before it is a regression, for an objective's
-    metric: a fraction (speedup tolerance for speed, instructions for counts, size for bytes),
-    or, for an accuracy metric, points of 1.0 (``absolute``).
+    """Return how far a recorded choice may be beaten before it is a regression.
+
+    For an objective's metric: a fraction (speedup tolerance for speed, instructions for counts,
+    size for bytes), or, for an accuracy metric, points of 1.0 (``absolute``).
     """
     if metric in {
         "instructions_ratio",
@@ -170,8 +171,10 @@ DISTURBED_FACTOR = 3.0
 
 
 def disturbed_records(records: Iterable[Mapping[str, Any]]) -> dict[str, str]:
-    """Wall-clock records whose reference timing disagrees with the rest of the run: test id ->
-    why it is not stored as a baseline (the fastest row of the spec is the least disturbed).
+    """Find wall-clock records whose reference timing disagrees with the rest of the run.
+
+    Test id -> why it is not stored as a baseline (the fastest row of the spec is the least
+    disturbed).
     """
     groups: dict[tuple[str, str], list[tuple[str, float]]] = {}
     for record in records:
@@ -197,7 +200,7 @@ def disturbed_records(records: Iterable[Mapping[str, Any]]) -> dict[str, str]:
 def entry_from_record(
     record: Mapping[str, Any], *, recorded: str, settings: Mapping[str, Any], environment: Any
 ) -> dict[str, Any]:
-    """A baseline entry from one result record (``VariantResult.to_dict()`` with its test id)."""
+    """Make a baseline entry of one result record (``VariantResult.to_dict()`` with its test id)."""
     latency = record["latency"]
     common = {
         "spec": record["spec"],
@@ -239,8 +242,10 @@ def entry_from_record(
 
 
 def _profiled_fields(operators: Mapping[str, Any]) -> dict[str, Any]:
-    """What an operator profile adds to a timed entry (a record profiled: a baseline being
-    saved, or a regression explained): each side's top operators, where it has them.
+    """Return what an operator profile adds to a timed entry: each side's top operators.
+
+    A record is profiled when a baseline is being saved, or a regression explained; a side
+    without a profile adds nothing.
     """
     fields = {}
     for side, key in (("variant", "top_operators"), ("reference", "reference_top_operators")):
@@ -250,7 +255,7 @@ def _profiled_fields(operators: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _counted_fields(record: Mapping[str, Any]) -> dict[str, Any]:
-    """What the instructions meter adds to an entry: counts, the ratio, the ISA, top functions."""
+    """Return what the instructions meter adds to an entry: counts, ratio, ISA, top functions."""
     latency = record["latency"]
     counts = latency["counts"]
     variant, reference = counts["variant"], counts["reference"]
@@ -281,9 +286,10 @@ def _interval(interval: Any) -> list[float | None] | None:
 
 
 def _can_gate(stored: Mapping[str, Any]) -> bool:
-    """Whether a stored speedup may set a limit: not one the engine found too noisy to judge or
-    left unbounded when it was recorded (a 3-round 18.5x [-inf, inf] on a loaded machine would
-    fail every honest run below 14.8x).
+    """Return whether a stored speedup may set a limit.
+
+    Not one the engine found too noisy to judge or left unbounded when it was recorded (a
+    3-round 18.5x [-inf, inf] on a loaded machine would fail every honest run below 14.8x).
     """
     interval = stored.get("interval")
     bounded = interval is not None and None not in interval
@@ -338,7 +344,7 @@ def compare(
     *,
     same_hardware: bool,
 ) -> list[BaselineCheck]:
-    """The regression checks of a new entry against a stored one (see the module docstring)."""
+    """Check a new entry against a stored one for regressions (see the module docstring)."""
     checks = []
 
     def add(metric: str, op: str, threshold: float, old: Measured, measured: Measured) -> None:
@@ -394,7 +400,7 @@ def compare(
 
 
 def format_baseline_checks(checks: Iterable[BaselineCheck], title: str) -> str:
-    """A table: metric, baseline [interval], measured [interval], limit, verdict; then reasons."""
+    """Tabulate metric, baseline [interval], measured [interval], limit, verdict; then reasons."""
     rows = [("metric", "baseline", "measured", "limit", "verdict")]
     reasons = []
     for item in checks:
@@ -422,9 +428,11 @@ def format_baseline_checks(checks: Iterable[BaselineCheck], title: str) -> str:
 
 @dataclass(frozen=True)
 class TopList:
-    """What a top list of an entry ranks, for the table of what changed: its entry key, the name
-    of a row, the unit and format of its figures, and where its rows go in the results JSON
-    (``json_key``, each row ``{json_name: ..., "baseline": ..., "measured": ...}``).
+    """What a top list of an entry ranks, for the table of what changed.
+
+    Its entry key, the name of a row, the unit and format of its figures, and where its rows go
+    in the results JSON (``json_key``, each row
+    ``{json_name: ..., "baseline": ..., "measured": ...}``).
     """
 
     key: str
@@ -461,8 +469,10 @@ NO_STORED_PROFILE = (
 def top_diff(
     stored: Mapping[str, float], new: Mapping[str, float], rows: int = 10
 ) -> list[tuple[str, float | None, float | None]]:
-    """The names whose figure changed most between two top lists (each the top 30 of its run):
-    (name, baseline, measured); None where a name is not in that list.
+    """Return the names whose figure changed most between two top lists.
+
+    Each list is the top 30 of its run. Rows are (name, baseline, measured); None where a name is
+    not in that list.
     """
     names = set(stored) | set(new)
 
@@ -476,7 +486,7 @@ def top_diff(
 def format_top_diff(
     stored: Mapping[str, float], new: Mapping[str, float], kind: TopList = FUNCTIONS
 ) -> str:
-    """A table of what grew: the rows of a top list whose figure per call changed most."""
+    """Format a table of what grew: the rows of a top list whose figure per call changed most."""
     diff = top_diff(stored, new, kind.rows)
     if not diff:
         return ""
@@ -503,10 +513,12 @@ def format_top_diff(
 def what_grew(
     stored: Mapping[str, Any], new: Mapping[str, Any], unavailable: Mapping[str, str] | None = None
 ) -> tuple[str, dict[str, Any]]:
-    """Why an entry regressed, as far as its top lists tell: the tables for the failure message,
-    and their rows for the results JSON (``functions`` of a counted entry; ``operators`` and
-    ``reference_operators`` of a timed one, or ``operators_unavailable`` saying why there are
-    none: ``unavailable`` gives a side's reason where it could not be profiled).
+    """Say why an entry regressed, as far as its top lists tell.
+
+    Return the tables for the failure message, and their rows for the results JSON
+    (``functions`` of a counted entry; ``operators`` and ``reference_operators`` of a timed one,
+    or ``operators_unavailable`` saying why there are none: ``unavailable`` gives a side's reason
+    where it could not be profiled).
     """
     counted = new.get("meter") == "instructions"
     kinds = (FUNCTIONS,) if counted else (OPERATORS, REFERENCE_OPERATORS)
@@ -549,21 +561,23 @@ def module_of(nodeid: str) -> str:
 
 
 def baseline_filename(module: str) -> str:
-    """A readable, safe file name for a test module, with a short hash so names never collide."""
+    """Return a readable, safe file name for a test module, with a hash so names never collide."""
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", module.removesuffix(".py")).strip("._-")[:80]
     digest = hashlib.sha256(module.encode()).hexdigest()[:8]
     return f"{stem or 'tests'}-{digest}.json"
 
 
 def counted_fingerprint(hardware: Hardware) -> str:
-    """Where counted baselines of this machine live: apart from timed ones, since counts come
-    from valgrind's simulated CPU (AVX2 kernels at most), not from this CPU's timing.
+    """Return the fingerprint under which this machine's counted baselines live.
+
+    Apart from timed ones, since counts come from valgrind's simulated CPU (AVX2 kernels at
+    most), not from this CPU's timing.
     """
     return f"{hardware.fingerprint}-counted"
 
 
 def hardware_record(hardware: Hardware) -> dict[str, Any]:
-    """What a baseline file says about the machine that recorded it (drifting notes left out)."""
+    """Return the hardware a baseline file records, its drifting notes left out."""
     data = hardware.to_dict()
     data.pop("notes", None)
     data["detected_fingerprint"] = dataclasses.replace(hardware, machine=None).fingerprint
@@ -576,7 +590,7 @@ def hardware_differences(
     current: Mapping[str, Any],
     names: tuple[str, str] = ("baseline", "this run"),
 ) -> list[str]:
-    """The fields in which two hardware records differ, as ``field: a (baseline) != b (...)``."""
+    """List the fields in which two hardware records differ: ``field: a (baseline) != b (...)``."""
     left, right = _flatten(stored), _flatten(current)
     keys = sorted(set(left) | set(right))
     return [
@@ -627,7 +641,7 @@ def load_baseline_file(path: Path, fingerprint: str) -> dict[str, Any]:
 
 
 def _not_finite(data: Any, where: str = "") -> str | None:
-    """The key path of the first NaN or infinity in an entry, None if it has none."""
+    """Return the key path of the first NaN or infinity in an entry, None if it has none."""
     if isinstance(data, float) and not math.isfinite(data):
         return where or "the value"
     items = (
@@ -687,7 +701,7 @@ class BaselineStore:
         )
 
     def load(self, module: str) -> dict[str, Any] | None:
-        """The module's baseline file, validated; None when there is none."""
+        """Return the module's baseline file, validated; None when there is none."""
         path = self.path_for(module)
         if path not in self._files:
             if not path.exists():
@@ -700,8 +714,10 @@ class BaselineStore:
         return None if document is None else document["entries"].get(nodeid)
 
     def same_hardware(self, module: str) -> tuple[bool, list[str]]:
-        """Whether the detected hardware matches the one that recorded this module's baseline
-        (it may not under a --modelopt-machine name that covers a class of machines).
+        """Return whether the detected hardware matches the one that recorded this baseline.
+
+        With the fields that differ. It may not match under a --modelopt-machine name that covers
+        a class of machines; a module without a baseline is ``(False, [])``.
         """
         document = self.load(module)
         if document is None:
@@ -712,8 +728,10 @@ class BaselineStore:
         return same, [] if same else hardware_differences(stored, current)
 
     def other_fingerprints(self) -> dict[str, list[str]]:
-        """Fingerprints of other machines that have baselines under root, each with how its
-        hardware differs (this machine's timed and counted baselines are not listed).
+        """Return the fingerprints of other machines that have baselines under root.
+
+        Each comes with how its hardware differs (this machine's timed and counted baselines are
+        not listed).
         """
         found: dict[str, list[str]] = {}
         if not self.root.is_dir():
@@ -772,7 +790,7 @@ class BaselineStore:
                 report.written.append(f"{path} ({len(updates)} recorded, {len(merged)} in all)")
 
     def write_obtained(self, module: str, updates: Mapping[str, Any]) -> Path:
-        """The module's baseline as this run would record it, beside it, for diffing."""
+        """Write the module's baseline as this run would record it, beside it, for diffing."""
         path = self.path_for(module)
         existing = self.load(module)
         merged = dict(existing["entries"]) if existing else {}
@@ -782,8 +800,10 @@ class BaselineStore:
         return obtained
 
     def unused(self, collected: set[str], in_scope: Any) -> tuple[list[str], list[Path]]:
-        """Entries of this fingerprint whose test was not collected (within ``in_scope``,
-        a predicate on module paths), and files none of whose tests were collected.
+        """Find the entries and files of this fingerprint that no collected test uses.
+
+        Entries whose test was not collected (within ``in_scope``, a predicate on module paths),
+        and files none of whose tests were collected.
         """
         entries, files = [], []
         for path in self.baseline_files():

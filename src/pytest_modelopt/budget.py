@@ -251,7 +251,8 @@ AFTER_REGRESSION = (
 
 
 def what_to_do(undecided: Iterable[Check], timed_s: float, loosen: str = LOOSEN_BUDGET) -> str:
-    """How to turn inconclusive verdicts into decisions, with the timing likely to decide each;
+    """Say how to turn inconclusive verdicts into decisions, with the timing likely to decide each.
+
     ``loosen`` says how to move the limit (a contract's budget, a baseline's tolerance).
 
     An interval narrows about as one over the square root of the rounds, so the budget leaves it

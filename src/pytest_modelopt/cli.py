@@ -241,8 +241,10 @@ def _merge(args: argparse.Namespace) -> int:
 
 
 def _load_runs(arguments: Sequence[Path]) -> list[Any]:
-    """The results files named, a directory standing for its *.json (tox and Windows do not
-    glob); none found, or one unreadable, is an InvalidFileError naming it.
+    """Load the results files named, a directory standing for its *.json.
+
+    Directories are read here because tox and Windows do not glob. None found, or one unreadable,
+    is an InvalidFileError naming it.
     """
     from pytest_modelopt.results import load_run
 
@@ -255,8 +257,10 @@ def _load_runs(arguments: Sequence[Path]) -> list[Any]:
 
 
 def _choices(runs: list[Any], budgets: list[str], objective: str | None) -> list[Any] | None:
-    """The search's choices for merge's marks ([] when no budget or objective is given), or
-    None after printing why a budget or objective cannot be read.
+    """Return the search's choices for merge's marks.
+
+    [] when no budget or objective is given, or None after printing why a budget or objective
+    cannot be read.
     """
     from pytest_modelopt.errors import BudgetError
     from pytest_modelopt.search import choose_runs

@@ -266,7 +266,7 @@ class Settings:
         )
 
     def recorded_settings(self) -> dict[str, Any]:
-        """The settings that change a measurement, stored with each baseline entry."""
+        """Return the settings that change a measurement, stored with each baseline entry."""
         names = ("max_time", "warmup", "precision", "confidence", "noise")
         return {name: getattr(self, name) for name in names}
 

@@ -106,7 +106,7 @@ class ValgrindMissing(PackageMissing):
 
 
 def find_valgrind() -> str:
-    """The valgrind executable ($MODELOPT_VALGRIND, else the PATH's); ValgrindMissing if none."""
+    """Find valgrind: $MODELOPT_VALGRIND, else the PATH's; ValgrindMissing if there is none."""
     configured = os.environ.get(VALGRIND_ENV)
     found = shutil.which(configured or "valgrind")
     if found is None:
@@ -190,7 +190,7 @@ class Counts:
         return estimated_cycles(self.events)
 
     def minus(self, other: Counts) -> Counts:
-        """These counts less an overhead (the empty bracket), never below zero."""
+        """Return these counts less an overhead (the empty bracket), never below zero."""
         events = {
             name: max(0.0, value - other.events.get(name, 0.0))
             for name, value in self.events.items()
@@ -207,7 +207,7 @@ def estimated_cycles(events: Mapping[str, float]) -> float:
 
 
 def parse_callgrind(path: Path, top: int = TOP_FUNCTIONS) -> Counts:
-    """The totals of a callgrind dump and its ``top`` functions by self instructions.
+    """Read the totals of a callgrind dump and its ``top`` functions by self instructions.
 
     A cost line follows a ``fn=`` line (self cost) or a ``calls=`` line (the inclusive cost of
     that call, which is not the caller's own and is skipped).
@@ -250,8 +250,9 @@ def parse_callgrind(path: Path, top: int = TOP_FUNCTIONS) -> Counts:
 
 
 def per_call(counts: list[Counts]) -> dict[str, Any]:
-    """Per-call medians of events (robust to a call that an allocator's trim or a lazy cache
-    made dearer), estimated cycles, and the top functions of the last call.
+    """Summarize counted calls: per-call medians, estimated cycles, the last call's top functions.
+
+    Medians of events are robust to a call that an allocator's trim or a lazy cache made dearer.
     """
     if not counts:
         return {}
@@ -300,9 +301,10 @@ class CountingWorker:
         return self._process.pid if self._process is not None else None
 
     def start(self, preload: tuple[str, ...] = ()) -> None:
-        """Start the process if it is not running; have it import ``preload`` modules (the
-        runtimes a comparison will need) without waiting, so that their import under valgrind
-        overlaps the variant's build in this process.
+        """Start the process if it is not running, and have it import ``preload`` modules.
+
+        The modules (the runtimes a comparison will need) are imported without waiting, so that
+        their import under valgrind overlaps the variant's build in this process.
         """
         if not self.running:
             self._start()
@@ -400,8 +402,9 @@ class CountingWorker:
         return self._directory / f"callgrind.out.{number}"
 
     def _reply(self, label: str, timeout: float | None) -> Any:
-        """The answer to the last request, after those of earlier requests left unanswered (a
-        failed preload is not an error here: the load that needs the module says why).
+        """Return the answer to the last request, after those of earlier unanswered requests.
+
+        A failed preload is not an error here: the load that needs the module says why.
         """
         while self._unanswered:
             self._unanswered -= 1
@@ -437,7 +440,7 @@ _shared: dict[int, CountingWorker] = {}
 
 
 def shared_worker(threads: int | None) -> CountingWorker:
-    """The session's counting worker for this thread count (started on first load)."""
+    """Return the session's counting worker for this thread count (started on first load)."""
     return _shared.setdefault(threads or 1, CountingWorker(threads=threads))
 
 
@@ -450,8 +453,9 @@ def close_shared_workers() -> None:
 
 
 class CountedPair:
-    """A comparison's two sides in a counting worker: loaded by the first side that starts,
-    unloaded when the last one closes.
+    """A comparison's two sides in a counting worker.
+
+    Loaded by the first side that starts, unloaded when the last one closes.
     """
 
     def __init__(self, worker: CountingWorker, sides: list[tuple[Loader, Any]], label: str):
@@ -548,9 +552,10 @@ def counted_sides(
     label: str,
     worker: CountingWorker | None = None,
 ) -> tuple[CountedSide, CountedSide]:
-    """The variant's and the reference's meters, loaded together into a counting worker (the
-    session's shared one unless given); each side rebuilt with one thread where its loader takes
-    a thread count.
+    """Return the variant's and the reference's meters, loaded together into a counting worker.
+
+    The worker is the session's shared one unless given; each side is rebuilt with one thread
+    where its loader takes a thread count.
     """
     sides = [(single_threaded(loader), batch) for loader, batch in (variant, reference)]
     pair = CountedPair(worker or shared_worker(threads), sides, label)
@@ -558,9 +563,11 @@ def counted_sides(
 
 
 def single_threaded(loader: Loader) -> Loader:
-    """The loader with its runtime's own pool at one thread (ONNX Runtime's ``threads``,
-    OpenVINO's ``INFERENCE_NUM_THREADS``): valgrind runs threads one at a time, and a pool's
-    spinning would add instructions that differ from one process to the next.
+    """Return the loader with its runtime's own pool at one thread.
+
+    ONNX Runtime's ``threads``, OpenVINO's ``INFERENCE_NUM_THREADS``: valgrind runs threads one
+    at a time, and a pool's spinning would add instructions that differ from one process to the
+    next.
     """
     kwargs = dict(loader.kwargs)
     if "threads" in kwargs:
@@ -572,9 +579,10 @@ def single_threaded(loader: Loader) -> Loader:
 
 
 def _no_address_randomization() -> None:
-    """In the child before exec: no address-space randomization (personality ADDR_NO_RANDOMIZE),
-    so that hash tables keyed by addresses probe alike in every process. Best effort: where the
-    call is refused, counts vary a little more.
+    """Turn off address-space randomization in the child, before exec.
+
+    personality(ADDR_NO_RANDOMIZE), so that hash tables keyed by addresses probe alike in every
+    process. Best effort: where the call is refused, counts vary a little more.
     """
     with contextlib.suppress(Exception):
         libc = ctypes.CDLL(None, use_errno=True)
@@ -584,8 +592,10 @@ def _no_address_randomization() -> None:
 
 
 def _worker_environment(threads: int | None) -> dict[str, str]:
-    """The parent's environment, its import path, one thread (or the fixed count) for every
-    runtime's pool, and a fixed hash seed: what changes counts between processes is fixed.
+    """Return the worker's environment: what changes counts between processes is fixed.
+
+    The parent's environment, its import path, one thread (or the fixed count) for every
+    runtime's pool, and a fixed hash seed.
     """
     count = str(threads or 1)
     return {
@@ -602,7 +612,7 @@ def _worker_environment(threads: int | None) -> dict[str, str]:
 
 
 def _isa_seen() -> dict[str, str]:
-    """What the runtimes in this process chose: torch's CPU capability, numpy's best SIMD."""
+    """Return what the runtimes in this process chose: torch's CPU capability, numpy's best SIMD."""
     seen: dict[str, str] = {}
     torch = sys.modules.get("torch")
     if torch is not None:
@@ -662,9 +672,11 @@ class _Served:
         return {"slots": slots, "overhead_dump": overhead, "isa": _isa_seen()}
 
     def _calibrate(self, runs: list[tuple[Callable[[Any], Any], Any]]) -> None:
-        """Size the runs that are sized in instructions (the testing aid's slowdown), before the
-        collection and warm-up that precede counting: calibrating reads dump files, and the
-        objects it leaves behind would change what the counted calls allocate.
+        """Size the runs that are sized in instructions (the testing aid's slowdown).
+
+        This comes before the collection and warm-up that precede counting: calibrating reads
+        dump files, and the objects it leaves behind would change what the counted calls
+        allocate.
         """
         for run, batch in runs:
             calibrate = getattr(run, "calibrate_with", None)
@@ -689,7 +701,7 @@ class _Served:
         return numbers
 
     def instructions_of(self, call: Callable[[], Any]) -> float:
-        """The instructions of one ``call``, counted here (less an empty bracket's)."""
+        """Count the instructions of one ``call`` here (less an empty bracket's)."""
         counts = []
         for thunk in (call, lambda: None):
             self.requests.toggle_collect()

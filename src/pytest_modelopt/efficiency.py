@@ -1,5 +1,7 @@
-"""Distance to the hardware's limit: a variant's achieved operations per second against this
-machine's measured peak for the variant's precision (a roofline fraction).
+"""Distance to the hardware's limit (a roofline fraction).
+
+A variant's achieved operations per second are set against this machine's measured peak for the
+variant's precision.
 
 The model's operations are counted once, on the fp32 reference, with torch's FlopCounterMode
 (a multiply-add counts as two); every variant of the model does the same arithmetic, whatever its
@@ -51,7 +53,8 @@ PEAK_RUNTIMES = ("torch", "onnxruntime", "openvino")
 
 @dataclass(frozen=True)
 class Ceiling:
-    """The most operations per second the detected hardware can issue for a precision:
+    """The most operations per second the detected hardware can issue for a precision.
+
     ``cores x ops per cycle per core x clock``; ``ops_per_s`` is None when the clock is unknown.
     """
 
@@ -178,8 +181,10 @@ def theoretical_ceiling(
     *,
     clock: tuple[float | None, str] | None = None,
 ) -> Ceiling:
-    """Cores (the harness's threads, at most the physical cores) x vector lanes x 2 ops per FMA
-    x FMA units x clock. The clock is the highest the OS reports (cpufreq), else the advertised
+    """Compute the hardware's ceiling for ``precision`` from its cores, vector units and clock.
+
+    Cores (the harness's threads, at most the physical cores) x vector lanes x 2 ops per FMA x
+    FMA units x clock. The clock is the highest the OS reports (cpufreq), else the advertised
     one; boost clocks above an advertised base clock can exceed this figure, which says so.
     ``clock`` (Hz, source) replaces the clock read from this machine.
     """
@@ -225,8 +230,10 @@ def measured_peak(
     cache_dir: Path | None,
     log: Callable[[str], None] = lambda message: None,
 ) -> Peak | None:
-    """This machine's peak for ``precision``: the best matrix product of every installed runtime
-    (None where none has a kernel). Measured once and kept in ``cache_dir`` (and in memory).
+    """Return this machine's peak for ``precision``: the best matrix product of any runtime.
+
+    Every installed runtime's kernels are timed; None where none has a kernel. Measured once and
+    kept in ``cache_dir`` (and in memory).
     """
     fingerprint = hardware.fingerprint
     memo_key = f"{fingerprint}|{threads}|{precision}|{sorted(runtime_versions().items())}"
@@ -253,7 +260,7 @@ def measured_peak(
 
 
 def _read_cache(cache_file: Path | None) -> dict[str, Peak | None]:
-    """The cached peaks; a file of another method or a damaged one is measured again."""
+    """Return the cached peaks; a file of another method, or a damaged one, is measured again."""
     if cache_file is None or not cache_file.is_file():
         return {}
     try:
@@ -330,9 +337,10 @@ def _measure_peak(
 
 
 def roofline(flops: int | None, latency_s: float, peak: Peak | None) -> dict[str, Any]:
-    """Achieved operations per second against the measured peak, with the theoretical ceiling
-    beside it. Faster than the measured peak is a measurement problem: ``fraction_of_peak`` is
-    then None, ``measurement_problem`` says why, and ``achieved_over_peak`` keeps the ratio.
+    """Set achieved operations per second against the measured peak and the theoretical ceiling.
+
+    Faster than the measured peak is a measurement problem: ``fraction_of_peak`` is then None,
+    ``measurement_problem`` says why, and ``achieved_over_peak`` keeps the ratio.
     """
     achieved = flops / latency_s if flops and latency_s > 0 else None
     figures: dict[str, Any] = {

@@ -31,8 +31,9 @@ class SpecError(ModeloptError):
 
 
 class TrainingDataMissing(SpecError):
-    """A technique that trains was asked of a spec without ``train_data``: an error when a test
-    names the technique, a skip in a search of every technique.
+    """A technique that trains was asked of a spec without ``train_data``.
+
+    An error when a test names the technique, a skip in a search of every technique.
     """
 
 

@@ -167,9 +167,11 @@ class VariantResult:
     def throughput_at(
         self, batch_sizes: Sequence[int], seconds: float = 1.0
     ) -> dict[int, Measured]:
-        """Items per second of the variant at each batch size (the example input's first item
-        repeated), timed alone, with the interval from the median latency's. A batch size the
-        variant cannot run (a fixed input shape, say) raises BuildError naming it.
+        """Measure the variant's items per second at each batch size, timed alone.
+
+        Batches are the example input's first item repeated; the interval is from the median
+        latency's. A batch size the variant cannot run (a fixed input shape, say) raises
+        BuildError naming it.
         """
         from pytest_modelopt.stats import median_interval
 
@@ -201,9 +203,11 @@ class VariantResult:
         return figures
 
     def profile_operators(self) -> dict[str, Any]:
-        """The variant's and the reference's time by operator (``pytest_modelopt.profiling``),
-        taken once, on the built variants in this process; kept in the record (``operators``)
-        and the baseline entry (``top_operators``), where a wall-clock regression is explained.
+        """Profile the variant's and the reference's time by operator, once.
+
+        See ``pytest_modelopt.profiling``. Taken on the built variants in this process; kept in
+        the record (``operators``) and the baseline entry (``top_operators``), where a
+        wall-clock regression is explained.
         """
         if not self.operators:
             from pytest_modelopt.profiling import profile_sides
@@ -296,8 +300,10 @@ class Evaluator:
         self._reference_outputs: list[np.ndarray] | None = None
 
     def build(self, technique_name: str, params: Mapping[str, Any] | None = None) -> Variant:
-        """Build a variant (once per technique and parameters); raises RequirementMissing if it
-        cannot run here, ParameterError for a parameter the technique does not take.
+        """Build a variant, once per technique and parameters.
+
+        Raises RequirementMissing if it cannot run here, ParameterError for a parameter the
+        technique does not take.
         """
         technique = get_technique(technique_name)
         merged = technique.resolve_params(params)
@@ -374,9 +380,10 @@ class Evaluator:
         max_time_s: float | None = None,
         meter: str | None = None,
     ) -> VariantResult:
-        """Build, measure against the reference, size and score one variant; ``max_time_s``
-        replaces the settings' time cap for this variant, ``meter`` the settings' meter
-        (``wall`` or ``instructions``).
+        """Build, measure against the reference, size and score one variant.
+
+        ``max_time_s`` replaces the settings' time cap for this variant, ``meter`` the settings'
+        meter (``wall`` or ``instructions``).
         """
         settings = self.settings
         if max_time_s is not None:
@@ -444,15 +451,17 @@ class Evaluator:
         params: Mapping[str, Mapping[str, Any]] | None = None,
         first: Sequence[str] = (),
     ) -> SearchResult:
-        """Which variant to ship on this machine: evaluate ``techniques`` (default: every
-        registered one; those this machine or model cannot run are skipped with the reason),
-        then the chains of those that kept the quality budgets (``chains``), starting no new
-        candidate once ``max_time`` seconds are spent, and rank them under ``budgets``
-        (``{"accuracy_drop": "<=1%"}`` or ``["accuracy_drop<=1%"]``) by ``objective``
-        (``latency``, ``throughput``, ``size``). Progress goes to the evaluator's log. The
-        result holds the ranked candidates, ties, Pareto front and recommendation, and the
-        skipped, failed, pruned and untried techniques (``pytest_modelopt.search``). ``first``
-        names candidates (a recorded choice) measured before the rest, whatever the time.
+        """Search for the variant to ship on this machine.
+
+        Evaluate ``techniques`` (default: every registered one; those this machine or model
+        cannot run are skipped with the reason), then the chains of those that kept the quality
+        budgets (``chains``), starting no new candidate once ``max_time`` seconds are spent, and
+        rank them under ``budgets`` (``{"accuracy_drop": "<=1%"}`` or ``["accuracy_drop<=1%"]``)
+        by ``objective`` (``latency``, ``throughput``, ``size``). Progress goes to the
+        evaluator's log. The result holds the ranked candidates, ties, Pareto front and
+        recommendation, and the skipped, failed, pruned and untried techniques
+        (``pytest_modelopt.search``). ``first`` names candidates (a recorded choice) measured
+        before the rest, whatever the time.
         """
         from pytest_modelopt.search import search
 
@@ -468,9 +477,10 @@ class Evaluator:
         )
 
     def _side(self, variant: Variant, cross_runtime: bool) -> Callable[[], Any] | Worker:
-        """How one side is timed: in a worker process of its own when two runtimes meet (their
-        thread pools would distort each other in one process) and the variant can be reloaded
-        there; else in this process.
+        """Return how one side is timed: in a worker process of its own, or in this one.
+
+        In a worker when two runtimes meet (their thread pools would distort each other in one
+        process) and the variant can be reloaded there; else in this process.
         """
         batch = self.spec.example_input
 
@@ -488,8 +498,10 @@ class Evaluator:
         )
 
     def _start_counting_worker(self, technique_name: str) -> None:
-        """Start the session's counting worker importing the runtimes this comparison needs
-        (torch and the technique's packages), while the variants are built here.
+        """Start the session's counting worker importing the runtimes this comparison needs.
+
+        Those are torch and the technique's packages, imported there while the variants are
+        built here.
         """
         from pytest_modelopt.counting import shared_worker
         from pytest_modelopt.registry import get_technique
@@ -499,8 +511,9 @@ class Evaluator:
         shared_worker(1).start(preload=tuple(dict.fromkeys(frameworks + packages)))
 
     def _counted_sides(self, variant: Variant, reference: Variant) -> tuple[Side, Side]:
-        """Both sides counted under valgrind in one worker process; a variant that cannot be
-        rebuilt there (no loader) cannot be counted.
+        """Return both sides, counted under valgrind in one worker process.
+
+        A variant that cannot be rebuilt there (no loader) cannot be counted.
         """
         from pytest_modelopt.counting import counted_sides, find_valgrind
 
@@ -528,8 +541,10 @@ class Evaluator:
         return count_flops(self.spec.load(), self.spec.example_input)
 
     def _efficiency(self, variant: Variant, comparison: Comparison) -> dict[str, Any]:
-        """Achieved operations per second against this machine's peak for the precision (the
-        best matrix product of every installed runtime), with the theoretical ceiling.
+        """Set achieved operations per second against this machine's peak for the precision.
+
+        The peak is the best matrix product of every installed runtime; the theoretical ceiling
+        stands beside it.
         """
         if self.spec.framework != "torch":
             return {}
@@ -604,12 +619,13 @@ def regression_metrics(out: np.ndarray, ref: np.ndarray, labels: list[Any]) -> d
 
 
 def counting_settings(settings: MeasureSettings) -> MeasureSettings:
-    """The engine's settings for the counting meter: one thread; no first call, warm-up or
-    settling of the engine's (the worker warms each side up natively and once under valgrind, and
-    counts do not drift); Student's t interval from three rounds, since counts barely vary, and
-    checked after every round, since a counted round is dear; and the three rounds whatever they
-    cost (a counted round is bounded and predictable, up to
-    minutes for a large model), within a time cap that allows for valgrind.
+    """Return the engine's settings for the counting meter.
+
+    One thread; no first call, warm-up or settling of the engine's (the worker warms each side up
+    natively and once under valgrind, and counts do not drift); Student's t interval from three
+    rounds, since counts barely vary, and checked after every round, since a counted round is
+    dear; and the three rounds whatever they cost (a counted round is bounded and predictable, up
+    to minutes for a large model), within a time cap that allows for valgrind.
     """
     return dataclasses.replace(
         settings,
@@ -628,8 +644,10 @@ def counting_settings(settings: MeasureSettings) -> MeasureSettings:
 
 
 def counted_metrics(comparison: Comparison) -> dict[str, Measured]:
-    """The counting meter's metrics: the instructions ratio with its interval over the rounds,
-    the variant's instructions and estimated cycles per call, and the cycles ratio.
+    """Return the counting meter's metrics.
+
+    The instructions ratio with its interval over the rounds, the variant's instructions and
+    estimated cycles per call, and the cycles ratio.
     """
     variant, reference = comparison.counts["variant"], comparison.counts["reference"]
     noisy = (
@@ -688,7 +706,7 @@ def latency_metrics(
 
 
 def batch_of(example: Any, size: int) -> Any:
-    """A batch of ``size`` items: the example's first item repeated (tensors and arrays)."""
+    """Make a batch of ``size`` items: the example's first item repeated (tensors and arrays)."""
     if isinstance(example, tuple):
         return tuple(batch_of(item, size) for item in example)
     first = example[:1]
@@ -698,7 +716,7 @@ def batch_of(example: Any, size: int) -> Any:
 
 
 def to_numpy(output: Any) -> np.ndarray:
-    """A model output (tensor, array, nested list, or a tuple led by one) as a float array."""
+    """Return a model output (tensor, array, nested list, or tuple led by one) as a float array."""
     if isinstance(output, tuple) and output:
         output = output[0]  # multi-output models: the first output is the prediction
     if hasattr(output, "detach"):

@@ -70,7 +70,7 @@ class CPU:
 
 
 def isa_level(flags: tuple[str, ...]) -> str:
-    """The highest level of :data:`ISA_LEVELS` whose flags are all in ``flags``."""
+    """Return the highest level of :data:`ISA_LEVELS` whose flags are all in ``flags``."""
     for level, needed in ISA_LEVELS:
         if all(flag in flags for flag in needed):
             return level
@@ -325,7 +325,7 @@ def normalize_flags(raw: list[str], arch: str) -> tuple[str, ...]:
 
 
 def _cpu_identity() -> str | None:
-    """A cheap hash of what py-cpuinfo would report, to key its cache; None if unknown."""
+    """Return a cheap hash of what py-cpuinfo would report, to key its cache; None if unknown."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
@@ -337,8 +337,9 @@ def _cpu_identity() -> str | None:
 
 
 def cpu_clock() -> tuple[float | None, str]:
-    """The highest clock this CPU's cores may run at (Hz) and where it was read; None where no
-    source gives one. Not part of the fingerprint: clocks drift.
+    """Return the highest clock this CPU's cores may run at (Hz) and where it was read.
+
+    None where no source gives one. Not part of the fingerprint: clocks drift.
 
     cpufreq's ``cpuinfo_max_freq`` is the highest the kernel allows (boost included); without
     cpufreq (virtual machines) py-cpuinfo's advertised clock, from the brand string or
@@ -472,9 +473,10 @@ print(json.dumps({"version": tf.__version__,
 
 
 def _tensorflow_devices() -> dict[str, Any]:
-    """Asked in a child process: importing TensorFlow into a process that later imports
-    torchvision crashes it (seen with tensorflow-cpu 2.21 and torchvision 0.29), and TensorFlow
-    takes seconds to import.
+    """Return TensorFlow's version and devices, asked in a child process.
+
+    Importing TensorFlow into a process that later imports torchvision crashes it (seen with
+    tensorflow-cpu 2.21 and torchvision 0.29), and TensorFlow takes seconds to import.
     """
     import subprocess
     import sys

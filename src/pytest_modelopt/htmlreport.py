@@ -1,7 +1,9 @@
-"""One self-contained HTML page from one or many runs: the variant x hardware matrix, per-model
-Pareto plots (latency against accuracy and size), trends when the runs span dates, and each
-run's details. Plots are drawn with matplotlib (imported here, lazily) and embedded as base64
-PNG: the file needs nothing else to open, anywhere.
+"""One self-contained HTML page from one or many runs.
+
+The page holds the variant x hardware matrix, per-model Pareto plots (latency against accuracy
+and size), trends when the runs span dates, and each run's details. Plots are drawn with
+matplotlib (imported here, lazily) and embedded as base64 PNG: the file needs nothing else to
+open, anywhere.
 """
 
 from __future__ import annotations
@@ -45,9 +47,10 @@ img { max-width: 100%; border: 1px solid #eee; }
 
 
 def render(runs: list[Run], title: str, choices: list[Choice] | None = None) -> str:
-    """The report of ``runs`` (one or many machines, one or many dates) as HTML text; with
-    ``choices`` (``search.choose_runs``), the matrix marks each machine's recommended variant,
-    ties and Pareto front, and a section says what to ship.
+    """Render the report of ``runs`` (one or many machines, one or many dates) as HTML text.
+
+    With ``choices`` (``search.choose_runs``), the matrix marks each machine's recommended
+    variant, ties and Pareto front, and a section says what to ship.
     """
     latest = _latest_per_fingerprint(runs)
     marks = _choice_marks(choices or [])
@@ -324,7 +327,7 @@ def _size_unit(sizes: Iterable[int]) -> tuple[str, float]:
 def _front(
     axes: Axes, points: list[tuple[float, float]], colour: str, *, higher_is_better: bool
 ) -> None:
-    """The Pareto front (faster and better than every point it leaves out), dashed."""
+    """Draw the Pareto front (faster and better than every point it leaves out), dashed."""
     best = -math.inf if higher_is_better else math.inf
     front = []
     for latency, value in sorted(points):
@@ -344,7 +347,9 @@ def _front(
 
 
 def _trend_series(runs: list[Run]) -> dict[str, dict[str, list[tuple[dt.datetime, Any]]]]:
-    """spec -> 'technique @ fingerprint' -> [(date, record)], when a fingerprint has runs on at
+    """Return the records to plot as trends, by spec, then by technique and machine.
+
+    spec -> 'technique @ fingerprint' -> [(date, record)], when a fingerprint has runs on at
     least two dates.
     """
     trends: dict[str, dict[str, list[tuple[dt.datetime, Any]]]] = {}

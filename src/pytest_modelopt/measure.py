@@ -374,8 +374,9 @@ class Interleaver:
         return ESTIMATORS[self.settings.estimator](ratios, self.settings.confidence)
 
     def _fewest_rounds(self) -> int:
-        """The fewest rounds that bound an interval: the signed-rank's 11 at 99.9%, else the
-        settings' ``min_rounds`` (at least 2).
+        """Return the fewest rounds that bound an interval.
+
+        The signed-rank's 11 at 99.9%, else the settings' ``min_rounds`` (at least 2).
         """
         if self.settings.estimator == "signed_rank":
             return fewest_rounds(self.settings.confidence)
@@ -429,8 +430,10 @@ class Interleaver:
 
 
 class CudaEvents(InProcess):
-    """Times each call with CUDA events recorded around it on the current stream, waiting for
-    the end event: the GPU's own clock, covering the launches and all the work they queue.
+    """A side timed with CUDA events recorded around each call on the current stream.
+
+    Each call waits for the end event: the GPU's own clock, covering the launches and all the work
+    they queue.
     """
 
     isolation = "in process (CUDA events)"
@@ -453,9 +456,10 @@ class CudaEvents(InProcess):
 def time_alone(
     call: Call, settings: MeasureSettings, seconds: float, *, device: str = "cpu"
 ) -> list[float]:
-    """Per-call latencies of one callable timed alone (no reference): for absolute figures such
-    as throughput at other batch sizes. Same protocol otherwise: threads fixed, GC off, warm-up
-    by time and count until settled.
+    """Return the per-call latencies of one callable timed alone (no reference).
+
+    For absolute figures such as throughput at other batch sizes. Same protocol otherwise:
+    threads fixed, GC off, warm-up by time and count until settled.
     """
     side = CudaEvents(call) if device.startswith("cuda") else InProcess(call)
     with fixed_threads(settings.threads), freed_memory_kept(), gc_paused():

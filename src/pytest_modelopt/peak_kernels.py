@@ -1,5 +1,6 @@
-"""The matrix products whose best is this machine's peak (see :mod:`pytest_modelopt.efficiency`):
-each installed runtime's n x n x n product in each precision it has kernels for, built as the
+"""The matrix products whose best is this machine's peak (see :mod:`pytest_modelopt.efficiency`).
+
+Each installed runtime's n x n x n product in each precision it has kernels for, built as the
 harness builds that runtime's variants (its threads, session options, performance hint), and
 timed until its best call is reproduced.
 
@@ -63,10 +64,11 @@ class KernelTiming:
 def time_kernel(
     kernel: Kernel, precision: str, *, threads: int, hardware: Hardware
 ) -> KernelTiming:
-    """Time one kernel at the largest size of SIZES whose call takes under STEP_SECONDS (a
-    precision without fast kernels: fp16 on most CPUs runs at 1 to 3 GOP/s, and one 2048 product
-    would take seconds), for MIN_SECONDS or more until its best call is reproduced. Raises
-    KernelUnavailable.
+    """Time one kernel at the largest size of SIZES whose call takes under STEP_SECONDS.
+
+    The size is capped for a precision without fast kernels: fp16 on most CPUs runs at 1 to 3
+    GOP/s, and one 2048 product would take seconds. The kernel is timed for MIN_SECONDS or more
+    until its best call is reproduced. Raises KernelUnavailable.
     """
     from pytest_modelopt.measure import fixed_threads
 
@@ -132,9 +134,11 @@ Build = Callable[[str, int, int, Hardware], Any]
 
 @dataclass(frozen=True)
 class Kernel:
-    """A runtime's n x n x n matrix product. ``build(precision, n, threads, hardware)`` is a
-    context manager giving ``(call, name)``: the call, checked once to return an n x n result,
-    and the kernel's name (the runtime's version, and the primitive it ran where it says).
+    """A runtime's n x n x n matrix product.
+
+    ``build(precision, n, threads, hardware)`` is a context manager giving ``(call, name)``: the
+    call, checked once to return an n x n result, and the kernel's name (the runtime's version,
+    and the primitive it ran where it says).
     """
 
     runtime: str
@@ -171,8 +175,10 @@ def _torch_mm(precision: str, n: int, threads: int, hardware: Hardware) -> Itera
 
 @contextmanager
 def _torch_onednn_linear(precision: str, n: int, threads: int, hardware: Hardware) -> Iterator[Any]:
-    """oneDNN's Linear with a prepacked weight: what inductor's freezing runs (torch.compile,
-    PT2E), and the kind of oneDNN kernel TorchScript's frozen convolutions use.
+    """Give a call of oneDNN's Linear with a prepacked weight.
+
+    What inductor's freezing runs (torch.compile, PT2E), and the kind of oneDNN kernel
+    TorchScript's frozen convolutions use.
     """
     import torch
 
@@ -198,8 +204,10 @@ def _torch_onednn_linear(precision: str, n: int, threads: int, hardware: Hardwar
 def _torch_quantized_linear(
     precision: str, n: int, threads: int, hardware: Hardware
 ) -> Iterator[Any]:
-    """The quantized engine's Linear (fbgemm/x86 or qnnpack): the integer kernels that torch's
-    int8 variants run. ``torch._int_mm`` is a reference loop on CPUs, many times slower.
+    """Give a call of the quantized engine's Linear (fbgemm/x86 or qnnpack).
+
+    The integer kernels that torch's int8 variants run. ``torch._int_mm`` is a reference loop on
+    CPUs, many times slower.
     """
     import torch
 
@@ -223,10 +231,11 @@ def _torch_quantized_linear(
 def _onnxruntime_op(
     op: str, precision: str, n: int, threads: int, hardware: Hardware
 ) -> Iterator[Any]:
-    """ONNX Runtime's CPU provider (MLAS) running ``op`` with a constant weight, which ORT
-    prepacks, in a session configured as the harness's ONNX Runtime variants are: ``MatMul`` in
-    fp32, ``MatMulInteger`` and ``QLinearMatMul`` (uint8 activations, int8 weights, as ORT's
-    static int8 runs) in int8.
+    """Give a call of ONNX Runtime's CPU provider (MLAS) running ``op`` on a constant weight.
+
+    ORT prepacks the constant weight; the session is configured as the harness's ONNX Runtime
+    variants are: ``MatMul`` in fp32, ``MatMulInteger`` and ``QLinearMatMul`` (uint8
+    activations, int8 weights, as ORT's static int8 runs) in int8.
     """
     import onnx
     import onnxruntime
@@ -295,11 +304,13 @@ _OPENVINO_RUNTIME = {"fp32": {"f32"}, "bf16": {"bf16"}, "fp16": {"f16"}, "int8":
 def _openvino_matmul(
     constant_weight: bool, precision: str, n: int, threads: int, hardware: Hardware
 ) -> Iterator[Any]:
-    """OpenVINO's CPU plugin, compiled as the harness's OpenVINO variants are (LATENCY hint, the
-    harness's threads, the execution precision pinned). A constant weight makes a FullyConnected
-    node (MLAS in fp32 here, oneDNN brgemm in bf16 and int8); two inputs a oneDNN MatMul. int8 is
-    a MatMul between FakeQuantize nodes, which the plugin runs as an integer kernel; the kernel's
-    reported runtime precision is checked, so an f32 fallback never sets an int8 or bf16 peak.
+    """Give a call of a matrix product compiled by OpenVINO's CPU plugin.
+
+    It is compiled as the harness's OpenVINO variants are (LATENCY hint, the harness's threads,
+    the execution precision pinned). A constant weight makes a FullyConnected node (MLAS in fp32
+    here, oneDNN brgemm in bf16 and int8); two inputs a oneDNN MatMul. int8 is a MatMul between
+    FakeQuantize nodes, which the plugin runs as an integer kernel; the kernel's reported runtime
+    precision is checked, so an f32 fallback never sets an int8 or bf16 peak.
     """
     import openvino as ov
     from openvino import opset13 as ops
@@ -351,7 +362,7 @@ def _openvino_matmul(
 
 
 def _openvino_product_node(compiled: Any) -> tuple[str, str, str]:
-    """The executed matrix product's layer type, primitive and runtime precision."""
+    """Return the executed matrix product's layer type, primitive and runtime precision."""
     for op in compiled.get_runtime_model().get_ops():
         info = op.get_rt_info()
         layer = str(info["layerType"].value) if "layerType" in info else ""

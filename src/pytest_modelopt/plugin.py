@@ -148,7 +148,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 def _best_marker_problem(marker: pytest.Mark | None, uses_fixture: bool) -> str | None:
-    """What is wrong with a test's @pytest.mark.modelopt_best, or None."""
+    """Say what is wrong with a test's @pytest.mark.modelopt_best, or return None."""
     from pytest_modelopt.errors import BudgetError
     from pytest_modelopt.search import parse_budgets, parse_objective
 
@@ -244,7 +244,7 @@ def _measure_problem(measure: Any) -> str | None:
 
 
 def _params_problem(params: Any, techniques: list[str]) -> str | None:
-    """What is wrong with a marker's ``params`` for these techniques, or None."""
+    """Say what is wrong with a marker's ``params`` for these techniques, or return None."""
     try:
         for name in techniques:
             technique_params(params, name, validate=True)
@@ -260,8 +260,10 @@ def _params_problem(params: Any, techniques: list[str]) -> str | None:
 
 
 def _budgets_problem(budgets: Any, techniques: list[str]) -> str | None:
-    """What is wrong with a marker's ``budgets`` for these techniques, or None: each key a
-    technique of this test (a chain by its full name), each value a dict of readable budgets.
+    """Say what is wrong with a marker's ``budgets`` for these techniques, or return None.
+
+    Each key must be a technique of this test (a chain by its full name), each value a dict of
+    readable budgets.
     """
     from pytest_modelopt.budget import Budget
     from pytest_modelopt.errors import BudgetError
@@ -290,8 +292,10 @@ def _budgets_problem(budgets: Any, techniques: list[str]) -> str | None:
 
 
 def technique_params(params: Any, technique: str, *, validate: bool = False) -> dict[str, Any]:
-    """The marker's parameters for ``technique``: ``params[technique]``, or for a chain the
-    entries of its components. With ``validate``, also check them against the technique.
+    """Return the marker's parameters for ``technique``.
+
+    ``params[technique]``, or for a chain the entries of its components. With ``validate``, also
+    check them against the technique.
     """
     if params is None:
         return {}
@@ -331,7 +335,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 
 def _tolerances(item: pytest.Item, session: ModeloptSession) -> Tolerances:
-    """The ini tolerances, with the closest modelopt_baseline marker's keywords applied."""
+    """Return the ini tolerances, with the closest modelopt_baseline marker's keywords applied."""
     tolerances = session.settings.tolerances()
     marker = item.get_closest_marker("modelopt_baseline")
     if marker is None:
@@ -350,9 +354,12 @@ def _tolerances(item: pytest.Item, session: ModeloptSession) -> Tolerances:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
-    """After a test body passes, compare its variant with the stored baseline: a regression
-    fails this test, with the table of what moved. A search (modelopt_best) is judged before
-    the body runs, so that the body may rely on its recommendation.
+    """Judge a test's variant after its body passes; judge a search before the body runs.
+
+    After a test body passes, the marker's budgets are judged and its variant is compared with
+    the stored baseline: a regression fails this test, with the table of what moved. A search
+    (modelopt_best) is judged before the body runs, so that the body may rely on its
+    recommendation.
     """
     found = item.stash.get(SEARCH_KEY, None)
     if found is not None:
@@ -373,8 +380,10 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
 
 
 def _check_search(item: pytest.Item, found: SearchResult) -> None:
-    """A search's verdict: the recorded choice still holds (against the baseline), a candidate
-    meets the budgets, and none that does is surely better than the recommendation.
+    """Fail the test unless its search holds up.
+
+    The recorded choice still holds (against the baseline), a candidate meets the budgets, and
+    none that does is surely better than the recommendation.
     """
     session = item.config.stash[SESSION_KEY]
     problem = None
@@ -403,7 +412,7 @@ def _check_search(item: pytest.Item, found: SearchResult) -> None:
 
 
 def _check_marker_budgets(item: pytest.Item, result: VariantResult) -> None:
-    """The marker's budgets for this test's technique, judged as ``expect`` judges them."""
+    """Judge the marker's budgets for this test's technique, as ``expect`` judges them."""
     technique, budgets = item.stash.get(BUDGETS_KEY, ("", {}))
     if not budgets:
         return
@@ -437,13 +446,13 @@ def _skip_or_fail(session: ModeloptSession, missing: RequirementMissing) -> NoRe
 
 @pytest.fixture(scope="session")
 def modelopt_hardware(request: pytest.FixtureRequest) -> Hardware:
-    """This machine's detected hardware, with its fingerprint."""
+    """Return this machine's detected hardware, with its fingerprint."""
     return request.config.stash[SESSION_KEY].hardware
 
 
 @pytest.fixture(scope="session")
 def modelopt_settings(request: pytest.FixtureRequest) -> Settings:
-    """The session's modelopt settings (options and ini keys, read once)."""
+    """Return the session's modelopt settings (options and ini keys, read once)."""
     return request.config.stash[SESSION_KEY].settings
 
 
@@ -458,7 +467,7 @@ def modelopt_spec() -> ModelSpec:
 
 @pytest.fixture
 def modelopt_technique() -> str:
-    """The technique under test; parametrized by @pytest.mark.modelopt(techniques=[...])."""
+    """Return the technique under test; parametrized by @pytest.mark.modelopt(techniques=[...])."""
     pytest.fail(
         "modelopt_variant needs @pytest.mark.modelopt(techniques=[...]) on the test",
         pytrace=False,
@@ -472,13 +481,15 @@ def _modelopt_workdir(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 @pytest.fixture
 def modelopt_best(request: pytest.FixtureRequest, _modelopt_workdir: Any) -> Iterator[SearchResult]:
-    """The search of @pytest.mark.modelopt_best(budgets=..., objective=..., techniques=...,
-    chains=..., max_time=...): every technique that applies to the spec on this machine and
-    the useful chains, measured inside the machine-wide timing lock (progress in the terminal)
-    and ranked under the budgets. The ``SearchResult`` has ``recommended``, ``choice`` (ties,
-    Pareto front) and ``table()``. Before the test body runs, the test fails when no candidate
-    meets the budgets, or when the choice recorded in the baseline (--modelopt-save-baseline)
-    no longer meets them or is now surely beaten.
+    """Yield the search of the test's @pytest.mark.modelopt_best marker.
+
+    The marker takes ``budgets``, ``objective``, ``techniques``, ``chains`` and ``max_time``.
+    Every technique that applies to the spec on this machine and the useful chains, measured
+    inside the machine-wide timing lock (progress in the terminal) and ranked under the budgets.
+    The ``SearchResult`` has ``recommended``, ``choice`` (ties, Pareto front) and ``table()``.
+    Before the test body runs, the test fails when no candidate meets the budgets, or when the
+    choice recorded in the baseline (--modelopt-save-baseline) no longer meets them or is now
+    surely beaten.
     """
     marker = request.node.get_closest_marker("modelopt_best")
     if marker is None:  # collection said so already; a fixture requested dynamically gets here
@@ -524,7 +535,7 @@ def modelopt_best(request: pytest.FixtureRequest, _modelopt_workdir: Any) -> Ite
 def modelopt_variant(
     request: pytest.FixtureRequest, modelopt_technique: str, _modelopt_workdir: Any
 ) -> Iterator[VariantResult]:
-    """The variant built by this test's technique, measured against the fp32 reference.
+    """Yield the variant built by this test's technique, measured against the fp32 reference.
 
     The model comes from the fixture named by the marker's ``spec`` keyword (default
     ``modelopt_spec``). Call ``.expect(speedup=">=1.2", size_ratio="<=0.5", ...)`` on it to check

@@ -66,8 +66,10 @@ def why_none(variant: Variant) -> str | None:
 def operator_profile(
     variant: Variant, batch: Any, *, seconds: float = SECONDS, top: int = TOP
 ) -> Profile:
-    """Milliseconds per call by operator (self time): the ``top - 1`` largest and ``OUTSIDE``;
-    empty when the variant has no profiler (:func:`why_none`).
+    """Return milliseconds per call by operator (self time).
+
+    The ``top - 1`` largest and ``OUTSIDE``; empty when the variant has no profiler
+    (:func:`why_none`).
     """
     if why_none(variant) is not None:
         return {}
@@ -86,9 +88,11 @@ def operator_profile(
 def profile_sides(
     variant: Variant, reference: Variant, batch: Any, threads: int | None = None
 ) -> dict[str, Any]:
-    """The operator profiles of a variant and its reference, with torch's intra-op threads fixed
-    as they were timed (the other runtimes' profilers rebuild them with their own settings), what
-    they cost, and why a side has none: the ``operators`` of a result record.
+    """Profile a variant and its reference by operator: the ``operators`` of a result record.
+
+    Torch's intra-op threads are fixed as they were timed (the other runtimes' profilers rebuild
+    them with their own settings). The record also says what the profiles cost, and why a side
+    has none.
     """
     from pytest_modelopt.measure import fixed_threads
 
@@ -140,9 +144,11 @@ def torch_operators(run: Callable[[Any], Any], batch: Any, calls: int) -> Profil
 
 @contextlib.contextmanager
 def _quiet_stderr() -> Iterator[None]:
-    """File descriptor 2 sent to the null device for the block: torch's profiler backend writes
-    ``profiler_start``/``profiler_stop`` lines, and without a GPU ``ERROR: gpuGetDeviceCount
-    failed``, on every profile, which would read as trouble in a failing test's output.
+    """Send file descriptor 2 to the null device for the block.
+
+    Torch's profiler backend writes ``profiler_start``/``profiler_stop`` lines, and without a GPU
+    ``ERROR: gpuGetDeviceCount failed``, on every profile, which would read as trouble in a
+    failing test's output.
     """
     sys.stderr.flush()
     saved = os.dup(2)

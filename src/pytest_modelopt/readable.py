@@ -1,6 +1,8 @@
-"""What keeps a failed contract readable: the plugin's frames hidden from its traceback, third-party
-log records below WARNING kept out of what pytest captures while a variant is built and timed, and
-every string bound for a table one line without terminal escape codes.
+"""What keeps a failed contract readable.
+
+The plugin's frames hidden from its traceback, third-party log records below WARNING kept out of
+what pytest captures while a variant is built and timed, and every string bound for a table one
+line without terminal escape codes.
 
 Imports neither pytest nor an ML library: ``evaluation.py`` works without pytest.
 """
@@ -20,10 +22,11 @@ _SHOW_PLUGIN_FRAMES: list[bool] = []
 
 
 def hide_plugin_frame(excinfo: Any) -> bool:
-    """``__tracebackhide__`` of the plugin frames that raise a contract's failure: the traceback
-    stops at the user's line, unless the exception is not one of ours (a bug in the plugin shows
-    where it happened) or the session asked for everything (``-vv``; ``--full-trace`` ignores
-    ``__tracebackhide__`` by itself).
+    """Decide ``__tracebackhide__`` for the plugin frames that raise a contract's failure.
+
+    The traceback stops at the user's line, unless the exception is not one of ours (a bug in the
+    plugin shows where it happened) or the session asked for everything (``-vv``;
+    ``--full-trace`` ignores ``__tracebackhide__`` by itself).
     """
     from pytest_modelopt.errors import ModeloptError
 
@@ -34,12 +37,12 @@ def hide_plugin_frame(excinfo: Any) -> bool:
 
 
 def push_frame_policy(show: bool) -> None:
-    """A pytest session starts: show the plugin's frames in its failures (``-vv``) or not."""
+    """Start a pytest session's policy: show the plugin's frames in its failures (-vv) or not."""
     _SHOW_PLUGIN_FRAMES.append(show)
 
 
 def pop_frame_policy() -> None:
-    """The session ends: the enclosing one's policy applies again."""
+    """End the session's policy: the enclosing session's policy applies again."""
     if _SHOW_PLUGIN_FRAMES:
         _SHOW_PLUGIN_FRAMES.pop()
 
@@ -55,8 +58,10 @@ NOTE_LIMIT = 240
 
 
 def one_line(text: Any, limit: int | None = NOTE_LIMIT) -> str:
-    """``text`` as one line of a table: terminal escape codes and control characters removed,
-    the first non-empty line kept (an ellipsis says more followed), at most ``limit`` characters.
+    """Return ``text`` as one line of a table.
+
+    Terminal escape codes and control characters removed, the first non-empty line kept (an
+    ellipsis says more followed), at most ``limit`` characters.
 
     ``[96mThis is step 1/3[0m`` with its ESC bytes reads ``This is step 1/3``.
     """
@@ -112,7 +117,7 @@ _FILTER = _BelowWarningFromThirdParty()
 
 
 def _capture_handlers() -> list[logging.Handler]:
-    """pytest's handlers on the root logger that capture records for the report and caplog."""
+    """Return the handlers pytest put on the root logger to capture records (report, caplog)."""
     try:
         from _pytest.logging import LogCaptureHandler
     except ImportError:  # pytest is not here: nothing captures
@@ -122,8 +127,10 @@ def _capture_handlers() -> list[logging.Handler]:
 
 @contextlib.contextmanager
 def quiet_third_party_logs() -> Iterator[None]:
-    """Keep third-party records below WARNING out of what pytest captures (the failure report's
-    "Captured log" section, caplog) while the block runs; then remove the filter again.
+    """Keep third-party records below WARNING out of what pytest captures while the block runs.
+
+    What pytest captures is the failure report's "Captured log" section and caplog; the filter
+    is removed again afterwards.
 
     No logger's level, propagation or handlers change: the user's configuration of their own
     loggers, and a trace a library writes on request (``TORCH_TRACE``), are left as they are.

@@ -136,7 +136,7 @@ class Technique:
     components: tuple[str, ...] = ()  # the techniques of a chain, in order
 
     def resolve_params(self, params: Mapping[str, Any] | None) -> dict[str, Any]:
-        """The defaults overridden by ``params``; a name the technique does not take is an error.
+        """Return the defaults overridden by ``params``; a name it does not take is an error.
 
         A chain's parameters are a mapping per component, each resolved by that component.
         """
@@ -227,7 +227,10 @@ def get_technique(name: str) -> Technique:
 
 
 def list_techniques(pattern: str = "*", exclude: Iterable[str] = ()) -> list[str]:
-    """Registered technique names matching an fnmatch ``pattern``, sorted."""
+    """Return the registered technique names matching an fnmatch ``pattern``, sorted.
+
+    Names matching any of the ``exclude`` patterns are left out.
+    """
     _load_builtins()
     names = fnmatch.filter(sorted(_REGISTRY), pattern)
     excluded = set().union(*(fnmatch.filter(names, p) for p in exclude))

@@ -48,8 +48,10 @@ def environment() -> dict[str, Any]:
 
 
 def benchmark_entry(nodeid: str, result: VariantResult) -> dict[str, Any]:
-    """One variant in pytest-benchmark's ``benchmarks`` schema, so that its tools (for example
-    ``pytest-benchmark compare``) read our results: statistics computed by its own Stats class.
+    """Return one variant in pytest-benchmark's ``benchmarks`` schema.
+
+    So its tools (for example ``pytest-benchmark compare``) read our results: statistics are
+    computed by its own Stats class.
     """
     from pytest_benchmark.stats import Stats
 
@@ -90,9 +92,11 @@ def benchmark_header(created: str) -> dict[str, Any]:
 
 
 def results_table(records: Iterable[Mapping[str, Any]]) -> list[tuple[str, dict[str, bool]]]:
-    """One line per variant: test, technique, latency, speedup with interval, sizes, accuracy,
-    contract verdict and baseline comparison. Records are ``VariantResult.to_dict()`` with the
-    test id (the results JSON's ``results``), so workers' results print like local ones.
+    """Return the terminal results table, one line per variant, each with its colours.
+
+    A line shows test, technique, latency, speedup with interval, sizes, accuracy, contract
+    verdict and baseline comparison. Records are ``VariantResult.to_dict()`` with the test id
+    (the results JSON's ``results``), so workers' results print like local ones.
     """
     header = (
         "test",
@@ -139,8 +143,10 @@ def results_table(records: Iterable[Mapping[str, Any]]) -> list[tuple[str, dict[
 
 
 def _measured_cells(latency: Mapping[str, Any]) -> tuple[str, str, str]:
-    """The variant's and the reference's figure and the ratio with its interval: milliseconds
-    and the speedup, or (instructions meter) millions of instructions per call and their ratio.
+    """Return the variant's and the reference's figure, and the ratio with its interval.
+
+    Milliseconds and the speedup, or (instructions meter) millions of instructions per call and
+    their ratio.
     """
     low, high = (_number(x) for x in latency["speedup_interval"])
     if latency.get("meter") == "instructions":
@@ -158,7 +164,7 @@ def _measured_cells(latency: Mapping[str, Any]) -> tuple[str, str, str]:
 
 
 def _row_markup(states: tuple[str, ...]) -> dict[str, bool]:
-    """The worst of the contract verdict and the baseline comparison colours the row."""
+    """Colour the row by the worse of the contract verdict and the baseline comparison."""
     for worst in (("FAIL", "regressed"), ("INCONCLUSIVE", "inconclusive"), ("PASS", "passed")):
         for state in states:
             if state in worst:
@@ -179,9 +185,11 @@ def _accuracy(accuracy: dict[str, float]) -> str:
 
 
 def _fraction_of_peak(efficiency: Mapping[str, Any]) -> str:
-    """The fraction of the measured peak; a variant faster than the peak is a measurement
-    problem (a peak measured too low), flagged with the ratio and never shown as a fraction,
-    also in results files written before the flag existed.
+    """Show the fraction of the measured peak.
+
+    A variant faster than the peak is a measurement problem (a peak measured too low), flagged
+    with the ratio and never shown as a fraction, also in results files written before the flag
+    existed.
     """
     ratio = efficiency.get("achieved_over_peak")
     fraction = efficiency.get("fraction_of_peak")

@@ -75,10 +75,12 @@ RESULTS_SHAPE = {
 
 @dataclass(frozen=True)
 class RecordedSearch:
-    """A search of a run (``@pytest.mark.modelopt_best``): its test and model, what it chose in
-    the session (the recommended candidate's label and the tied ones') under which objective and
-    budgets (as the session wrote them: ``"top1_agreement >= 99.00%"``), and every candidate's
-    record, in the format of the run's ``records``.
+    """A search of a run (``@pytest.mark.modelopt_best``).
+
+    Its test and model, what it chose in the session (the recommended candidate's label and the
+    tied ones') under which objective and budgets (as the session wrote them:
+    ``"top1_agreement >= 99.00%"``), and every candidate's record, in the format of the run's
+    ``records``.
     """
 
     test: str
@@ -158,7 +160,7 @@ def _check_unique(path: Path, names: list[str], what: str) -> None:
 
 
 def _check_search(path: Path, search: dict[str, Any], where: str) -> None:
-    """A search's candidates are of its own model, and each once."""
+    """Check that a search's candidates are of its own model, and each recorded once."""
     _check_records(path, search["records"], f"{where}.records")
     for index, record in enumerate(search["records"]):
         if record["spec"] != search["spec"]:
@@ -181,7 +183,10 @@ def _recorded_search(search: dict[str, Any]) -> RecordedSearch:
 
 
 def accuracy_of(record: dict[str, Any]) -> tuple[str, float] | None:
-    """The accuracy figure a report plots: task accuracy when labelled, else agreement."""
+    """Return the accuracy figure a report plots: task accuracy when labelled, else agreement.
+
+    None when the record has neither.
+    """
     for name in ("accuracy", "top1_agreement"):
         if name in record["accuracy"]:
             return name, record["accuracy"][name]

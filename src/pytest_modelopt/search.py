@@ -98,8 +98,10 @@ _CONSTRAINT = re.compile(r"^\s*([a-z0-9_]+)\s*(>=|<=|>|<|=)?\s*(.*)$", re.I)
 
 
 def parse_constraint(text: str) -> tuple[str, Budget]:
-    """``"accuracy_drop<=1%"`` (or ``"accuracy_drop=1%"``, the metric's natural direction) as
-    the metric name and its Budget; a bad metric or threshold is a BudgetError naming it.
+    """Parse ``"accuracy_drop<=1%"`` into the metric name and its Budget.
+
+    ``"accuracy_drop=1%"`` takes the metric's natural direction; a bad metric or threshold is a
+    BudgetError naming it.
     """
     match = _CONSTRAINT.match(text)
     if match is None or not match.group(3).strip():
@@ -121,8 +123,10 @@ def parse_constraint(text: str) -> tuple[str, Budget]:
 
 
 def parse_budgets(budgets: Iterable[str] | Mapping[str, float | str] | None) -> list[Budget]:
-    """Budgets given as ``{"accuracy_drop": "<=1%"}`` (``expect``'s keywords) or as strings
-    ``["accuracy_drop<=1%"]`` (the command line's); one metric given twice is an error.
+    """Parse budgets given as a mapping or as strings; one metric given twice is an error.
+
+    ``{"accuracy_drop": "<=1%"}`` (``expect``'s keywords) or ``["accuracy_drop<=1%"]`` (the
+    command line's).
     """
     if budgets is None:
         return []
@@ -158,8 +162,9 @@ class Objective:
 
 
 def parse_objective(name: str, *, counted: bool = False) -> Objective:
-    """The objective ``latency``, ``throughput``, ``size`` or a metric name; ``counted`` says
-    the records come from the instructions meter.
+    """Parse the objective ``latency``, ``throughput``, ``size`` or a metric name.
+
+    ``counted`` says the records come from the instructions meter.
     """
     table = {**OBJECTIVES, **COUNTED_OBJECTIVES} if counted else OBJECTIVES
     metric = table.get(name, name)
@@ -249,8 +254,10 @@ class Candidate:
 
 @dataclass
 class Choice:
-    """The answer for one model on one machine: ranked feasible candidates, the Pareto front,
-    the recommendation, and why the others were excluded.
+    """The answer for one model on one machine.
+
+    Ranked feasible candidates, the Pareto front, the recommendation, and why the others were
+    excluded.
     """
 
     spec: str
@@ -288,9 +295,10 @@ class Choice:
     def surely_better_than(
         self, candidate: Candidate, tolerance: float = 0.0, *, absolute: bool = False
     ) -> list[Candidate]:
-        """The feasible candidates whose objective is surely better than ``candidate``'s, beyond
-        ``tolerance`` (see ``surely_better``). Empty for the recommendation: the issue's
-        acceptance rule, which the marker checks.
+        """Return the feasible candidates whose objective is surely better than ``candidate``'s.
+
+        Better beyond ``tolerance`` (see ``surely_better``). Empty for the recommendation: the
+        issue's acceptance rule, which the marker checks.
         """
         return [
             other
@@ -335,7 +343,7 @@ class Choice:
         return text
 
     def _why_chosen(self, best: Candidate) -> str:
-        """The first tie-break that separates the recommendation from the next tied one."""
+        """Name the first tie-break that separates the recommendation from the next tied one."""
         others = [c for c in self.tied if c is not best]
         reasons = []
         if any(not _trusted(self._value(c)) for c in others) and _trusted(self._value(best)):
@@ -353,7 +361,7 @@ class Choice:
         return candidate.metrics.get(self.objective.metric.name, Measured(math.nan))
 
     def table(self) -> str:
-        """The ranked table, the verdict sentence and the exclusions, as terminal text."""
+        """Format the ranked table, the verdict sentence and the exclusions as terminal text."""
         metric = self.objective.metric
         accuracy = self.accuracy_axis
         header = ("rank", "variant", f"{metric.name} [interval]", "p50 ms", "size", "accuracy")
@@ -469,8 +477,9 @@ def _candidates(records: Sequence[Mapping[str, Any]]) -> list[Candidate]:
 
 
 def _metrics(record: Mapping[str, Any]) -> dict[str, Measured]:
-    """A record's metrics as Measured values; an unbounded interval side (JSON null) is
-    infinite, so that it decides nothing.
+    """Return a record's metrics as Measured values.
+
+    An unbounded interval side (JSON null) is infinite, so that it decides nothing.
     """
     metrics = {}
     for name, entry in record.get("metrics", {}).items():
@@ -491,8 +500,9 @@ def _metrics(record: Mapping[str, Any]) -> dict[str, Measured]:
 
 
 def _reference(records: Sequence[Mapping[str, Any]]) -> Candidate:
-    """The fp32 reference as a candidate, from what the variants' records say of it: exactly
-    1x of itself, no drop, no error, its own size and accuracy, its median latency.
+    """Make the fp32 reference a candidate, from what the variants' records say of it.
+
+    Exactly 1x of itself, no drop, no error, its own size and accuracy, its median latency.
     """
     sizes = records[0]["sizes"]
     metrics = {
@@ -531,8 +541,10 @@ def _reference(records: Sequence[Mapping[str, Any]]) -> Candidate:
 
 
 def _rank(feasible: list[Candidate], objective: Objective, accuracy: str | None) -> None:
-    """Ties for best share rank 1; the rest are ranked by median; the recommendation is the
-    first tied candidate by the tie-breaks (module docstring).
+    """Rank the feasible candidates and mark the ties and the recommendation.
+
+    Ties for best share rank 1; the rest are ranked by median; the recommendation is the first
+    tied candidate by the tie-breaks (module docstring).
     """
     if not feasible:
         return
@@ -565,8 +577,9 @@ def _rank(feasible: list[Candidate], objective: Objective, accuracy: str | None)
 
 
 def _trusted(measured: Measured) -> bool:
-    """Whether a figure can decide: not flagged (too noisy, too few samples) and its interval,
-    if any, bounded on both sides.
+    """Return whether a figure can decide.
+
+    Not flagged (too noisy, too few samples), and its interval, if any, bounded on both sides.
     """
     if measured.undecidable is not None:
         return False
@@ -589,8 +602,10 @@ def _mark_front(feasible: list[Candidate], speed: Metric, accuracy: str | None) 
 
 
 def _dominates(a: Candidate, b: Candidate, speed: Metric, accuracy: str | None) -> bool:
-    """Whether ``a`` is at least as good as ``b`` on speed (within the intervals), accuracy
-    and size, and better on one of them.
+    """Return whether ``a`` dominates ``b``.
+
+    ``a`` is at least as good as ``b`` on speed (within the intervals), accuracy and size, and
+    better on one of them.
     """
     a_speed, b_speed = (_bounds(c.metrics.get(speed.name, Measured(math.nan))) for c in (a, b))
     if speed.higher_is_better:
@@ -706,11 +721,13 @@ def choose_runs(
     specs: Sequence[str] | None = None,
     searches: bool = False,
 ) -> list[Choice]:
-    """One Choice per fingerprint and model of results files (a merged nightly matrix holds
-    several machines): each from the latest run of that fingerprint that measured the model.
-    With ``searches``, also one per search in the files (``@pytest.mark.modelopt_best``), from
-    that search's candidates alone, as the session's search chose (the latest run of that
-    fingerprint holding that search); its ``note`` says when the session's answer differs.
+    """Choose a variant per machine and model from results files.
+
+    One Choice per fingerprint and model (a merged nightly matrix holds several machines), each
+    from the latest run of that fingerprint that measured the model. With ``searches``, also one
+    per search in the files (``@pytest.mark.modelopt_best``), from that search's candidates
+    alone, as the session's search chose (the latest run of that fingerprint holding that
+    search); its ``note`` says when the session's answer differs.
     """
     parsed = _budgets(budgets)
     chosen = parse_objective(objective)  # a bad objective is an error before anything is read
@@ -739,8 +756,10 @@ def choose_runs(
 def _latest_groups(
     runs: Sequence[Run], *, searches: bool
 ) -> dict[tuple[str, str, str], tuple[list[Mapping[str, Any]], RecordedSearch | None]]:
-    """(fingerprint, model, search test or "") -> the records to choose among, from the latest
-    run of that fingerprint holding them, with the search they came from (None: ``results``).
+    """Group the records to choose among by fingerprint, model and search.
+
+    (fingerprint, model, search test or "") -> the records to choose among, from the latest run
+    of that fingerprint holding them, with the search they came from (None: ``results``).
     """
     latest: dict[tuple[str, str, str], tuple[list[Mapping[str, Any]], RecordedSearch | None]] = {}
     for run in sorted(runs, key=lambda r: r.created):
@@ -756,9 +775,10 @@ def _latest_groups(
 
 
 def _differs_from_session(choice: Choice, recorded: RecordedSearch) -> str | None:
-    """What the session's search answered, when this reading of its records answers otherwise
-    (other budgets or objective asked, or other rules: another pytest-modelopt); None when the
-    recommendation and the tied set are the same.
+    """Say what the session's search answered, when this reading of its records answers otherwise.
+
+    It may where other budgets or another objective are asked, or under other rules (another
+    pytest-modelopt); None when the recommendation and the tied set are the same.
     """
     best = choice.recommended
     answer = (best.label if best else None, [c.label for c in choice.tied])
@@ -805,10 +825,12 @@ PRIORITY = (
 
 @dataclass
 class SearchResult:
-    """What ``Evaluator.best`` did and chose: the Choice over what it measured, each measured
-    variant, and what it did not measure, with why (``skipped``: this machine or model cannot
-    run it; ``failed``: the build failed; ``pruned``: a chain not built because a part broke a
-    quality budget; ``untried``: not started, the time budget being spent).
+    """What ``Evaluator.best`` did and chose.
+
+    The Choice over what it measured, each measured variant, and what it did not measure, with
+    why (``skipped``: this machine or model cannot run it; ``failed``: the build failed;
+    ``pruned``: a chain not built because a part broke a quality budget; ``untried``: not
+    started, the time budget being spent).
     """
 
     choice: Choice
@@ -827,8 +849,10 @@ class SearchResult:
         return self.choice.recommended
 
     def write_results(self, path: Path) -> None:
-        """The measured candidates as a results file (the ``--modelopt-json`` format), which
-        ``modelopt best``, ``report`` and ``merge`` read: the same records give the same choice.
+        """Write the measured candidates as a results file (the ``--modelopt-json`` format).
+
+        ``modelopt best``, ``report`` and ``merge`` read it: the same records give the same
+        choice.
         """
         import dataclasses
         import datetime as dt
@@ -910,12 +934,14 @@ def search(
     params: Mapping[str, Mapping[str, Any]] | None = None,
     first: Sequence[str] = (),
 ) -> SearchResult:
-    """Build and measure the techniques that apply to the evaluator's spec on this machine,
-    then the chains of the ones that kept the quality budgets, within ``max_time`` seconds for
-    the whole search, and choose among them (``choose``). See ``Evaluator.best``. ``first``
-    (a recorded choice, chains included) is measured before anything else and whatever the
-    time budget: a later run must never fail to check a choice because its search ran out of
-    time before reaching it.
+    """Search for the variant to ship: build, measure and choose among the techniques.
+
+    Build and measure the techniques that apply to the evaluator's spec on this machine, then
+    the chains of the ones that kept the quality budgets, within ``max_time`` seconds for the
+    whole search, and choose among them (``choose``). See ``Evaluator.best``. ``first`` (a
+    recorded choice, chains included) is measured before anything else and whatever the time
+    budget: a later run must never fail to check a choice because its search ran out of time
+    before reaching it.
     """
     from pytest_modelopt.errors import ModeloptError, RequirementMissing, TrainingDataMissing
     from pytest_modelopt.registry import get_technique, list_techniques
@@ -1010,7 +1036,10 @@ def _priority(name: str) -> tuple[int, str]:
 
 
 def _params_of(params: Mapping[str, Mapping[str, Any]] | None, name: str) -> dict[str, Any]:
-    """A technique's parameters from ``{technique: {...}}``; a chain takes its parts' entries."""
+    """Return a technique's parameters from ``{technique: {...}}``.
+
+    A chain takes its parts' entries.
+    """
     if not params:
         return {}
     if "+" in name:
@@ -1025,10 +1054,12 @@ def _chains(
     asked: Sequence[str],
     pruned: list[tuple[str, str]],
 ) -> list[str]:
-    """The useful chains: a technique that yields a changed fp32 torch module (pruning,
-    low rank, clustering, distillation) then one that deploys or quantizes it, both having
-    kept the quality budgets on their own; the most promising first (the product of the two
-    parts' objective figures).
+    """Return the useful chains, the most promising first.
+
+    A technique that yields a changed fp32 torch module (pruning, low rank, clustering,
+    distillation) then one that deploys or quantizes it, both having kept the quality budgets on
+    their own; the most promising is the one with the best product of the two parts' objective
+    figures.
     """
     choice = choose(found.records, budgets, objective) if found.records else None
     candidates = {c.technique: c for c in choice.candidates} if choice else {}
@@ -1070,8 +1101,9 @@ def surely_better(
     *,
     absolute: bool = False,
 ) -> bool:
-    """Whether ``a`` is surely better than ``b`` on the objective, beyond ``tolerance``: the
-    whole interval of ``a`` lies past the better end of ``b``'s, by more than the tolerance (a
+    """Return whether ``a`` is surely better than ``b`` on the objective, beyond ``tolerance``.
+
+    The whole interval of ``a`` lies past the better end of ``b``'s, by more than the tolerance (a
     fraction of that end, or, with ``absolute``, in the metric's units). An unbounded interval
     is never surely beaten and never surely beats; a point is its own interval.
     """
@@ -1093,9 +1125,10 @@ def _better_word(objective: Objective) -> str:
 
 
 def contract_of(found: SearchResult) -> dict[str, Any] | None:
-    """What a baseline records of a search's choice: the objective and budgets it was made
-    under, the recommended technique with its objective value and interval, and the tied set.
-    None when nothing was recommended (nothing to record).
+    """Return what a baseline records of a search's choice.
+
+    The objective and budgets it was made under, the recommended technique with its objective
+    value and interval, and the tied set. None when nothing was recommended (nothing to record).
     """
     choice = found.choice
     best = choice.recommended
@@ -1118,11 +1151,13 @@ def contract_of(found: SearchResult) -> dict[str, Any] | None:
 
 @dataclass
 class ContractCheck:
-    """A recorded choice against a new search: ``status`` is ``kept`` (still feasible and tied
-    for best within the tolerance), ``beaten`` (a feasible candidate is now surely better,
-    beyond the tolerance), ``infeasible`` (it breaks or cannot decide a budget), ``unmeasured``
-    (this search did not measure it) or ``other budgets`` (the marker's budgets or objective are
-    not those of the record); ``message`` says so in words.
+    """A recorded choice against a new search.
+
+    ``status`` is ``kept`` (still feasible and tied for best within the tolerance), ``beaten`` (a
+    feasible candidate is now surely better, beyond the tolerance), ``infeasible`` (it breaks or
+    cannot decide a budget), ``unmeasured`` (this search did not measure it) or
+    ``other budgets`` (the marker's budgets or objective are not those of the record);
+    ``message`` says so in words.
     """
 
     status: str
@@ -1150,9 +1185,10 @@ def check_contract(
     *,
     absolute: bool = False,
 ) -> ContractCheck:
-    """Judge a recorded choice (``contract_of``'s dict) against a new search: it is kept when
-    it is still feasible and no feasible candidate is surely better than it beyond
-    ``tolerance`` (its interval past the recorded choice's better end by more than that).
+    """Judge a recorded choice (``contract_of``'s dict) against a new search.
+
+    It is kept when it is still feasible and no feasible candidate is surely better than it
+    beyond ``tolerance`` (its interval past the recorded choice's better end by more than that).
     """
     choice = found.choice
     technique = str(stored["recommended"])

@@ -51,7 +51,7 @@ class ModelSpec:
             raise SpecError(f"ModelSpec {self.name!r}: batch_size must be >= 1")
 
     def load(self) -> Any:
-        """The reference model, built on first use and kept."""
+        """Return the reference model, built by the factory on first use and kept."""
         if self._model is None:
             try:
                 model = self.factory()
@@ -81,7 +81,7 @@ class ModelSpec:
         return "python"
 
     def accuracy_batches(self) -> list[tuple[Batch, Any]]:
-        """What accuracy is computed on: eval data, else calibration data, else the example."""
+        """Return what accuracy is computed on: eval data, else calibration, else the example."""
         if self.eval_data:
             return list(self.eval_data)
         if self.calibration_data:
@@ -96,7 +96,7 @@ class ModelSpec:
         example_input: Batch,
         **kwargs: Any,
     ) -> ModelSpec:
-        """A spec for any ``torch.nn.Module`` factory."""
+        """Make a spec for any ``torch.nn.Module`` factory."""
         return cls(name=name, factory=factory, example_input=example_input, **kwargs)
 
     @classmethod
@@ -107,7 +107,7 @@ class ModelSpec:
         example_input: Batch,
         **kwargs: Any,
     ) -> ModelSpec:
-        """A spec for a Keras model factory; batches are numpy arrays.
+        """Make a spec for a Keras model factory; batches are numpy arrays.
 
         TensorFlow is imported (safely, see :func:`load_tensorflow`) before the factory runs:
         import ``keras`` or ``tensorflow`` inside the factory, not at the top of a test module
@@ -137,7 +137,7 @@ class ModelSpec:
         name: str | None = None,
         **model_kwargs: Any,
     ) -> ModelSpec:
-        """A timm model, with seeded random images as example, calibration and eval inputs.
+        """Make a timm model's spec: seeded random images as example, calibration and eval inputs.
 
         With ``pretrained=False`` (no weights can be downloaded), the weights are random and
         BatchNorm statistics are recomputed on the calibration data, so that activations have a
@@ -181,7 +181,10 @@ class ModelSpec:
 
 
 def _timm_input_size(model_name: str, in_chans: int | None) -> tuple[int, ...]:
-    """The model's default input (C, H, W) from its pretrained config, channels overridden."""
+    """Return the model's default input (C, H, W) from its pretrained config, channels overridden.
+
+    (3, 224, 224) when timm has no pretrained config for it.
+    """
     import timm
 
     config = timm.get_pretrained_cfg(model_name)

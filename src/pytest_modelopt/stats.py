@@ -94,7 +94,7 @@ EXACT_SIGNED_RANK_MAX_N = 60
 
 
 def ratio_estimate(ratios: ArrayLike, confidence: float) -> tuple[float, tuple[float, float]]:
-    """The speedup from per-round ratios, with its confidence interval.
+    """Estimate the speedup from per-round ratios, with its confidence interval.
 
     The Hodges-Lehmann estimate of the log-ratios (the median of all pairwise means, Walsh
     averages) and the interval from inverting the Wilcoxon signed-rank test, back on the ratio
@@ -120,7 +120,9 @@ def ratio_estimate(ratios: ArrayLike, confidence: float) -> tuple[float, tuple[f
 def student_t_ratio_estimate(
     ratios: ArrayLike, confidence: float
 ) -> tuple[float, tuple[float, float]]:
-    """A ratio of counted rounds: the geometric mean, with Student's t interval of the log-ratios.
+    """Estimate a ratio of counted rounds: the geometric mean, with a Student's t interval.
+
+    The interval is Student's t interval of the log-ratios, back on the ratio scale.
 
     For instruction counts, which differ between calls only by an allocator's or a lazy cache's
     odd extra work, a rank interval wastes rounds: at 99.9% it needs 11 whatever the spread, and
@@ -146,7 +148,10 @@ ESTIMATORS = {"signed_rank": ratio_estimate, "student_t": student_t_ratio_estima
 
 
 def fewest_rounds(confidence: float) -> int:
-    """The fewest rounds whose signed-rank interval is finite at ``confidence`` (11 at 99.9%)."""
+    """Return the fewest rounds whose signed-rank interval is finite at ``confidence``.
+
+    11 at 99.9%.
+    """
     n = 1
     while signed_rank_critical(n, 1 - confidence) < 0:
         n += 1
@@ -154,8 +159,10 @@ def fewest_rounds(confidence: float) -> int:
 
 
 def signed_rank_critical(n: int, alpha: float) -> int:
-    """Largest k with P(T <= k) <= alpha / 2 for the signed-rank statistic T of n values (-1 if
-    none): the interval runs from the (k+1)-th smallest Walsh average to the (k+1)-th largest.
+    """Return the largest k with P(T <= k) <= alpha / 2 for the signed-rank statistic T of n values.
+
+    -1 if none. The interval runs from the (k+1)-th smallest Walsh average to the (k+1)-th
+    largest.
     """
     from scipy import stats
 
@@ -172,8 +179,9 @@ def signed_rank_critical(n: int, alpha: float) -> int:
 
 
 def _walsh_order(sorted_x: np.ndarray, k: int) -> float:
-    """The k-th smallest (0-based) of the Walsh averages (x_i + x_j) / 2, i <= j, without
-    building all n(n+1)/2 of them: bisection on the value, counting pairs below it.
+    """Return the k-th smallest (0-based) of the Walsh averages (x_i + x_j) / 2, i <= j.
+
+    Without building all n(n+1)/2 of them: bisection on the value, counting pairs below it.
     """
     n = sorted_x.size
     index = np.arange(n)

@@ -31,8 +31,9 @@ INJECTED_ITERATIONS = "injected_loop_iterations"
 
 
 def inject_slowdown(variant: Variant, fraction: float, batch: Any = None) -> None:
-    """Wrap ``variant.run`` so each call takes ``1 + fraction`` times as long (once per variant);
-    with the ``batch`` it runs on, wrap its loader too (a fixed loop, calibrated on it).
+    """Wrap ``variant.run`` so each call takes ``1 + fraction`` times as long (once per variant).
+
+    With the ``batch`` it runs on, wrap its loader too (a fixed loop, calibrated on it).
     """
     if INJECTED in variant.details:
         return
@@ -64,7 +65,10 @@ def _slowed(run: Callable[[Any], Any], fraction: float) -> Callable[[Any], Any]:
 def calibrated_iterations(
     run: Callable[[Any], Any], batch: Any, fraction: float, calls: int = 21
 ) -> int:
-    """Iterations of :func:`busy_loop` that take ``fraction`` of one call of ``run``, here."""
+    """Return the iterations of :func:`busy_loop` that take ``fraction`` of a call of ``run``.
+
+    Both are timed here, in this process.
+    """
     import statistics  # here, not at the top: a worker that loads slowed_runner never needs it
 
     run(batch)
@@ -75,7 +79,7 @@ def calibrated_iterations(
 
 
 def slowed_runner(loader: Loader, iterations: int, fraction: float = 0.0) -> SlowedRun:
-    """A worker's loader: the wrapped loader's run, then ``iterations`` of :func:`busy_loop`."""
+    """Load a worker's run: the wrapped loader's run, then ``iterations`` of :func:`busy_loop`."""
     return SlowedRun(loader.load(), iterations, fraction)
 
 
@@ -93,9 +97,10 @@ class SlowedRun:
     def calibrate_with(
         self, instructions_of: Callable[[Callable[[], Any]], float], batch: Any
     ) -> None:
-        """Size the loop at ``fraction`` of the run's instructions, as ``instructions_of`` counts
-        them (the counting worker's callgrind). The loop's fixed cost (the call) is small beside
-        its iterations, and the size is refined on the loop itself.
+        """Size the loop at ``fraction`` of the run's instructions, as ``instructions_of`` counts.
+
+        ``instructions_of`` is the counting worker's callgrind. The loop's fixed cost (the call)
+        is small beside its iterations, and the size is refined on the loop itself.
         """
         target = self.fraction * instructions_of(lambda: self.run(batch))
         iterations = 10_000
@@ -108,8 +113,10 @@ class SlowedRun:
 
 
 def busy_loop(iterations: int) -> int:
-    """A fixed amount of compute: the same instructions in every process. It allocates nothing
-    (only cached small ints), so its count does not depend on the state of Python's allocator.
+    """Run a fixed amount of compute: the same instructions in every process.
+
+    It allocates nothing (only cached small ints), so its count does not depend on the state of
+    Python's allocator.
     """
     total = 0
     for _ in itertools.repeat(None, iterations):

@@ -50,7 +50,7 @@ def parameter_counts(model: nn.Module) -> tuple[int, int]:
 
 
 def output_tensor(output: Any) -> torch.Tensor:
-    """The prediction of a model output: the output itself, or the first of a tuple."""
+    """Return the prediction of a model output: the output itself, or the first of a tuple."""
     prediction: torch.Tensor = output[0] if isinstance(output, (tuple, list)) else output
     return prediction
 
@@ -60,7 +60,7 @@ def parameter_count(model: nn.Module) -> int:
 
 
 def classifier_layer(model: nn.Module, example: Any) -> nn.Module | None:
-    """The last Linear or Conv whose output width is the model's: pruning leaves it alone."""
+    """Return the last Linear or Conv whose output width is the model's: pruning spares it."""
     with torch.no_grad():
         width = output_tensor(call_model(model.eval(), example)).shape[-1]
     candidates = [
@@ -114,7 +114,7 @@ def save_module(model: nn.Module, path: Path) -> Path:
 
 
 def training_batches(spec: Any, technique: str) -> list[tuple[Any, Any]]:
-    """The spec's ``train_data``, or a TrainingDataMissing saying that ``technique`` needs it."""
+    """Return the spec's ``train_data``, or raise TrainingDataMissing naming ``technique``."""
     from pytest_modelopt.errors import TrainingDataMissing
 
     if not spec.train_data:

@@ -33,8 +33,10 @@ Call = Callable[[], Any]
 
 
 class WorkerUnavailable(ModeloptError):
-    """A worker could not start (the engine then times that side in-process) or died while
-    timing (the measurement fails with the reason).
+    """A worker could not start, or died while timing.
+
+    When it cannot start the engine times that side in-process; when it dies the measurement
+    fails with the reason.
     """
 
 
@@ -185,7 +187,7 @@ def shut_down(process: subprocess.Popen[Any], connection: Connection, timeout_s:
 
 
 def _serve(connection: Connection) -> None:
-    """The worker's loop: load, then time as many calls as asked until told to stop."""
+    """Run the worker's loop: load, then time as many calls as asked until told to stop."""
     try:
         allocator = keep_freed_memory()  # for the worker's life: it only times
         loader, batch, threads = pickle.loads(connection.recv_bytes())

@@ -1,4 +1,4 @@
-"""The state of one pytest session, in parts that each own one concern:
+"""The state of one pytest session, in parts that each own one concern.
 
 - ``context``: the config, settings, detected hardware, cache directory and progress log they share;
 - ``scope``: which tests this run collected, and whether it is a full run;
@@ -34,7 +34,9 @@ WORKER_OUTPUT_KEY = "modelopt"
 
 
 class ModeloptSession:
-    """Registered as a plugin in pytest_configure (``scope`` beside it, as a plugin of its own);
+    """The plugin's state for one pytest session, and the hooks that need its parts in order.
+
+    Registered as a plugin in pytest_configure (``scope`` beside it, as a plugin of its own);
     fixtures and hooks reach it through the stash. Its own hooks are the ones that need the
     parts in a fixed order: what an xdist worker sends, and the session's end.
     """
@@ -56,7 +58,7 @@ class ModeloptSession:
         return self.context.hardware
 
     def record(self, nodeid: str, result: VariantResult) -> None:
-        """A measured variant's record, with its timed sections and its baseline comparison."""
+        """Record a measured variant, with its timed sections and its baseline comparison."""
         self.report.record(
             nodeid,
             result,
@@ -66,8 +68,9 @@ class ModeloptSession:
         )
 
     def record_search(self, nodeid: str, found: SearchResult) -> None:
-        """A search's choice (modelopt_best): in the results JSON and the summary, and, with
-        --modelopt-save-baseline, as the test's baseline entry.
+        """Record a search's choice (modelopt_best) for the results JSON and the summary.
+
+        With --modelopt-save-baseline it also becomes the test's baseline entry.
         """
         self.baselines.record_choice(nodeid, found)
         self.report.record_search(
@@ -80,7 +83,7 @@ class ModeloptSession:
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node: Any, error: Any) -> None:
-        """xdist controller: take in what a worker measured."""
+        """Take in what an xdist worker measured (on the controller)."""
         output = getattr(node, "workeroutput", {}).get(WORKER_OUTPUT_KEY)
         if output is None:
             return

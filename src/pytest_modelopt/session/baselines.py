@@ -1,6 +1,8 @@
-"""The session's side of the baselines: the stores of this machine's fingerprints, the verdict
-of each test against its stored entry, and what is written at session end (new baselines,
-``.obtained.json`` files of regressions, unused entries reported or pruned).
+"""The session's side of the baselines.
+
+The stores of this machine's fingerprints, the verdict of each test against its stored entry,
+and what is written at session end (new baselines, ``.obtained.json`` files of regressions,
+unused entries reported or pruned).
 
 The store and the regression rules themselves are in ``pytest_modelopt.baselines``.
 """
@@ -44,7 +46,7 @@ class SessionBaselines:
         return self.store_for(self.settings.measure)
 
     def store_for(self, meter: str) -> BaselineStore:
-        """The baselines of one meter: counted ones live under a fingerprint of their own."""
+        """Return the baselines of one meter: counted ones live under a fingerprint of their own."""
         from pytest_modelopt.baselines import BaselineStore
 
         if meter not in self._stores:
@@ -133,9 +135,10 @@ class SessionBaselines:
             raise ContractViolation(f"{table}\n{advice}")
 
     def compare_choice(self, nodeid: str, found: SearchResult, tolerances: Tolerances) -> None:
-        """Judge a search (modelopt_best) against the choice its baseline entry recorded; raise
-        ContractViolation when that choice no longer meets its budgets or is now surely beaten
-        beyond the tolerance (``search.check_contract``).
+        """Judge a search (modelopt_best) against the choice its baseline entry recorded.
+
+        Raise ContractViolation when that choice no longer meets its budgets or is now surely
+        beaten beyond the tolerance (``search.check_contract``).
         """
         from pytest_modelopt.baselines import choice_tolerance, module_of
         from pytest_modelopt.search import check_contract
@@ -173,8 +176,10 @@ class SessionBaselines:
         )
 
     def choice_entry(self, found: SearchResult) -> dict[str, Any] | None:
-        """The baseline entry of a search: the recommended variant's size and accuracy, and the
-        choice (``search.contract_of``); None when nothing was recommended.
+        """Return the baseline entry of a search; None when nothing was recommended.
+
+        The entry holds the recommended variant's size and accuracy, and the choice
+        (``search.contract_of``).
         """
         from pytest_modelopt.baselines import ACCURACY_METRICS
         from pytest_modelopt.report import environment
@@ -215,7 +220,7 @@ class SessionBaselines:
                 self.choices[nodeid] = entry
 
     def comparison_of_choice(self, nodeid: str) -> dict[str, Any]:
-        """What comparing a search with its recorded choice found (``comparison_of``'s words)."""
+        """Return what comparing a search with its recorded choice found, as ``comparison_of``."""
         if nodeid in self.comparisons:
             return self.comparisons[nodeid]
         return {"status": "recorded" if self.settings.save_baseline else "not compared"}
@@ -232,9 +237,10 @@ class SessionBaselines:
         )
 
     def comparison_of(self, nodeid: str, meter: str) -> dict[str, Any]:
-        """What comparing this test with its baseline found, as its result record holds it. A
-        test whose body failed was never compared: its status says whether there was anything to
-        compare with, in the words a passing test's row uses (``no baseline``, ``no entry``,
+        """Return what comparing this test with its baseline found, as its result record holds it.
+
+        A test whose body failed was never compared: its status says whether there was anything
+        to compare with, in the words a passing test's row uses (``no baseline``, ``no entry``,
         ``recorded``), and ``not compared`` only where an entry exists and the failure kept it
         from being judged.
         """
@@ -255,8 +261,10 @@ class SessionBaselines:
     # -- at session end (the controller only) -----------------------------------------------
 
     def write_files(self, records: list[dict[str, Any]]) -> list[tuple[str, dict[str, bool]]]:
-        """Save the measured entries (--modelopt-save-baseline), write the entries that regressed
-        beside their baselines, and report or prune unused ones: the summary lines that say so.
+        """Write the session's baseline files; return the summary lines that say what was done.
+
+        Save the measured entries (--modelopt-save-baseline), write the entries that regressed
+        beside their baselines, and report or prune unused ones.
         """
         from pytest_modelopt.baselines import SaveReport
 
@@ -344,7 +352,7 @@ class SessionBaselines:
         ]
 
     def _report_writes(self, report: SaveReport) -> list[tuple[str, dict[str, bool]]]:
-        """What was saved and pruned; an error also fails the session (``failed_writes``)."""
+        """Say what was saved and pruned; an error also fails the session (``failed_writes``)."""
         lines: list[tuple[str, dict[str, bool]]] = [
             (f"baseline saved: {line}", {"green": True}) for line in report.written
         ]
@@ -383,7 +391,7 @@ class SessionBaselines:
 
     @staticmethod
     def _summary(store: BaselineStore, statuses: list[str]) -> list[tuple[str, dict[str, bool]]]:
-        """What one meter's records were compared with: the baseline's verdicts, or why none."""
+        """Say what one meter's records were compared with: the baseline's verdicts, or why none."""
         if not store.exists():
             lines = [
                 (
@@ -417,8 +425,9 @@ class SessionBaselines:
 
 
 def _first_differences(differences: list[str], shown: int = 3, width: int = 90) -> str:
-    """The first few hardware fields that differ, each cut to one short line: under an ISA cap
-    the full list ran to 1,500 characters a fingerprint.
+    """Return the first few hardware fields that differ, each cut to one short line.
+
+    Under an ISA cap the full list ran to 1,500 characters a fingerprint.
     """
     if not differences:
         return "fields not recorded"

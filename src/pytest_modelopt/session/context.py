@@ -1,5 +1,7 @@
-"""What every part of the session shares: the pytest config, the settings, the detected
-hardware, pytest's cache directory and a live progress line.
+"""What every part of the session shares.
+
+The pytest config, the settings, the detected hardware, pytest's cache directory and a live
+progress line.
 """
 
 from __future__ import annotations
@@ -44,5 +46,5 @@ class SessionContext:
 
 
 def utc_now() -> str:
-    """The time stamp written into baseline entries and results files."""
+    """Return the time stamp written into baseline entries and results files (UTC, ISO)."""
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")

@@ -1,5 +1,7 @@
-"""What the session reports: one record per measured variant, the ``modelopt results`` section
-of the terminal summary, and the results JSON (``--modelopt-json``).
+"""What the session reports.
+
+One record per measured variant, the ``modelopt results`` section of the terminal summary, and
+the results JSON (``--modelopt-json``).
 """
 
 from __future__ import annotations
@@ -63,8 +65,10 @@ class SessionReport:
         lock_wait_s: float,
         baseline: dict[str, Any],
     ) -> None:
-        """A search's choice and what it measured (each candidate's record, the format of
-        ``results``, so ``search.choose`` reads them back to the same choice).
+        """Record a search's choice and what it measured.
+
+        Each candidate's record is in the format of ``results``, so ``search.choose`` reads them
+        back to the same choice.
         """
         self.searches.append(
             {
@@ -82,8 +86,10 @@ class SessionReport:
         lock_wait_s: float,
         baseline: dict[str, Any],
     ) -> dict[str, Any]:
-        """What every record of a test holds, a variant's or a search's: who measured it, when
-        it held the timing lock, how long it waited for it, and its baseline comparison.
+        """Return what every record of a test holds, a variant's or a search's.
+
+        Who measured it, when it held the timing lock, how long it waited for it, and its
+        baseline comparison.
         """
         return {
             "test": nodeid,
@@ -115,8 +121,9 @@ class SessionReport:
             terminalreporter.write_line(line, **markup)
 
     def _search_lines(self) -> list[tuple[str, dict[str, bool]]]:
-        """Per search (modelopt_best): what it chose, what it measured, and how the choice
-        compared with the recorded one.
+        """Return the summary's lines of each search (modelopt_best).
+
+        What it chose, what it measured, and how the choice compared with the recorded one.
         """
         lines: list[tuple[str, dict[str, bool]]] = []
         for search in self.searches:
@@ -134,8 +141,10 @@ class SessionReport:
         return lines
 
     def _note_lines(self) -> list[str]:
-        """Each variant note once, naming the variants that carry it as ``model[technique]``
-        (a session may measure several models with one technique).
+        """Return each variant note once, naming the variants that carry it.
+
+        They are named ``model[technique]``: a session may measure several models with one
+        technique.
         """
         notes: dict[str, set[str]] = {}
         for record in self.records:
@@ -166,7 +175,7 @@ class SessionReport:
         )
 
     def write_results(self) -> None:
-        """The results JSON, when --modelopt-json asks for it and something was measured."""
+        """Write the results JSON, when --modelopt-json asks for it and something was measured."""
         if self.settings.json_path is not None and (self.records or self.searches):
             self.write_json(self.settings.json_path)
             self.messages.append((f"results written to {self.settings.json_path}", {}))
@@ -216,5 +225,5 @@ def _finite(data: Any) -> Any:
 
 
 def _detected(hardware: Hardware) -> dict[str, str]:
-    """The detected fingerprint, which a --modelopt-machine name hides, for reports."""
+    """Return the detected fingerprint, which a --modelopt-machine name hides, for reports."""
     return {"detected_fingerprint": dataclasses.replace(hardware, machine=None).fingerprint}

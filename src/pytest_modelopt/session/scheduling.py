@@ -1,5 +1,7 @@
-"""When and how variants are measured: one Evaluator per spec, and every build and measurement
-inside a timed section that holds a machine-wide lock.
+"""When and how variants are measured.
+
+One Evaluator per spec, and every build and measurement inside a timed section that holds a
+machine-wide lock.
 
 The lock is a file shared by every pytest process of this user on the machine, xdist workers
 included, so that two of them never measure at once.
@@ -47,7 +49,7 @@ class MeasurementScheduler:
         self.waits: dict[str, float] = {}  # test id -> seconds it waited for the timing lock
 
     def evaluator(self, spec: ModelSpec, workdir: Path) -> Evaluator:
-        """The spec's Evaluator, made on first use: it builds the reference once per spec."""
+        """Return the spec's Evaluator, made on first use: it builds the reference once per spec."""
         from pytest_modelopt.evaluation import Evaluator
 
         key = id(spec)
@@ -67,8 +69,10 @@ class MeasurementScheduler:
 
     @contextlib.contextmanager
     def timed_section(self, nodeid: str) -> Iterator[None]:
-        """Hold the machine-wide timing lock, third-party logs below WARNING kept out of pytest's
-        capture (what runs here builds, times and profiles variants); the span is recorded.
+        """Hold the machine-wide timing lock for the block; the span is recorded.
+
+        Third-party logs below WARNING are kept out of pytest's capture meanwhile (what runs here
+        builds, times and profiles variants).
         """
         from filelock import FileLock
 
@@ -92,8 +96,10 @@ class MeasurementScheduler:
             self._lock.release()
 
     def _acquire(self, nodeid: str) -> float:
-        """Take the timing lock; while another process holds it, say who after a second and
-        again whenever the holder changes. Returns the seconds waited.
+        """Take the timing lock; return the seconds waited.
+
+        While another process holds it, say who after a second and again whenever the holder
+        changes.
         """
         from filelock import Timeout
 
@@ -123,8 +129,10 @@ class MeasurementScheduler:
         max_time_s: float | None = None,
         meter: str | None = None,
     ) -> VariantResult:
-        """Build and measure one variant with the timing lock held (building too: a build in
-        another worker would disturb this one's timing as much as another measurement).
+        """Build and measure one variant with the timing lock held.
+
+        Building too: a build in another worker would disturb this one's timing as much as
+        another measurement.
         """
         evaluator = self.evaluator(spec, workdir)
         slowdown = dict(self.context.settings.inject_slowdown).get(technique)
@@ -152,10 +160,11 @@ class MeasurementScheduler:
         params: Mapping[str, Mapping[str, Any]] | None = None,
         first: Sequence[str] = (),
     ) -> SearchResult:
-        """``Evaluator.best`` for the modelopt_best fixture, the whole search inside one timed
-        section (its progress goes to the terminal through the evaluator's log). A technique
-        named by --modelopt-inject-slowdown is built first and slowed down, as ``evaluate``
-        does, so that the search measures the slowed variant.
+        """Run ``Evaluator.best`` for the modelopt_best fixture, in one timed section.
+
+        Its progress goes to the terminal through the evaluator's log. A technique named by
+        --modelopt-inject-slowdown is built first and slowed down, as ``evaluate`` does, so that
+        the search measures the slowed variant.
         """
         from pytest_modelopt.errors import ModeloptError
         from pytest_modelopt.search import _params_of
@@ -185,7 +194,7 @@ class MeasurementScheduler:
     def _locked(
         self, nodeid: str, remeasure: Callable[[], Comparison] | None
     ) -> Callable[[], Comparison] | None:
-        """A second measurement, asked for later by the baseline check, holds the lock too."""
+        """Wrap a later second measurement (the baseline check's) so it holds the lock too."""
         if remeasure is None:
             return None
 
@@ -218,8 +227,10 @@ def read_holder() -> dict[str, Any] | None:
 
 
 def describe_holder(record: dict[str, Any] | None) -> str:
-    """Who holds the timing lock, in words: the record can be missing or stale (a process that
-    does not write one, such as an older pytest-modelopt).
+    """Say who holds the timing lock, in words.
+
+    The record can be missing or stale (a process that does not write one, such as an older
+    pytest-modelopt).
     """
     unknown = f"another process's measurement (the lock {TIMING_LOCK} names no holder)"
     if record is None or not _alive(record.get("pid")):

@@ -29,7 +29,9 @@ if TYPE_CHECKING:
     },
 )
 def build_distilled(ctx: BuildContext) -> Variant:
-    """The student: ``student`` (a callable returning a module, or a timm model name), else the
+    """Train a smaller student on the teacher's soft targets (knowledge distillation).
+
+    The student: ``student`` (a callable returning a module, or a timm model name), else the
     spec's ``student``, else the teacher narrowed to ``width`` of its channels (torch-pruning).
 
     Loss: ``alpha * T^2 * KL(student/T || teacher/T) + (1 - alpha) * cross-entropy`` on labelled

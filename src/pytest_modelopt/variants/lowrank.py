@@ -1,5 +1,6 @@
-"""Low-rank factorization: each large Linear (and 1x1 Conv) replaced by two thinner layers from
-its truncated SVD.
+"""Low-rank factorization of large Linear and 1x1 Conv layers.
+
+Each large Linear (and 1x1 Conv) is replaced by two thinner layers from its truncated SVD.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ if TYPE_CHECKING:
     defaults={"rank_ratio": 0.25, "energy": None, "min_features": 32, "steps": 0, "lr": 1e-4},
 )
 def build_lowrank(ctx: BuildContext) -> Variant:
-    """``rank_ratio`` keeps that fraction of each layer's full rank; ``energy`` (when given)
+    """Factorize each large layer into two thinner ones from its truncated SVD.
+
+    ``rank_ratio`` keeps that fraction of each layer's full rank; ``energy`` (when given)
     instead keeps the fewest singular values whose squares sum to that fraction of the total.
     Layers narrower than ``min_features``, or that factorizing would not shrink, stay whole.
     """

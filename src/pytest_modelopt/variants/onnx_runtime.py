@@ -78,7 +78,7 @@ def export_onnx(ctx: BuildContext) -> tuple[Path, dict[str, Any], list[str]]:
 
 
 def onnx_files(path: Path) -> tuple[Path, ...]:
-    """The model file and every external-data file beside it."""
+    """Return the model file and every external-data file beside it: what ships."""
     return tuple(sorted(p for p in path.parent.iterdir() if p.name.startswith(path.name)))
 
 
@@ -95,8 +95,9 @@ def providers_for(ctx: BuildContext) -> list[str]:
 def session_for(
     path: Path, ctx: BuildContext, providers: list[str] | None = None
 ) -> onnxruntime.InferenceSession:
-    """The variant's session: the harness's threads, providers by hardware, TensorRT with an
-    engine cache and an optimization profile for the batch sizes the spec uses.
+    """Make the variant's session: the harness's threads, providers by hardware.
+
+    TensorRT gets an engine cache and an optimization profile for the batch sizes the spec uses.
     """
     providers = providers or providers_for(ctx)
     chosen: list[Any] = [
@@ -108,9 +109,10 @@ def session_for(
 def make_session(
     path: str, threads: int | None, providers: list[Any], *, profile_prefix: str | None = None
 ) -> onnxruntime.InferenceSession:
-    """A session configured as ORT's own guidance says for latency: all graph optimizations,
-    intra-op threads from the harness, sequential execution; with ``profile_prefix``, ORT's
-    profiling on, its JSON written to a file of that prefix.
+    """Make a session configured as ORT's own guidance says for latency.
+
+    All graph optimizations, intra-op threads from the harness, sequential execution; with
+    ``profile_prefix``, ORT's profiling on, its JSON written to a file of that prefix.
     """
     import onnxruntime
 
@@ -136,9 +138,11 @@ def ort_runner(path: str, threads: int | None) -> Callable[[Any], Any]:
 
 
 def ort_profiler(path: str, threads: int | None) -> Callable[[Any, int], dict[str, float]]:
-    """``profile(batch, calls)``: milliseconds per call by ``op_type`` of a CPU session on the
-    model at ``path`` with ORT's profiling on (node events of the calls after a warm-up; a fused
-    node counts under the type ORT gives it). The variant's ``profiler``.
+    """Return the variant's ``profiler``: ``profile(batch, calls)``, ms per call by operator.
+
+    Milliseconds per call by ``op_type`` of a CPU session on the model at ``path`` with ORT's
+    profiling on (node events of the calls after a warm-up; a fused node counts under the type
+    ORT gives it).
     """
 
     def profile(batch: Any, calls: int) -> dict[str, float]:
@@ -168,9 +172,11 @@ def ort_profiler(path: str, threads: int | None) -> Callable[[Any, int], dict[st
 
 
 def tensorrt_options(path: Path, ctx: BuildContext) -> dict[str, Any]:
-    """TensorRT provider options: an engine cache beside the variant (the engine is built on the
-    first call, once), fp16 where ``params["fp16"]`` asks for it, and one optimization profile
-    from batch 1 to the largest batch the spec feeds, tuned for the timed batch.
+    """Return the TensorRT provider's options for the variant.
+
+    An engine cache beside the variant (the engine is built on the first call, once), fp16 where
+    ``params["fp16"]`` asks for it, and one optimization profile from batch 1 to the largest
+    batch the spec feeds, tuned for the timed batch.
     """
     import onnx
 
@@ -265,8 +271,10 @@ def _plain_runner(session: onnxruntime.InferenceSession) -> Callable[[Any], Any]
 
 
 def _bound_runner(session: onnxruntime.InferenceSession) -> Callable[[Any], Any]:
-    """IO binding, as ORT advises on GPU: CUDA tensors are bound where they lie (no copy), host
-    inputs are copied once by ORT, and outputs stay on the device until someone reads them.
+    """Return a run with IO binding, as ORT advises on GPU.
+
+    CUDA tensors are bound where they lie (no copy), host inputs are copied once by ORT, and
+    outputs stay on the device until someone reads them.
     """
     import numpy as np
 
@@ -467,7 +475,7 @@ def build_tensorrt(ctx: BuildContext) -> Variant:
 
 
 def convert_to_fp16(source: Path, path: Path) -> None:
-    """The ONNX model with fp16 weights and compute, keeping fp32 inputs and outputs."""
+    """Write the ONNX model with fp16 weights and compute, keeping fp32 inputs and outputs."""
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
@@ -476,7 +484,10 @@ def convert_to_fp16(source: Path, path: Path) -> None:
 
 
 def require_provider(provider: str, technique: str) -> list[str]:
-    """``provider`` first (CUDA and CPU after it for nodes it cannot run), or PackageMissing."""
+    """Return ``provider`` first, then CUDA and CPU for nodes it cannot run.
+
+    A PackageMissing where this ONNX Runtime lacks ``provider``.
+    """
     import onnxruntime
 
     available = onnxruntime.get_available_providers()

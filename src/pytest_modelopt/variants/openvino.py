@@ -184,10 +184,12 @@ def openvino_runner(xml: str, device: str, config: dict[str, Any]) -> Callable[[
 def openvino_profiler(
     xml: str, device: str, config: dict[str, Any]
 ) -> Callable[[Any, int], dict[str, float]]:
-    """``profile(batch, calls)``: milliseconds per call by layer type and kernel (``Convolution
-    (brgconv_avx2_FP32)``: a change of kernel shows as one row leaving and another coming) of the
-    saved IR compiled with ``config`` and ``PERF_COUNT``, one request on the whole batch (a
-    THROUGHPUT variant too), summed over the calls. The variant's ``profiler``.
+    """Return the variant's ``profiler``: ``profile(batch, calls)``, ms per call by operator.
+
+    Milliseconds per call by layer type and kernel (``Convolution (brgconv_avx2_FP32)``: a change
+    of kernel shows as one row leaving and another coming) of the saved IR compiled with
+    ``config`` and ``PERF_COUNT``, one request on the whole batch (a THROUGHPUT variant too),
+    summed over the calls.
     """
 
     def profile(batch: Any, calls: int) -> dict[str, float]:
@@ -231,8 +233,10 @@ class ShapeCompiled:
         self._requests: dict[int, Any] = {}  # id of a compiled model -> its request
 
     def compiled(self, shapes: tuple[tuple[int, ...], ...] | None = None) -> Any:
-        """The compilation for ``shapes``; the dynamic one for ``None``, past the static limit, or
-        once a static compilation has failed.
+        """Return the compilation for ``shapes``, compiling it on first use.
+
+        The dynamic one for ``None``, past the static limit, or once a static compilation has
+        failed.
         """
         if shapes is not None and shapes not in self._compiled and self._static_allowed():
             try:
@@ -250,8 +254,10 @@ class ShapeCompiled:
         return not self.static_failure and static < self.MAX_STATIC_SHAPES
 
     def bound_request(self, arrays: list[Any]) -> Any:
-        """A request of the compilation for these arrays' shapes, reading them without a copy (a
-        converted copy where the dtype differs: the tensor keeps it alive).
+        """Return a request of the compilation for these arrays' shapes, bound to the arrays.
+
+        It reads them without a copy (a converted copy where the dtype differs: the tensor keeps
+        it alive).
         """
         import numpy as np
         import openvino as ov
@@ -346,7 +352,7 @@ def _inputs(batch: Any) -> list[Any]:
 
 
 def _pinned_precision(ctx: BuildContext, technique: str) -> str | None:
-    """The ``inference_precision`` parameter, checked: None keeps the device's default."""
+    """Return the ``inference_precision`` parameter, checked: None keeps the device's default."""
     pinned = ctx.params.get("inference_precision")
     if pinned is not None and pinned not in PRECISIONS:
         raise BuildError(
@@ -407,9 +413,11 @@ def _shapes_used(models: ShapeCompiled, hint: str) -> str:
 def _precision_the_cap_allows(
     ctx: BuildContext, core: Any, technique: str, pinned: str | None, notes: list[str]
 ) -> str | None:
-    """The precision to pin on the CPU: ``pinned``, unless an ISA cap forbids the instructions it
-    needs (a skip: the plugin would run it anyway, outside the cap), or f32 where the cap forbids
-    the plugin's default (see PRECISION_FLAGS); None keeps the default.
+    """Return the precision to pin on the CPU, as far as an ISA cap allows.
+
+    ``pinned``, unless an ISA cap forbids the instructions it needs (a skip: the plugin would run
+    it anyway, outside the cap), or f32 where the cap forbids the plugin's default (see
+    PRECISION_FLAGS); None keeps the default.
     """
     cap = ctx.hardware.isa_cap
     if cap is None:

@@ -10,7 +10,10 @@ from pytest_modelopt.variants.base import BuildContext, Variant, WarningsToNotes
 
 
 def cast_model(ctx: BuildContext, dtype: Any, device: str, technique: str) -> Variant:
-    """The model with its floating-point weights cast to ``dtype`` on ``device``; inputs follow."""
+    """Build a variant of the model with its floating-point weights cast to ``dtype`` on ``device``.
+
+    Inputs are cast to follow.
+    """
     import torch
 
     from pytest_modelopt.torchtools import call_model

@@ -1,5 +1,7 @@
-"""Pruning: unstructured (global L1 magnitude, zeros in dense tensors) and structured (channels
-removed and layers rebuilt smaller, with torch-pruning's dependency graph).
+"""Pruning, unstructured and structured.
+
+Unstructured: global L1 magnitude, zeros in dense tensors. Structured: channels removed and
+layers rebuilt smaller, with torch-pruning's dependency graph.
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ def torch_variant(
     details: dict[str, Any],
     notes: list[str] | None = None,
 ) -> Variant:
-    """An eager fp32 variant of a transformed module, saved as its state dict or (when its
-    layers were rebuilt, so the original class cannot load it) as the whole module.
+    """Build an eager fp32 variant of a transformed module.
+
+    It is saved as its state dict or (when its layers were rebuilt, so the original class cannot
+    load it) as the whole module.
     """
     import torch
 
@@ -217,9 +221,11 @@ def prune_channels(
 
 
 def _resize_attention(attention: Any) -> None:
-    """Make timm's Attention agree with its pruned qkv projection: forward reshapes with
-    ``head_dim`` and, in recent timm, ``attn_dim``. The scale follows the new head dimension, as
-    the fused scaled_dot_product_attention path computes it, so both paths stay the same model.
+    """Make timm's Attention agree with its pruned qkv projection.
+
+    Forward reshapes with ``head_dim`` and, in recent timm, ``attn_dim``. The scale follows the
+    new head dimension, as the fused scaled_dot_product_attention path computes it, so both paths
+    stay the same model.
     """
     attention.head_dim = attention.qkv.out_features // 3 // attention.num_heads
     if hasattr(attention, "attn_dim"):

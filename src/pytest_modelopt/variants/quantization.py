@@ -21,7 +21,7 @@ EQUIVALENT_SUBCLASSES = {"timm.layers.linear.Linear"}
 
 
 def quantized_engine(hardware: Hardware) -> str:
-    """The quantized kernel library for this CPU: x86 (fbgemm/onednn) or qnnpack on ARM."""
+    """Return the quantized kernel library for this CPU: x86 (fbgemm/onednn) or qnnpack on ARM."""
     import torch
 
     supported = torch.backends.quantized.supported_engines
@@ -137,8 +137,9 @@ def _quantized_variant(
     run_model: Any = None,
     state: dict[str, Any] | None = None,
 ) -> Variant:
-    """Save ``state`` (default: the model's state dict) and wrap ``run_model`` (default: the
-    model) as the variant.
+    """Save ``state`` and wrap ``run_model`` as the variant.
+
+    ``state`` defaults to the model's state dict, ``run_model`` to the model.
     """
     import torch
 
@@ -166,7 +167,9 @@ def _quantized_variant(
     defaults={"path": "auto", "calibration_batches": 16},
 )
 def build_static_int8(ctx: BuildContext) -> Variant:
-    """``path``: ``pt2e`` (torchao's X86InductorQuantizer, then inductor), ``fx``
+    """Quantize weights and activations to int8, calibrated on the spec's calibration data.
+
+    ``path``: ``pt2e`` (torchao's X86InductorQuantizer, then inductor), ``fx``
     (prepare_fx/convert_fx with the engine's qconfig mapping), or ``auto``: pt2e where torchao is
     installed on an x86 CPU, else fx.
     """
@@ -292,7 +295,7 @@ def _static_int8_pt2e(ctx: BuildContext, batches: list[Any]) -> Variant:
 
 
 def _graph_coverage(state: dict[str, Any]) -> tuple[dict[str, Any], str]:
-    """A PT2E graph has no layers to name: the weights it reads, int8 and fp32, counted."""
+    """Count the weights a PT2E graph reads, int8 and fp32: it has no layers to name."""
     import torch
 
     int8 = sum(t.numel() for t in state.values() if t.dtype in (torch.int8, torch.uint8))
@@ -312,8 +315,10 @@ def _graph_coverage(state: dict[str, Any]) -> tuple[dict[str, Any], str]:
 
 
 def _graph_state(module: Any) -> dict[str, Any]:
-    """The tensors a graph module's graph reads: convert_pt2e folds int8 weights into new
-    attributes and leaves the fp32 originals on the module, unused; they must not count.
+    """Return the tensors a graph module's graph reads.
+
+    convert_pt2e folds int8 weights into new attributes and leaves the fp32 originals on the
+    module, unused; they must not count.
     """
     used = {node.target for node in module.graph.nodes if node.op == "get_attr"}
     return {name: value for name, value in module.state_dict().items() if name in used}
@@ -373,7 +378,7 @@ def build_qat_int8(ctx: BuildContext) -> Variant:
 def fx_trace_error(
     model: nn.Module, model_name: str, technique: str, error: Exception
 ) -> BuildError:
-    """A BuildError naming the innermost submodule that torch.fx cannot trace."""
+    """Return a BuildError naming the innermost submodule that torch.fx cannot trace."""
     name, module = _untraceable_module(model)
     where = (
         f"module {name!r} ({_qualname(type(module))})"
@@ -417,9 +422,11 @@ def _untraceable_module(model: nn.Module) -> tuple[str, nn.Module]:
 def int8_coverage(
     technique: str, original: nn.Module, quantized: nn.Module
 ) -> tuple[dict[str, Any], str]:
-    """Which layers a torch.ao quantization turned into int8 kernels, and which weights it left
-    in fp32 (an embedding, a convolution that dynamic quantization does not cover): the
-    variant's details and a note. An embedding-heavy model barely shrinks, and this says why.
+    """Say which layers a torch.ao quantization turned into int8 kernels, and which it left.
+
+    Which weights it left in fp32 (an embedding, a convolution that dynamic quantization does not
+    cover): the variant's details and a note. An embedding-heavy model barely shrinks, and this
+    says why.
     """
     int8: dict[str, int] = {}
     fp32: dict[str, int] = {}

@@ -24,7 +24,10 @@ TFLITE_BACKENDS = ("tensorflow", "litert")
 
 
 def keras_reference(ctx: BuildContext) -> Variant:
-    """The Keras model as written, called eagerly (``training=False``), saved as ``.keras``."""
+    """Build the Keras reference: the model as written, called eagerly, saved as ``.keras``.
+
+    It is called with ``training=False``.
+    """
     tf = load_tensorflow()
     threads = _set_tensorflow_threads(tf, ctx.threads)
     model = ctx.model
@@ -150,7 +153,7 @@ def _scale_granularity(tensors: list[dict[str, Any]]) -> dict[str, int]:
 
 
 def representative_dataset(ctx: BuildContext, technique: str) -> Callable[[], Iterator[Any]]:
-    """The spec's calibration batches, one sample at a time, as the converter expects."""
+    """Return the spec's calibration batches, one sample at a time, as the converter expects."""
     import numpy as np
 
     if not ctx.spec.calibration_data:
@@ -184,6 +187,7 @@ def build_tflite(ctx: BuildContext) -> Variant:
     description="TFLite dynamic range: int8 weights, float activations",
 )
 def build_tflite_dynamic(ctx: BuildContext) -> Variant:
+
     def configure(converter: Any, tf: Any) -> None:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
 
@@ -199,6 +203,7 @@ def build_tflite_dynamic(ctx: BuildContext) -> Variant:
     description="TFLite float16 weights (computed in fp32 on CPU, in fp16 on GPU delegates)",
 )
 def build_tflite_fp16(ctx: BuildContext) -> Variant:
+
     def configure(converter: Any, tf: Any) -> None:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [tf.float16]
@@ -253,8 +258,9 @@ def build_tflite_int8_fallback(ctx: BuildContext) -> Variant:
 
 
 def _set_tensorflow_threads(tf: Any, threads: int | None) -> int:
-    """Set TensorFlow's intra-op threads; once its runtime has started they can no longer
-    change, and the thread count in force is what is returned and recorded.
+    """Set TensorFlow's intra-op threads; return the thread count in force, which is recorded.
+
+    Once TensorFlow's runtime has started its threads can no longer change.
     """
     if threads:
         try:

@@ -318,13 +318,16 @@ class BaselineCheck:
 
     @property
     def verdict(self) -> Verdict:
+        """Return the comparison's verdict."""
         return self.check.verdict
 
     @property
     def metric(self) -> str:
+        """Return the name of the metric compared."""
         return self.check.budget.metric.name
 
     def to_dict(self) -> dict[str, Any]:
+        """Return the comparison as the results JSON records it: both values, limit, verdict."""
         return {
             "metric": self.metric,
             "baseline": self.baseline.value,
@@ -444,6 +447,7 @@ class TopList:
     rows: int = 10  # shown in a failure
 
     def format(self, value: float) -> str:
+        """Format a figure of the list with thousands separators and its digits."""
         return f"{value:,.{self.digits}f}"
 
 
@@ -557,6 +561,7 @@ def _with_interval(metric: Any, measured: Measured) -> str:
 
 
 def module_of(nodeid: str) -> str:
+    """Return the test module of a test id: the path before the first ``::``."""
     return nodeid.split("::")[0]
 
 
@@ -658,6 +663,7 @@ def _not_finite(data: Any, where: str = "") -> str | None:
 
 
 def dump(document: Mapping[str, Any]) -> str:
+    """Serialize a baseline document as its files hold it: sorted, indented, finite numbers only."""
     return json.dumps(document, indent=2, sort_keys=True, allow_nan=False) + "\n"
 
 
@@ -686,12 +692,15 @@ class BaselineStore:
         self._files: dict[Path, dict[str, Any]] = {}
 
     def path_for(self, module: str) -> Path:
+        """Return the path of a test module's baseline file."""
         return self.directory / baseline_filename(module)
 
     def exists(self) -> bool:
+        """Return whether this fingerprint has any baseline file."""
         return self.directory.is_dir() and any(self.baseline_files())
 
     def baseline_files(self) -> list[Path]:
+        """Return this fingerprint's baseline files, sorted (``.obtained.json`` files left out)."""
         if not self.directory.is_dir():
             return []
         return sorted(
@@ -710,6 +719,7 @@ class BaselineStore:
         return self._files[path]
 
     def entry(self, nodeid: str) -> dict[str, Any] | None:
+        """Return a test's stored entry, or None when its module or the test has none."""
         document = self.load(module_of(nodeid))
         return None if document is None else document["entries"].get(nodeid)
 
@@ -754,6 +764,7 @@ class BaselineStore:
     # -- writes (controller only) ---------------------------------------------------------------
 
     def document(self, module: str, entries: Mapping[str, Any]) -> dict[str, Any]:
+        """Return a module's baseline file contents: schema, fingerprint, hardware and entries."""
         return {
             "schema": SCHEMA,
             "fingerprint": self.fingerprint,

@@ -22,6 +22,8 @@ INCONCLUSIVE_POLICIES = ("fail", "report")
 
 
 class Verdict(str, enum.Enum):
+    """A budget's verdict: kept, broken, or not decided by the measurements."""
+
     PASS = "PASS"
     FAIL = "FAIL"
     INCONCLUSIVE = "INCONCLUSIVE"
@@ -29,12 +31,15 @@ class Verdict(str, enum.Enum):
 
 @dataclass(frozen=True)
 class Metric:
+    """What a budget can limit: its name, its better direction, its unit and what it means."""
+
     name: str
     higher_is_better: bool
     unit: str
     description: str
 
     def format(self, value: float) -> str:
+        """Return ``value`` as a table shows it, in the metric's unit (a fraction as a percent)."""
         if math.isinf(value):
             return "inf" if value > 0 else "-inf"
         if self.unit == "x":
@@ -103,6 +108,8 @@ _BUDGET = re.compile(r"^\s*(>=|<=|>|<)?\s*([-+]?[0-9.]+(?:e[-+]?\d+)?)\s*(%|x|ms
 
 @dataclass(frozen=True)
 class Budget:
+    """A limit on a metric: the measured value must be ``op`` (``>=`` or ``<=``) ``threshold``."""
+
     metric: Metric
     op: str  # ">=" or "<="
     threshold: float
@@ -126,6 +133,7 @@ class Budget:
         return cls(meta, op, threshold)
 
     def holds(self, value: float) -> bool:
+        """Return whether ``value`` keeps the budget."""
         return value >= self.threshold if self.op == ">=" else value <= self.threshold
 
     def __str__(self) -> str:
@@ -147,6 +155,8 @@ class Measured:
 
 @dataclass(frozen=True)
 class Check:
+    """A budget judged against a measured value: its verdict, and why when it is not clear."""
+
     budget: Budget
     measured: Measured
     verdict: Verdict
@@ -154,6 +164,11 @@ class Check:
 
 
 def judge(budget: Budget, measured: Measured) -> Check:
+    """Judge one budget: PASS or FAIL only when the whole confidence interval agrees.
+
+    A value with no interval is judged as it is; an undecidable one, or a budget inside the
+    interval, is INCONCLUSIVE with the reason.
+    """
     if measured.undecidable:
         return Check(budget, measured, Verdict.INCONCLUSIVE, measured.undecidable)
     if measured.interval is None:
@@ -174,6 +189,11 @@ def judge(budget: Budget, measured: Measured) -> Check:
 
 
 def judge_all(budgets: Mapping[str, float | str], metrics: Mapping[str, Measured]) -> list[Check]:
+    """Parse and judge every budget against the measured metrics, in the budgets' order.
+
+    A budget that cannot be read, or on a metric that was not measured, is a BudgetError that
+    says what it needs.
+    """
     parsed = [Budget.parse(name, spec) for name, spec in budgets.items()]
     checks = []
     for budget in parsed:

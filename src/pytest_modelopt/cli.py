@@ -28,6 +28,12 @@ EXIT_BROKEN_PIPE = 141  # as a shell reports a program ended by SIGPIPE (128 + 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``modelopt`` command on ``argv`` (default: the command line); return the exit status.
+
+    0 on success, 1 for a regression (``compare``) or no recommendation (``best``), 2 for bad
+    input (a file that cannot be read, a budget that cannot be parsed), 141 when the reader of
+    stdout stopped early.
+    """
     parser = _parser()
     args = parser.parse_args(argv)
     try:

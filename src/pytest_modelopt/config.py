@@ -33,10 +33,12 @@ class Option:
 
     @property
     def flag(self) -> str:
+        """Return the option's command-line flag: ``--modelopt-`` and its name, dashed."""
         return "--modelopt-" + self.name.replace("_", "-")
 
     @property
     def ini(self) -> str:
+        """Return the option's ini key: ``modelopt_`` and its name."""
         return "modelopt_" + self.name
 
 
@@ -202,6 +204,8 @@ OPTIONS = (
 
 @dataclass(frozen=True)
 class Settings:
+    """The session's settings, read once from the options, ini keys and environment."""
+
     strict: bool = False
     threads: int | None = None
     measure: str = "wall"
@@ -226,6 +230,11 @@ class Settings:
 
     @classmethod
     def from_pytest_config(cls, config: pytest.Config) -> Settings:
+        """Read the settings: a command-line flag wins over its ini key, unset keeps the default.
+
+        ``MODELOPT_STRICT`` can turn strict mode on, and ``MODELOPT_MACHINE`` names the machine when
+        no option does. A value that cannot be read is a UsageError naming its flag or ini key.
+        """
         values: dict[str, Any] = {}
         for option in OPTIONS:
             raw = config.getoption(option.flag)
@@ -252,9 +261,11 @@ class Settings:
 
     @property
     def baseline_root(self) -> Path:
+        """Return the directory of baseline files: ``baseline_dir`` under the rootdir."""
         return self.rootdir / (self.baseline_dir or "baselines")
 
     def tolerances(self) -> Tolerances:
+        """Return the tolerances a baseline comparison allows, as configured."""
         from pytest_modelopt.baselines import Tolerances
 
         return Tolerances(
@@ -271,6 +282,11 @@ class Settings:
         return {name: getattr(self, name) for name in names}
 
     def measure_settings(self, hardware: Hardware) -> MeasureSettings:
+        """Return how to time a comparison on ``hardware`` under these settings.
+
+        Threads default to the physical cores (one under the instructions meter); operators are
+        profiled only when baselines are saved.
+        """
         from pytest_modelopt.measure import MeasureSettings
 
         return MeasureSettings(
@@ -289,6 +305,7 @@ class Settings:
         )
 
     def to_dict(self) -> dict[str, Any]:
+        """Return the settings as JSON-ready values, as the results file records them."""
         data = asdict(self)
         data["json_path"] = str(self.json_path) if self.json_path else None
         data["rootdir"] = str(self.rootdir)
@@ -297,6 +314,7 @@ class Settings:
 
 
 def add_options(parser: pytest.Parser) -> None:
+    """Add every ``--modelopt-*`` option and its ini twin, and the command-line-only options."""
     group = parser.getgroup("modelopt", "model performance contracts (pytest-modelopt)")
     for option in OPTIONS:
         default = {

@@ -124,6 +124,7 @@ def find_valgrind() -> str:
 
 
 def valgrind_version(executable: str) -> str:
+    """Return what ``valgrind --version`` prints, recorded with the counts."""
     done = subprocess.run([executable, "--version"], capture_output=True, text=True, timeout=60)
     return done.stdout.strip() or done.stderr.strip()
 
@@ -152,21 +153,30 @@ class ClientRequests:
         return (ctypes.c_uint64 * 6)(request, *values, *([0] * (5 - len(values))))
 
     def request(self, request: int, *values: int) -> int:
+        """Make client request ``request`` with up to five arguments; return valgrind's answer.
+
+        Outside valgrind the magic sequence does nothing and the answer is 0.
+        """
         return int(self._function(self._arguments(request, *values), 0))
 
     def running_on_valgrind(self) -> bool:
+        """Return whether this process runs under valgrind."""
         return self.request(RUNNING_ON_VALGRIND) > 0
 
     def start_instrumentation(self) -> None:
+        """Switch callgrind's instrumentation on: no event is collected without it."""
         self.request(START_INSTRUMENTATION)
 
     def stop_instrumentation(self) -> None:
+        """Switch callgrind's instrumentation off: code runs faster, and nothing is collected."""
         self.request(STOP_INSTRUMENTATION)
 
     def toggle_collect(self) -> None:
+        """Toggle callgrind's collection of events: the brackets around a counted call."""
         self._function(self._toggle, 0)
 
     def dump(self, label: str) -> None:
+        """Have callgrind dump the counts collected so far to a file, under ``label``."""
         text = self._labels.setdefault(label, ctypes.create_string_buffer(label.encode()))
         self.request(DUMP_STATS_AT, ctypes.addressof(text))
 
@@ -183,10 +193,12 @@ class Counts:
 
     @property
     def instructions(self) -> float:
+        """Return the instructions executed (callgrind's ``Ir``)."""
         return self.events.get("Ir", 0.0)
 
     @property
     def estimated_cycles(self) -> float:
+        """Return the cycles estimated from the instructions and simulated cache misses."""
         return estimated_cycles(self.events)
 
     def minus(self, other: Counts) -> Counts:
@@ -294,10 +306,12 @@ class CountingWorker:
 
     @property
     def running(self) -> bool:
+        """Return whether the worker process is started and has not exited."""
         return self._process is not None and self._process.poll() is None
 
     @property
     def pid(self) -> int | None:
+        """Return the process id of valgrind running the worker, or None before it starts."""
         return self._process.pid if self._process is not None else None
 
     def start(self, preload: tuple[str, ...] = ()) -> None:
@@ -389,6 +403,7 @@ class CountingWorker:
         return counted
 
     def close(self) -> None:
+        """End the worker process and remove its dump files; a later load starts a new one."""
         if self._process is not None:
             shut_down(self._process, self._connection, timeout_s=60)  # valgrind exits slowly
         self._process = self._connection = None
@@ -467,6 +482,7 @@ class CountedPair:
         self._users = 0
 
     def acquire(self) -> None:
+        """Count a side in as a user, loading the pair into the worker for the first one."""
         if not self.slots:
             begin = time.perf_counter()
             self.slots = self.worker.load(self.sides, label=self.label)
@@ -474,6 +490,7 @@ class CountedPair:
         self._users += 1
 
     def release(self) -> None:
+        """Count a side out; unload the pair when the last one is gone."""
         self._users -= 1
         if self._users <= 0 and self.slots:
             slots, self.slots, self._users = self.slots, [], 0
@@ -504,18 +521,22 @@ class CountedSide:
 
     @property
     def worker(self) -> CountingWorker:
+        """Return the counting worker the side is loaded in."""
         return self.pair.worker
 
     @property
     def running(self) -> bool:
+        """Return whether the side has been started and not closed."""
         return self._started
 
     def start(self) -> None:
+        """Load the pair into the worker, if this is the first side to start."""
         if not self._started:
             self.pair.acquire()
             self._started = True
 
     def sample(self, calls: int) -> list[float]:
+        """Count ``calls`` calls; return the instructions of each, keeping the full counts."""
         begin = time.perf_counter()
         counted = self.worker.count(self.pair.slots[self.index], calls, label=self.label)
         self.seconds += [(time.perf_counter() - begin) / max(calls, 1)] * calls
@@ -523,6 +544,7 @@ class CountedSide:
         return [c.instructions for c in counted]
 
     def close(self) -> None:
+        """Release the pair; the last side to close unloads it."""
         if self._started:
             self._started = False
             self.pair.release()

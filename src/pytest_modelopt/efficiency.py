@@ -66,6 +66,7 @@ class Ceiling:
     basis: str
 
     def describe(self) -> str:
+        """Return the ceiling in GOP/s with how it was computed, or why it is unknown."""
         if self.ops_per_s is None:
             return f"unknown ({self.basis}; clock: {self.clock_source})"
         return f"{self.ops_per_s / 1e9:.0f} GOP/s ({self.basis})"
@@ -85,6 +86,7 @@ class Peak:
     notes: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
+        """Return the peak as JSON-ready values, as the peak cache and result records keep it."""
         data = asdict(self)
         data["kernels"] = [asdict(timing) for timing in self.kernels]
         data["notes"] = list(self.notes)
@@ -92,6 +94,7 @@ class Peak:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Peak:
+        """Rebuild a peak from :meth:`to_dict`'s values."""
         return cls(
             precision=data["precision"],
             ops_per_s=float(data["ops_per_s"]),
@@ -213,6 +216,10 @@ def peak_cache_file(cache_dir: Path, *, fingerprint: str, threads: int) -> Path:
 
 
 def runtime_versions() -> dict[str, str]:
+    """Return the installed versions of the runtimes whose kernels set the peak.
+
+    A new version measures the peak again: it is part of the cache's key.
+    """
     versions = {}
     for name in PEAK_RUNTIMES:
         try:

@@ -91,18 +91,26 @@ class VariantResult:
 
     @property
     def meter(self) -> str:
+        """Return the meter the variant was measured with: ``wall`` or ``instructions``."""
         return self.comparison.meter
 
     @property
     def technique(self) -> str:
+        """Return the name of the technique that built the variant."""
         return self.variant.technique
 
     @property
     def label(self) -> str:
+        """Name the variant in messages: ``model[technique]``."""
         return f"{self.spec.name}[{self.technique}]"
 
     @property
     def metrics(self) -> dict[str, Measured]:
+        """Return every metric a budget can name, as measured (with intervals where they exist).
+
+        Latency metrics or counted ones, depending on the meter; sizes, accuracy and peak memory
+        either way.
+        """
         if self.meter == "instructions":
             metrics = counted_metrics(self.comparison)
         else:
@@ -227,6 +235,7 @@ class VariantResult:
 
     @property
     def verdict(self) -> Verdict | None:
+        """Return the worst verdict of the checks so far (FAIL, then INCONCLUSIVE); None if none."""
         verdicts = {check.verdict for check in self.checks}
         for verdict in (Verdict.FAIL, Verdict.INCONCLUSIVE, Verdict.PASS):
             if verdict in verdicts:
@@ -234,6 +243,7 @@ class VariantResult:
         return None
 
     def to_dict(self, *, raw: bool = True) -> dict[str, Any]:
+        """Return the result as the results JSON records it; ``raw`` includes the samples."""
         return {
             "spec": self.spec.name,
             "technique": self.technique,

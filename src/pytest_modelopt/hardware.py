@@ -55,6 +55,8 @@ ISA_LEVELS = (
 
 @dataclass(frozen=True)
 class CPU:
+    """The detected CPU: brand, architecture, vendor and model, core counts and ISA flags."""
+
     brand: str
     arch: str
     vendor: str
@@ -66,6 +68,7 @@ class CPU:
 
     @property
     def isa_level(self) -> str:
+        """Return the highest ISA level the CPU's flags reach (no ISA cap applied)."""
         return isa_level(self.flags)
 
 
@@ -160,6 +163,10 @@ class IsaCap:
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> IsaCap | None:
+        """Read the caps from ``environ`` (default: this process's); None when none is set.
+
+        A value that is not understood is kept in ``unrecognized`` and not applied.
+        """
         environ = os.environ if environ is None else environ
         variables, levels, unrecognized = [], [], []
         for name in (*ISA_CAP_VARIABLES, *_CAP_ALIASES):
@@ -179,9 +186,11 @@ class IsaCap:
         return cls(tuple(variables), lowest, tuple(unrecognized))
 
     def allows(self, flag: str) -> bool:
+        """Return whether the cap lets runtimes use ``flag`` (flags it does not govern pass)."""
         return self.level is None or flag not in _X86_FLAGS or flag in _CAP_LEVELS[self.level]
 
     def describe(self) -> str:
+        """Return the variables in force, ``NAME=value``, and those not understood."""
         text = ", ".join(f"{name}={value}" for name, value in self.variables)
         if self.unrecognized:
             text += f" (not understood, so not applied: {', '.join(self.unrecognized)})"
@@ -190,6 +199,8 @@ class IsaCap:
 
 @dataclass(frozen=True)
 class GPU:
+    """An NVIDIA GPU as NVML reports it."""
+
     index: int
     name: str
     memory_mb: int
@@ -199,6 +210,11 @@ class GPU:
 
 @dataclass(frozen=True)
 class Hardware:
+    """This machine as it affects measurements: CPU, GPUs, ISA cap, and an optional name.
+
+    ``notes`` say what detection could not tell; they do not take part in comparisons.
+    """
+
     cpu: CPU
     gpus: tuple[GPU, ...] = ()
     notes: tuple[str, ...] = field(default=(), compare=False)
@@ -214,6 +230,7 @@ class Hardware:
 
     @property
     def isa_level(self) -> str:
+        """Return the highest ISA level the runtimes may use: the CPU's, lowered by a cap."""
         return isa_level(self.flags)
 
     @property
@@ -241,9 +258,11 @@ class Hardware:
         return "-".join(parts)
 
     def has_isa(self, flag: str) -> bool:
+        """Return whether the runtimes may use the ISA extension ``flag`` (a cap respected)."""
         return flag in self.flags
 
     def to_dict(self) -> dict[str, Any]:
+        """Return the detection as JSON-ready values, fingerprint and ISA cap included."""
         data = asdict(self)
         data["fingerprint"] = self.fingerprint
         data["cpu"]["isa_level"] = self.cpu.isa_level
@@ -261,6 +280,7 @@ class Hardware:
         return data
 
     def describe(self) -> str:
+        """Return the fingerprint with the CPU, core counts, GPUs and any ISA cap, in words."""
         gpus = ", ".join(g.name for g in self.gpus) or "no NVIDIA GPU"
         capped = f", ISA capped by {self.isa_cap.describe()}" if self.isa_cap else ""
         return (

@@ -71,13 +71,21 @@ class Meter(Protocol):
     isolation: str
 
     @property
-    def running(self) -> bool: ...
+    def running(self) -> bool:
+        """Return whether the meter has started and can be sampled."""
+        ...
 
-    def start(self) -> None: ...
+    def start(self) -> None:
+        """Get ready to sample (a worker: spawn it and load the variant)."""
+        ...
 
-    def sample(self, calls: int) -> list[float]: ...
+    def sample(self, calls: int) -> list[float]:
+        """Make ``calls`` calls; return one figure per call, in ``unit``."""
+        ...
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Release what :meth:`start` took."""
+        ...
 
 
 Side = Meter
@@ -87,6 +95,13 @@ OVERRUN = 4.0
 
 @dataclass(frozen=True)
 class MeasureSettings:
+    """How the engine times a comparison: threads, warm-up, time cap, rounds and stopping rule.
+
+    Timing stops once the speedup's ``confidence`` interval is narrower than ``target_width``,
+    or at ``max_time_s`` (stretched up to ``overrun`` times for the rounds a finite interval
+    needs).
+    """
+
     threads: int | None = None
     warmup_s: float = 1.0
     warmup_calls: int = 10
@@ -128,6 +143,7 @@ class Timing:
     discarded_calls: int = 0
 
     def summary(self) -> Summary:
+        """Summarize the samples."""
         return summarize(self.samples_s)
 
 
@@ -162,6 +178,7 @@ class Comparison:
         return summarize(self.ratios).relative_iqr if self.ratios else math.inf
 
     def to_dict(self, *, raw: bool = True) -> dict[str, Any]:
+        """Return the comparison as JSON-ready values; ``raw`` includes each side's samples."""
         data: dict[str, Any] = {
             "speedup": self.speedup,
             "speedup_interval": list(self.speedup_interval),
@@ -439,6 +456,7 @@ class CudaEvents(InProcess):
     isolation = "in process (CUDA events)"
 
     def sample(self, calls: int) -> list[float]:
+        """Time ``calls`` calls one by one on the GPU's clock; return each call's seconds."""
         import torch
 
         samples = []
@@ -517,5 +535,6 @@ def fixed_threads(threads: int | None) -> Iterator[None]:
 
 
 def current_threads() -> int | None:
+    """Return torch's intra-op thread count, or None when torch is not in use."""
     torch = sys.modules.get("torch")
     return int(torch.get_num_threads()) if torch is not None else None

@@ -68,10 +68,12 @@ MARKERS = (
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
+    """Add the ``--modelopt-*`` options and their ini keys."""
     add_options(parser)
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    """Declare the markers, read the settings, and register the session's plugins."""
     for marker in MARKERS:
         config.addinivalue_line("markers", marker)
     push_frame_policy(show=config.get_verbosity() >= 2)  # -vv: the plugin's frames too
@@ -82,10 +84,12 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    """Restore the enclosing session's traceback policy."""
     pop_frame_policy()
 
 
 def pytest_cmdline_main(config: pytest.Config) -> int | None:
+    """Print this machine's hardware detection as JSON and exit, with --modelopt-hardware."""
     if not config.getoption("--modelopt-hardware"):
         return None
     from pytest_modelopt.hardware import backend_devices, detect_hardware
@@ -98,6 +102,7 @@ def pytest_cmdline_main(config: pytest.Config) -> int | None:
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
+    """Name the machine's fingerprint in the header, with strict mode and the meter if set."""
     session = config.stash[SESSION_KEY]
     strict = ", strict" if session.settings.strict else ""
     meter = ", instructions counted under valgrind" if session.settings.measure != "wall" else ""
@@ -105,6 +110,11 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Parametrize ``modelopt_technique`` by the modelopt marker's techniques.
+
+    A malformed modelopt or modelopt_best marker fails the test at collection, with what is
+    wrong.
+    """
     best = metafunc.definition.get_closest_marker("modelopt_best")
     if best is not None or "modelopt_best" in metafunc.fixturenames:
         problem = _best_marker_problem(best, "modelopt_best" in metafunc.fixturenames)
@@ -316,6 +326,11 @@ def technique_params(params: Any, technique: str, *, validate: bool = False) -> 
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Resolve a measuring test's tolerances, and skip a test whose requirements are unmet.
+
+    The requirements are those of its modelopt_requires markers; a missing package fails the
+    test instead in strict mode.
+    """
     session = item.config.stash[SESSION_KEY]
     fixtures = getattr(item, "fixturenames", ())
     if "modelopt_variant" in fixtures or "modelopt_best" in fixtures:

@@ -105,6 +105,7 @@ THIRD_PARTY_LOGGERS = (
 
 
 def is_third_party(name: str) -> bool:
+    """Return whether logger ``name`` is one of the libraries whose chatter is kept quiet."""
     return any(name == root or name.startswith(root + ".") for root in THIRD_PARTY_LOGGERS)
 
 

@@ -127,6 +127,11 @@ class Requirements:
 
 @dataclass(frozen=True)
 class Technique:
+    """A registered way to build a variant: its build function, requirements and defaults.
+
+    A chain (``a+b``) is a technique too, whose ``components`` name its parts in order.
+    """
+
     name: str
     build: BuildFunction
     requires: Requirements = Requirements()
@@ -162,6 +167,7 @@ class Technique:
         return {**self.defaults, **params}
 
     def unmet(self, hardware: Hardware) -> RequirementMissing | None:
+        """Return why this technique cannot run on ``hardware`` (its name first), or None."""
         try:
             self.requires.check(hardware)
         except RequirementMissing as missing:
@@ -214,6 +220,10 @@ def register_technique(
 
 
 def get_technique(name: str) -> Technique:
+    """Return the technique registered as ``name``; ``a+b`` is built as a chain of techniques.
+
+    An unknown name is an UnknownTechniqueError that lists the registered ones.
+    """
     _load_builtins()
     if "+" in name:
         return _chain([get_technique(part.strip()) for part in name.split("+")])

@@ -38,6 +38,7 @@ _MARKUP = {
 
 
 def environment() -> dict[str, Any]:
+    """Return the Python version, platform, and versions of the packages that change results."""
     versions = {}
     for name in TRACKED_DISTRIBUTIONS:
         try:

@@ -107,6 +107,7 @@ class Run:
 
     @property
     def label(self) -> str:
+        """Name the run for people: its machine fingerprint and when it ran (to the minute)."""
         return f"{self.fingerprint} {self.created:%Y-%m-%d %H:%M}"
 
 

@@ -152,9 +152,11 @@ class Objective:
 
     @property
     def higher_is_better(self) -> bool:
+        """Return whether a higher value of the compared metric is better."""
         return self.metric.higher_is_better
 
     def describe(self) -> str:
+        """Name the objective and its metric, and which way is better."""
         better = "higher" if self.higher_is_better else "lower"
         if self.name == self.metric.name:
             return f"{self.name} ({better} is better)"
@@ -199,14 +201,17 @@ class Candidate:
 
     @property
     def feasible(self) -> bool:
+        """Return whether the candidate was measured on every constraint and passes them all."""
         return not self.missing and all(c.verdict is Verdict.PASS for c in self.checks)
 
     @property
     def broken(self) -> list[Check]:
+        """Return the constraints the candidate surely fails."""
         return [c for c in self.checks if c.verdict is Verdict.FAIL]
 
     @property
     def undecided(self) -> list[Check]:
+        """Return the constraints the measurements cannot decide for the candidate."""
         return [c for c in self.checks if c.verdict is Verdict.INCONCLUSIVE]
 
     def breaks_quality(self) -> bool:
@@ -214,6 +219,7 @@ class Candidate:
         return any(c.budget.metric.name in QUALITY_METRICS for c in self.broken)
 
     def why_excluded(self) -> str:
+        """Say why the candidate is not feasible: broken, undecided and unmeasured constraints."""
         reasons = [
             f"{c.budget.metric.name} {_show(c.budget.metric, c.measured)} breaks {c.budget}"
             for c in self.broken
@@ -226,6 +232,7 @@ class Candidate:
         return "; ".join(reasons)
 
     def to_dict(self) -> dict[str, Any]:
+        """Return the candidate, its place in the choice and its metrics as JSON-ready values."""
         return {
             "label": self.label,
             "technique": self.technique,
@@ -271,25 +278,31 @@ class Choice:
 
     @property
     def ranked(self) -> list[Candidate]:
+        """Return the feasible candidates, in rank order."""
         return [c for c in self.candidates if c.feasible]
 
     @property
     def excluded(self) -> list[Candidate]:
+        """Return the candidates that are not feasible."""
         return [c for c in self.candidates if not c.feasible]
 
     @property
     def tied(self) -> list[Candidate]:
+        """Return the candidates tied for best."""
         return [c for c in self.ranked if c.tied]
 
     @property
     def front(self) -> list[Candidate]:
+        """Return the feasible candidates on the Pareto front."""
         return [c for c in self.ranked if c.pareto]
 
     @property
     def recommended(self) -> Candidate | None:
+        """Return the recommended candidate, or None when no candidate is feasible."""
         return next((c for c in self.ranked if c.recommended), None)
 
     def by_label(self, label: str) -> Candidate:
+        """Return the candidate labelled ``label``."""
         return next(c for c in self.candidates if c.label == label)
 
     def surely_better_than(
@@ -314,6 +327,7 @@ class Choice:
         ]
 
     def title(self) -> str:
+        """Return the table's title: model, machine, search, objective and constraints."""
         where = f" on {self.fingerprint}" if self.fingerprint else ""
         if self.search:
             where += f" (search {self.search})"
@@ -393,6 +407,7 @@ class Choice:
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
+        """Return the choice and every candidate as JSON-ready values."""
         best = self.recommended
         return {
             "spec": self.spec,
@@ -846,6 +861,7 @@ class SearchResult:
 
     @property
     def recommended(self) -> Candidate | None:
+        """Return the recommended candidate, or None when no candidate is feasible."""
         return self.choice.recommended
 
     def write_results(self, path: Path) -> None:
@@ -880,10 +896,12 @@ class SearchResult:
 
     @property
     def ranked(self) -> list[Candidate]:
+        """Return the feasible candidates, in rank order."""
         return self.choice.ranked
 
     @property
     def front(self) -> list[Candidate]:
+        """Return the feasible candidates on the Pareto front."""
         return self.choice.front
 
     def summary(self) -> str:
@@ -896,6 +914,7 @@ class SearchResult:
         )
 
     def table(self) -> str:
+        """Format the choice's table, the summary line, and what was skipped, failed or pruned."""
         lines = [self.choice.table(), self.summary()]
         for title, entries in (
             ("skipped", self.skipped),
@@ -910,6 +929,7 @@ class SearchResult:
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
+        """Return the search's choice and what it did not measure, as JSON-ready values."""
         # a search's own choice: "search" and "note" describe a later reading of its records
         choice = {k: v for k, v in self.choice.to_dict().items() if k not in ("search", "note")}
         return {
@@ -1028,6 +1048,7 @@ def search(
 
 
 def spec_framework(evaluator: Evaluator) -> str:
+    """Return the kind of the evaluator's model: ``torch``, ``keras`` or ``python``."""
     return str(evaluator.spec.framework)
 
 
@@ -1167,9 +1188,11 @@ class ContractCheck:
 
     @property
     def kept(self) -> bool:
+        """Return whether the recorded choice still holds."""
         return self.status == "kept"
 
     def to_dict(self) -> dict[str, Any]:
+        """Return the check as the results JSON records it."""
         return {
             "status": self.status,
             "recorded": self.recorded,

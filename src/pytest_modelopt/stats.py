@@ -34,13 +34,16 @@ class Summary:
         return self.iqr / self.p50 if self.p50 > 0 else math.inf
 
     def reliable(self, percentile: int) -> bool:
+        """Return whether there are enough samples for ``percentile`` to decide a verdict."""
         return self.n >= MIN_SAMPLES_FOR_PERCENTILE[percentile]
 
     def to_dict(self) -> dict[str, Any]:
+        """Return the statistics, relative IQR included, as JSON-ready values."""
         return {**asdict(self), "relative_iqr": self.relative_iqr}
 
 
 def summarize(samples: ArrayLike) -> Summary:
+    """Summarize latency samples (seconds); no samples is a ValueError."""
     x = np.asarray(samples, dtype=float)
     if x.size == 0:
         raise ValueError("no samples to summarize")
@@ -78,10 +81,15 @@ def quantile_interval(
 
 
 def median_interval(samples: ArrayLike, confidence: float) -> tuple[float, float]:
+    """Return the distribution-free confidence interval of the samples' median."""
     return quantile_interval(samples, 0.5, confidence)
 
 
 def relative_width(estimate: float, interval: tuple[float, float]) -> float:
+    """Return the interval's width relative to the estimate; inf when it cannot be computed.
+
+    That is, when the estimate is not positive or the interval is unbounded.
+    """
     low, high = interval
     if estimate <= 0 or not (math.isfinite(low) and math.isfinite(high)):
         return math.inf

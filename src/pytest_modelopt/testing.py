@@ -90,6 +90,7 @@ class SlowedRun:
         self.run, self.iterations, self.fraction = run, iterations, fraction
 
     def __call__(self, batch: Any) -> Any:
+        """Run the batch, then the loop; return the run's output."""
         output = self.run(batch)
         busy_loop(self.iterations)
         return output

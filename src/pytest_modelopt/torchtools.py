@@ -56,6 +56,7 @@ def output_tensor(output: Any) -> torch.Tensor:
 
 
 def parameter_count(model: nn.Module) -> int:
+    """Return the number of parameters of ``model`` (buffers not counted)."""
     return sum(p.numel() for p in model.parameters())
 
 

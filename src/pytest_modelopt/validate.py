@@ -20,6 +20,8 @@ Shape = Any
 
 
 class ShapeError(ValueError):
+    """A value that does not have its shape; the message starts with the place (or "top level")."""
+
     def __init__(self, where: str, problem: str) -> None:
         super().__init__(f"{where or 'top level'}: {problem}")
 

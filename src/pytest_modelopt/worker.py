@@ -54,6 +54,7 @@ class Loader:
     numpy_inputs: bool = False
 
     def load(self) -> Callable[[Any], Any]:
+        """Import ``function`` and call it with ``kwargs``: the variant's ``run(batch)``."""
         module, _, name = self.function.partition(":")
         run: Callable[[Any], Any] = getattr(importlib.import_module(module), name)(**self.kwargs)
         return run
@@ -71,9 +72,11 @@ class InProcess:
         self._timer = timer
 
     def start(self) -> None:
+        """Do nothing: this process is already there."""
         return None
 
     def sample(self, calls: int) -> list[float]:
+        """Time ``calls`` calls one by one; return each call's seconds."""
         call, timer, samples = self.call, self._timer, []
         for _ in range(calls):
             begin = timer()
@@ -82,6 +85,7 @@ class InProcess:
         return samples
 
     def close(self) -> None:
+        """Do nothing: there is no process to end."""
         return None
 
 
@@ -117,6 +121,7 @@ class Worker:
 
     @property
     def running(self) -> bool:
+        """Return whether the worker process has been started and not closed."""
         return self._process is not None
 
     def start(self) -> None:
@@ -150,11 +155,16 @@ class Worker:
         self.start_seconds = time.perf_counter() - begin
 
     def sample(self, calls: int) -> list[float]:
+        """Have the worker time ``calls`` calls; return each call's seconds, read there.
+
+        WorkerUnavailable if the worker fails or dies meanwhile.
+        """
         self._connection.send(calls)
         samples: list[float] = self._reply(None)
         return samples
 
     def close(self) -> None:
+        """End the worker process, if started (killed if it does not exit within 10 s)."""
         if self._process is None:
             return
         shut_down(self._process, self._connection, timeout_s=10)

@@ -51,10 +51,12 @@ class ModeloptSession:
 
     @property
     def settings(self) -> Settings:
+        """Return the session's settings."""
         return self.context.settings
 
     @property
     def hardware(self) -> Hardware:
+        """Return this machine's hardware, detected on first use."""
         return self.context.hardware
 
     def record(self, nodeid: str, result: VariantResult) -> None:
@@ -93,6 +95,10 @@ class ModeloptSession:
         self.scope.merge_worker_output(data)
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        """Write the baselines and results JSON; an xdist worker sends what it gathered instead.
+
+        A baseline file that could not be written fails an otherwise passing session.
+        """
         self.scheduler.close()
         workeroutput = getattr(self.config, "workeroutput", None)
         if workeroutput is not None:  # an xdist worker: the controller writes
@@ -111,4 +117,5 @@ class ModeloptSession:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
+        """Print the session's results table and messages at the end of the run."""
         self.report.write_summary(terminalreporter)

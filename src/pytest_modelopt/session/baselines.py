@@ -24,6 +24,11 @@ if TYPE_CHECKING:
 
 
 class SessionBaselines:
+    """Each test's verdict against its stored baseline entry, and the files written at the end.
+
+    Under xdist workers compare, and the controller writes.
+    """
+
     def __init__(
         self,
         context: SessionContext,
@@ -226,6 +231,7 @@ class SessionBaselines:
         return {"status": "recorded" if self.settings.save_baseline else "not compared"}
 
     def entry(self, result: VariantResult) -> dict[str, Any]:
+        """Return the baseline entry of a measured variant, stamped with now and the settings."""
         from pytest_modelopt.baselines import entry_from_record
         from pytest_modelopt.report import environment
 
@@ -417,9 +423,11 @@ class SessionBaselines:
     # -- xdist: workers compare, the controller writes ---------------------------------------
 
     def worker_output(self) -> dict[str, Any]:
+        """Return this xdist worker's regressed entries and search choices, for the controller."""
         return {"obtained": self.obtained, "choices": self.choices}
 
     def merge_worker_output(self, data: dict[str, Any]) -> None:
+        """Merge a worker's :meth:`worker_output` into the controller's."""
         self.obtained.update(data["obtained"])
         self.choices.update(data.get("choices", {}))
 

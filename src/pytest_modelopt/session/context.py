@@ -17,6 +17,8 @@ from pytest_modelopt.hardware import Hardware, detect_hardware
 
 
 class SessionContext:
+    """The config, settings, hardware, cache directory and progress line the session shares."""
+
     def __init__(self, config: pytest.Config, settings: Settings) -> None:
         self.config = config
         self.settings = settings
@@ -32,6 +34,10 @@ class SessionContext:
         return self._hardware
 
     def cache_dir(self) -> Path | None:
+        """Return the plugin's directory in pytest's cache, kept between sessions, if any.
+
+        None when the cache provider is disabled (``-p no:cacheprovider``).
+        """
         cache = getattr(self.config, "cache", None)  # absent under -p no:cacheprovider
         return cache.mkdir("modelopt") if cache is not None else None
 

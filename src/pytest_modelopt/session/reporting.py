@@ -29,6 +29,11 @@ RESULTS_SCHEMA = 1
 
 
 class SessionReport:
+    """The session's records, terminal summary and results JSON.
+
+    Under xdist each worker records, and the controller merges and writes.
+    """
+
     def __init__(self, context: SessionContext, baselines: SessionBaselines) -> None:
         self.context = context
         self.settings = context.settings
@@ -48,6 +53,10 @@ class SessionReport:
         lock_wait_s: float,
         baseline: dict[str, Any],
     ) -> None:
+        """Record a measured variant for the summary and the results JSON.
+
+        A wall-clock result also becomes an entry in pytest-benchmark's format.
+        """
         from pytest_modelopt.report import benchmark_entry
 
         self.records.append(
@@ -100,6 +109,7 @@ class SessionReport:
         }
 
     def write_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
+        """Write the ``modelopt results`` section, when there is anything to say."""
         from pytest_modelopt.report import results_table
 
         if not self.records and not self.messages and not self.searches:
@@ -156,6 +166,7 @@ class SessionReport:
         ]
 
     def lock_wait_s(self) -> float:
+        """Return the seconds this session waited in all for the timing lock."""
         return float(sum(record.get("lock_wait_s", 0.0) for record in self.records + self.searches))
 
     def _lock_wait_line(self) -> str | None:
@@ -181,6 +192,7 @@ class SessionReport:
             self.messages.append((f"results written to {self.settings.json_path}", {}))
 
     def write_json(self, path: Path) -> None:
+        """Write the results JSON to ``path``: pytest-benchmark's fields and ours, atomically."""
         from pytest_modelopt.report import benchmark_header, environment
 
         hardware = self.context.hardware
@@ -205,9 +217,11 @@ class SessionReport:
     # -- xdist: workers record, the controller reports ---------------------------------------
 
     def worker_output(self) -> dict[str, Any]:
+        """Return this xdist worker's records, benchmarks and searches, for the controller."""
         return {"records": self.records, "benchmarks": self.benchmarks, "searches": self.searches}
 
     def merge_worker_output(self, data: dict[str, Any]) -> None:
+        """Merge a worker's :meth:`worker_output` into the controller's report."""
         self.records += data["records"]
         self.benchmarks += data["benchmarks"]
         self.searches += data.get("searches", [])

@@ -41,6 +41,11 @@ TIMING_LOCK_HOLDER = TIMING_LOCK.with_suffix(".holder.json")
 
 
 class MeasurementScheduler:
+    """Builds and measures the session's variants, one at a time on the machine.
+
+    It keeps one Evaluator per spec and, per test, the timed sections and the wait for the lock.
+    """
+
     def __init__(self, context: SessionContext) -> None:
         self.context = context
         self._lock: FileLock | None = None
@@ -219,6 +224,7 @@ def write_holder(nodeid: str) -> None:
 
 
 def read_holder() -> dict[str, Any] | None:
+    """Return the timing lock's holder record, or None when it is missing or unreadable."""
     try:
         record = json.loads(TIMING_LOCK_HOLDER.read_text(encoding="utf-8"))
         return record if isinstance(record, dict) else None
@@ -257,5 +263,6 @@ def _alive(pid: Any) -> bool:
 
 
 def format_seconds(seconds: float) -> str:
+    """Format a duration to the second: ``42 s`` or ``3 min 5 s``."""
     minutes, rest = divmod(max(0, round(seconds)), 60)
     return f"{minutes} min {rest} s" if minutes else f"{rest} s"

@@ -21,13 +21,16 @@ class RunScope:
         self.partial: list[str] = []  # why this run is not a full run, seen during collection
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
+        """Remember the node ids this run collected."""
         self.collected = {item.nodeid for item in session.items}
 
     def pytest_deselected(self, items: list[pytest.Item]) -> None:
+        """Record deselected tests as a reason this is not a full run."""
         if items:
             self.partial.append(f"{len(items)} tests deselected")
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        """Record a collection error as a reason this is not a full run."""
         if report.failed:
             self.partial.append(f"collection error in {report.nodeid or 'a module'}")
 
@@ -57,8 +60,10 @@ class RunScope:
     # -- xdist: each worker collects; the controller, which writes baselines, merges ---------
 
     def worker_output(self) -> dict[str, Any]:
+        """Return what this xdist worker collected, and why it is partial, for the controller."""
         return {"collected": sorted(self.collected), "partial": self.partial}
 
     def merge_worker_output(self, data: dict[str, Any]) -> None:
+        """Merge a worker's :meth:`worker_output` into the controller's scope."""
         self.collected.update(data["collected"])
         self.partial += [reason for reason in data["partial"] if reason not in self.partial]

@@ -75,6 +75,7 @@ class Variant:
         return self.runtime.split()[0].split(".")[0]
 
     def size_bytes(self) -> int:
+        """Return the size of the files that would be shipped, in bytes: the variant's size."""
         return sum(path.stat().st_size for path in self.files)
 
     def gzip_bytes(self) -> int:
@@ -89,6 +90,7 @@ class Variant:
         return total
 
     def describe(self) -> dict[str, Any]:
+        """Return how the variant was built and runs, as the results file records it."""
         return {
             "technique": self.technique,
             "runtime": self.runtime,

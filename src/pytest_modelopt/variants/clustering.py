@@ -26,6 +26,11 @@ if TYPE_CHECKING:
     defaults={"clusters": 16, "min_params": 1024, "seed": 0},
 )
 def build_clustered(ctx: BuildContext) -> Variant:
+    """Share weights: each large Linear or Conv weight replaced by its k-means codebook values.
+
+    The file holds codebooks and packed indices (4-bit up to 16 clusters, else 8-bit); the variant
+    runs as the fp32 model with the shared values.
+    """
     import torch
     from torch import nn
 

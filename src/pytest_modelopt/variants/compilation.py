@@ -13,6 +13,7 @@ from pytest_modelopt.variants.base import BuildContext, Variant, WarningsToNotes
 
 
 def example_args(example: Any) -> tuple[Any, ...]:
+    """Return a spec's example input as positional arguments: a tuple as is, else a 1-tuple."""
     return example if isinstance(example, tuple) else (example,)
 
 
@@ -52,6 +53,7 @@ def export_program(model: Any, example: Any, technique: str, model_name: str) ->
     description="torch.export: the captured graph, run as the exported program, saved as .pt2",
 )
 def build_export(ctx: BuildContext) -> Variant:
+    """Capture the model with torch.export, save it as .pt2 and run the program loaded back."""
     import torch
 
     from pytest_modelopt.torchtools import call_model
@@ -164,6 +166,10 @@ def _shapes(batch: Any) -> tuple[Any, ...]:
     defaults={"freezing": True, "max_autotune": False},
 )
 def build_compile(ctx: BuildContext) -> Variant:
+    """Compile the model with torch.compile (inductor) now, so compile time is not timed.
+
+    What ships is the fp32 state dict: the compiled kernels are rebuilt where it runs.
+    """
     import torch
 
     from pytest_modelopt.torchtools import call_model

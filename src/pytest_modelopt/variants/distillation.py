@@ -101,6 +101,12 @@ def build_distilled(ctx: BuildContext) -> Variant:
 
 
 def make_student(ctx: BuildContext, teacher: nn.Module) -> tuple[nn.Module, str]:
+    """Return the untrained student and a description of where it came from.
+
+    The ``student`` parameter, else the spec's ``student`` (a timm model name, created with the
+    teacher's number of classes, or a callable returning a module), else a copy of the teacher
+    with ``1 - width`` of its channels pruned away.
+    """
     from pytest_modelopt.torchtools import call_model, output_tensor
 
     given = ctx.params["student"] or ctx.spec.student

@@ -83,6 +83,7 @@ def onnx_files(path: Path) -> tuple[Path, ...]:
 
 
 def providers_for(ctx: BuildContext) -> list[str]:
+    """Return the execution providers to ask for, best first: the CPU alone without a GPU."""
     import onnxruntime
 
     available = set(onnxruntime.get_available_providers())
@@ -211,6 +212,11 @@ def ort_variant(
     providers: list[str] | None = None,
     **extra: Any,
 ) -> Variant:
+    """Build the variant that runs the ONNX model at ``path`` in an ONNX Runtime session.
+
+    ``extra`` goes into the details, except ``notes`` and ``precision``. A CPU session can be
+    rebuilt and profiled in a worker; a GPU one uses IO binding and is timed here.
+    """
     import onnxruntime
 
     from pytest_modelopt.worker import Loader
@@ -323,6 +329,7 @@ class DeviceOutput:
     description="ONNX export, run by ONNX Runtime with all graph optimizations",
 )
 def build_onnxruntime(ctx: BuildContext) -> Variant:
+    """Export to ONNX and run it in ONNX Runtime with all graph optimizations."""
     path, details, notes = export_onnx(ctx)
     return ort_variant("onnxruntime", path, ctx, notes=notes, **details)
 
@@ -333,6 +340,10 @@ def build_onnxruntime(ctx: BuildContext) -> Variant:
     description="ONNX Runtime dynamic quantization: int8 weights, activations at run time",
 )
 def build_onnxruntime_dynamic_int8(ctx: BuildContext) -> Variant:
+    """Quantize the ONNX export dynamically: int8 weights, activations quantized at run time.
+
+    Without VNNI the weights use a reduced range, as ORT advises, against saturation.
+    """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     source, details, notes = export_onnx(ctx)
@@ -360,6 +371,10 @@ def build_onnxruntime_dynamic_int8(ctx: BuildContext) -> Variant:
     description="ONNX Runtime static QDQ int8, per-channel, calibrated on the spec's data",
 )
 def build_onnxruntime_static_int8(ctx: BuildContext) -> Variant:
+    """Quantize the ONNX export statically (QDQ), calibrated on the spec's calibration data.
+
+    uint8 activations and per-channel int8 weights, ORT's default and best-supported path.
+    """
     from onnxruntime.quantization import (
         CalibrationDataReader,
         QuantFormat,
@@ -431,6 +446,7 @@ def build_onnxruntime_static_int8(ctx: BuildContext) -> Variant:
     description="ONNX model converted to fp16 (fp32 inputs and outputs), ORT CUDA provider",
 )
 def build_onnxruntime_fp16(ctx: BuildContext) -> Variant:
+    """Convert the ONNX export to fp16 (fp32 inputs and outputs), run by ORT's CUDA provider."""
     source, details, notes = export_onnx(ctx)
     path = _quantized_dir(ctx) / "model.onnx"
     convert_to_fp16(source, path)
@@ -454,6 +470,10 @@ def build_onnxruntime_fp16(ctx: BuildContext) -> Variant:
     defaults={"fp16": True},
 )
 def build_tensorrt(ctx: BuildContext) -> Variant:
+    """Run the ONNX export through ORT's TensorRT provider, its engine cached.
+
+    A session in which ORT dropped the TensorRT provider is a PackageMissing, not a CPU run.
+    """
     source, details, notes = export_onnx(ctx)
     providers = require_provider(TENSORRT, "tensorrt")
     fp16 = bool(ctx.params["fp16"])

@@ -369,6 +369,7 @@ def _pinned_precision(ctx: BuildContext, technique: str) -> str | None:
     description="OpenVINO, LATENCY hint, the device's default execution precision (stated)",
 )
 def build_openvino(ctx: BuildContext) -> Variant:
+    """Compile for OpenVINO (LATENCY hint) at the device's default execution precision, stated."""
     return openvino_variant(ctx, "openvino")
 
 
@@ -379,6 +380,7 @@ def build_openvino(ctx: BuildContext) -> Variant:
     description="OpenVINO, LATENCY hint, execution forced to fp32",
 )
 def build_openvino_fp32(ctx: BuildContext) -> Variant:
+    """Compile for OpenVINO (LATENCY hint) with execution forced to fp32."""
     return openvino_variant(ctx, "openvino_fp32", precision_hint="f32")
 
 
@@ -389,6 +391,7 @@ def build_openvino_fp32(ctx: BuildContext) -> Variant:
     description="OpenVINO with NNCF post-training int8 quantization on the calibration data",
 )
 def build_openvino_int8(ctx: BuildContext) -> Variant:
+    """Quantize to int8 with NNCF on the calibration data, then compile for OpenVINO."""
     return openvino_variant(ctx, "openvino_int8", quantize=True)
 
 
@@ -399,6 +402,7 @@ def build_openvino_int8(ctx: BuildContext) -> Variant:
     description="OpenVINO, THROUGHPUT hint: the batch split across parallel streams",
 )
 def build_openvino_throughput(ctx: BuildContext) -> Variant:
+    """Compile for OpenVINO with the THROUGHPUT hint: the batch split across parallel streams."""
     return openvino_variant(ctx, "openvino_throughput", hint="THROUGHPUT")
 
 

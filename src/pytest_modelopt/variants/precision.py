@@ -59,6 +59,7 @@ def cast_model(ctx: BuildContext, dtype: Any, device: str, technique: str) -> Va
     defaults={"allow_cpu": False},
 )
 def build_fp16(ctx: BuildContext) -> Variant:
+    """Cast the model to fp16 on CUDA; on a CPU only with ``allow_cpu``, labelled emulated."""
     import torch
 
     if torch.cuda.is_available():
@@ -85,6 +86,7 @@ def build_fp16(ctx: BuildContext) -> Variant:
     description="bfloat16 weights and activations on CPUs with native bf16 (AVX512-BF16, AMX)",
 )
 def build_bf16(ctx: BuildContext) -> Variant:
+    """Cast the model to bfloat16 on the CPU; it requires native bf16 (AVX512-BF16 or AMX)."""
     import torch
 
     with WarningsToNotes() as recorded:

@@ -69,6 +69,11 @@ def maybe_fine_tune(ctx: BuildContext, model: nn.Module, technique: str) -> int:
     defaults={"sparsity": 0.5, "steps": 0, "lr": 1e-4},
 )
 def build_pruned_unstructured(ctx: BuildContext) -> Variant:
+    """Zero the ``sparsity`` share of Linear and Conv weights of least magnitude, globally.
+
+    Fine-tuned for ``steps`` steps (none by default) with the masks applied, then made permanent.
+    The zeros stay in dense tensors: they shrink the gzip size, not the file size or the latency.
+    """
     from torch import nn
     from torch.nn.utils import prune
 
@@ -124,6 +129,11 @@ def build_pruned_unstructured(ctx: BuildContext) -> Variant:
     defaults={"ratio": 0.3, "importance": "l1", "round_to": None, "steps": 0, "lr": 1e-4},
 )
 def build_pruned_structured(ctx: BuildContext) -> Variant:
+    """Remove ``ratio`` of the channels and rebuild the layers smaller (torch-pruning).
+
+    Fine-tuned for ``steps`` steps (none by default); a model of which no channel could be
+    removed is a NoEffectError.
+    """
     from pytest_modelopt.torchtools import parameter_count
 
     ratio = float(ctx.params["ratio"])

@@ -188,6 +188,10 @@ def build_static_int8(ctx: BuildContext) -> Variant:
 
 
 def calibration_batches(ctx: BuildContext, technique: str) -> list[Any]:
+    """Return the first ``calibration_batches`` of the spec's calibration data.
+
+    A spec without calibration data is a SpecError: ``technique`` calibrates activation ranges.
+    """
     count = int(ctx.params["calibration_batches"])
     batches = list(ctx.spec.calibration_data)[:count]
     if not batches:
@@ -331,6 +335,10 @@ def _graph_state(module: Any) -> dict[str, Any]:
     defaults={"steps": 30, "lr": 1e-4},
 )
 def build_qat_int8(ctx: BuildContext) -> Variant:
+    """Fine-tune with fake quantization on the spec's train_data, then convert to int8 (FX).
+
+    No fine-tuning step, or no layer quantized, is a NoEffectError.
+    """
     import torch
     from torch import nn
 

@@ -177,6 +177,7 @@ def representative_dataset(ctx: BuildContext, technique: str) -> Callable[[], It
     description="TFLite fp32, run by LiteRT",
 )
 def build_tflite(ctx: BuildContext) -> Variant:
+    """Convert the Keras model to TFLite as it is (fp32), run by LiteRT."""
     return tflite_variant(ctx, "tflite", "fp32")
 
 
@@ -187,6 +188,7 @@ def build_tflite(ctx: BuildContext) -> Variant:
     description="TFLite dynamic range: int8 weights, float activations",
 )
 def build_tflite_dynamic(ctx: BuildContext) -> Variant:
+    """Convert to TFLite with dynamic range quantization: int8 weights, float activations."""
 
     def configure(converter: Any, tf: Any) -> None:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -203,6 +205,7 @@ def build_tflite_dynamic(ctx: BuildContext) -> Variant:
     description="TFLite float16 weights (computed in fp32 on CPU, in fp16 on GPU delegates)",
 )
 def build_tflite_fp16(ctx: BuildContext) -> Variant:
+    """Convert to TFLite with float16 weights (dequantized to fp32 for a CPU's kernels)."""
 
     def configure(converter: Any, tf: Any) -> None:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -218,6 +221,7 @@ def build_tflite_fp16(ctx: BuildContext) -> Variant:
     description="TFLite full integer: int8 ops, int8 input and output, calibrated",
 )
 def build_tflite_int8(ctx: BuildContext) -> Variant:
+    """Convert to full-integer TFLite, calibrated: int8 ops, int8 input and output."""
     dataset = representative_dataset(ctx, "tflite_int8")
 
     def configure(converter: Any, tf: Any) -> None:
@@ -241,6 +245,10 @@ def build_tflite_int8(ctx: BuildContext) -> Variant:
     description="TFLite integer with float fallback: float input and output, calibrated",
 )
 def build_tflite_int8_fallback(ctx: BuildContext) -> Variant:
+    """Convert to integer TFLite, calibrated, with float ops where no int8 kernel exists.
+
+    Input and output stay float.
+    """
     dataset = representative_dataset(ctx, "tflite_int8_fallback")
 
     def configure(converter: Any, tf: Any) -> None:

@@ -16,6 +16,10 @@ from pytest_modelopt.variants.base import BuildContext, Variant
     description="the fp32 model as written, run eagerly: the reference of every comparison",
 )
 def build_eager(ctx: BuildContext) -> Variant:
+    """Build the reference: the model as written, run eagerly; every variant is compared to it.
+
+    A Keras model gets its own reference; a plain Python model is pickled for worker processes.
+    """
     if ctx.spec.framework == "keras":
         from pytest_modelopt.variants.tflite import keras_reference
 

@@ -23,6 +23,7 @@ from pytest_modelopt.worker import Loader
     defaults={"method": "script"},
 )
 def build_torchscript(ctx: BuildContext) -> Variant:
+    """Script the model (trace it where scripting fails, noted), freeze and optimize it."""
     import torch
 
     method = ctx.params["method"]

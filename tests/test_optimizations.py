@@ -115,6 +115,17 @@ def test_qat_int8_fine_tunes_then_converts(evaluator: Evaluator) -> None:
     assert result.accuracy["top1_agreement"] >= 0.9
 
 
+def test_parameter_counts_leave_buffers_out() -> None:
+    from pytest_modelopt.torchtools import parameter_counts
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.BatchNorm1d(4))
+    with torch.no_grad():
+        model[0].weight[0].zero_()
+    # Linear 16 + 4, BatchNorm's affine 4 + 4 (its bias starts at zero); its running statistics
+    # are buffers, not parameters
+    assert parameter_counts(model) == (28, 28 - 4 - 4)
+
+
 def test_pruned_unstructured_zeroes_weights_and_shrinks_gzip_only(evaluator: Evaluator) -> None:
     params = {"sparsity": 0.6, "steps": 150, "lr": 3e-3}
     result = evaluator.evaluate("pruned_unstructured", params)

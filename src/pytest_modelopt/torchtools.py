@@ -40,12 +40,11 @@ def call_model(model: Any, batch: Any) -> Any:
 
 
 def parameter_counts(model: nn.Module) -> tuple[int, int]:
-    """Total and non-zero parameter counts."""
+    """Return the total and non-zero counts of the model's parameters (buffers left out)."""
     total = nonzero = 0
-    for tensor in model.state_dict().values():
-        if isinstance(tensor, torch.Tensor) and tensor.is_floating_point():
-            total += tensor.numel()
-            nonzero += int(torch.count_nonzero(tensor))
+    for tensor in model.parameters():
+        total += tensor.numel()
+        nonzero += int(torch.count_nonzero(tensor))
     return total, nonzero
 
 
@@ -61,7 +60,7 @@ def parameter_count(model: nn.Module) -> int:
 
 
 def classifier_layer(model: nn.Module, example: Any) -> nn.Module | None:
-    """Return the last Linear or Conv whose output width is the model's: pruning spares it."""
+    """Return the last Linear or Conv2d whose output width is the model's: pruning spares it."""
     with torch.no_grad():
         width = output_tensor(call_model(model.eval(), example)).shape[-1]
     candidates = [

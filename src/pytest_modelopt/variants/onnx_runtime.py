@@ -1,4 +1,4 @@
-"""ONNX export and ONNX Runtime variants: fp32, dynamic int8, static (QDQ) int8."""
+"""ONNX export and ONNX Runtime variants: fp32, fp16, dynamic int8, static (QDQ) int8, TensorRT."""
 
 from __future__ import annotations
 

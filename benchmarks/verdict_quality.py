@@ -131,6 +131,18 @@ def main() -> None:
                 f"{pair['isolated_spread'] * 100:.1f}%)",
             )
         )
+    for model, agreement in bias.get("reference_agreement", {}).items():
+        medians = ", ".join(
+            f"{technique} {ms:.2f} ms ({agreement['isolation'][technique]})"
+            for technique, ms in agreement["medians_ms"].items()
+        )
+        rows.append(
+            (
+                f"(d) {model} eager reference per row",
+                medians,
+                f"spread {agreement['spread'] * 100:.1f}% (target <= 3%)",
+            )
+        )
 
     if "x" in sections:
         figures["cross_session"] = cross_session(args)
@@ -465,6 +477,7 @@ def ratio_bias(
             iso = statistics.median(eager_runs) / statistics.median(variant_runs)
             comparison = evaluator.evaluate(technique).comparison
             engine = comparison.speedup
+            reference_median = comparison.reference.summary().p50
             in_process = math.nan
             if comparison.isolation["variant"] == "worker process":  # the protocol it replaced
                 evaluator.settings = replace(evaluator.settings, workers=False)
@@ -483,12 +496,33 @@ def ratio_bias(
                     "in_process": in_process,
                     "in_process_bias": abs(in_process / iso - 1),
                     "isolated_spread": float(np.ptp(eager_runs) / np.median(eager_runs)),
+                    "reference_median_s": reference_median,
                     "isolation": "workers"
                     if comparison.isolation["variant"] == "worker process"
                     else "in process",
                 }
             )
-    return {"pairs": pairs, "max_bias": max(p["bias"] for p in pairs)}
+    return {
+        "pairs": pairs,
+        "max_bias": max(p["bias"] for p in pairs),
+        "reference_agreement": reference_agreement(pairs),
+    }
+
+
+def reference_agreement(pairs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per model: the engine's median of the eager reference in each row (timed in process or in
+    a worker, as that row's protocol chose), and their spread (max - min) / median: one model's
+    reference should read the same whichever way its row was timed."""
+    agreement = {}
+    for model in sorted({p["model"] for p in pairs}):
+        rows = {p["technique"]: p for p in pairs if p["model"] == model}
+        medians = [row["reference_median_s"] for row in rows.values()]
+        agreement[model] = {
+            "medians_ms": {t: row["reference_median_s"] * 1e3 for t, row in rows.items()},
+            "isolation": {t: row["isolation"] for t, row in rows.items()},
+            "spread": float(np.ptp(medians) / np.median(medians)),
+        }
+    return agreement
 
 
 def timm_spec(label: str) -> ModelSpec:

@@ -198,7 +198,7 @@ def choose(
     *,
     fingerprint: str | None = None,
 ) -> Choice:
-    """Rank the records of one model on one machine under the budgets (module docstring)."""
+    """Rank the records of one model on one machine under the budgets (the package docstring)."""
     if not records:
         raise ValueError("choose() needs at least one record")
     specs = sorted({str(record["spec"]) for record in records})

@@ -36,7 +36,7 @@ def _rank(feasible: list[Candidate], objective: Objective, accuracy: str | None)
     """Rank the feasible candidates and mark the ties and the recommendation.
 
     Ties for best share rank 1; the rest are ranked by median; the recommendation is the first
-    tied candidate by the tie-breaks (module docstring).
+    tied candidate by the tie-breaks (the package docstring).
     """
     if not feasible:
         return

@@ -1,217 +1,26 @@
-"""Timing a variant interleaved with its reference, until the speedup is known well enough.
+"""The engine: a variant timed interleaved with its reference (``Interleaver``), or a call alone.
 
-Protocol, in order:
-
-1. Threads are fixed (torch intra-op threads; default: the physical cores) and recorded.
-2. Each callable's first call is timed alone and reported as first-call time: lazy
-   initialization and JIT compilation never land in the samples.
-3. Warm-up, alternating both callables, for at least ``warmup_s`` and ``warmup_calls`` calls each,
-   and longer while the rolling median of either is still moving.
-4. Rounds: each round times the variant and the reference once each, in a random order, with GC
-   off. The per-round ratio reference/variant is what the speedup is estimated from: both halves
-   of a round see the same machine state, so slow drift (thermal, a neighbour's load) cancels.
-   Between two runtimes (torch and ONNX Runtime, say), a round times a *block* of calls of each:
-   each runtime's idle thread pool keeps spinning for a while after its last call and slows the
-   other's next calls (eager mobilenetv3 measured 14 ms alternated call by call with ONNX Runtime,
-   6 ms alone; its first three calls after an ONNX Runtime block took 16, 11 and 10 ms), so the
-   first calls of each block, for at least ``transition_s``, are discarded,
-   and the round's ratio is the ratio of the two blocks' medians.
-5. The speedup is the Hodges-Lehmann estimate of the per-round ratios (on the log scale), with
-   the interval of the Wilcoxon signed-rank test (stats.ratio_estimate). Rounds continue until
-   that interval is narrower than ``target_width`` (relative), or the time cap is reached. Raw
-   samples are kept.
-
-Two runtimes are timed each in a worker process of its own where their variants can be reloaded
-there (pytest_modelopt.worker): their thread pools then never share a process. GPU work is timed
-with CUDA events around each call, never a host clock around asynchronous work.
-
-The engine asks each side, a *meter*, for samples: per-call figures in the meter's unit. Wall-clock
-meters (``InProcess``, ``Worker``, ``CudaEvents``) give seconds; the counting meter
-(pytest_modelopt.counting) gives instructions counted under valgrind. One loop serves both: the
-counting meter only changes the settings: no first call or warm-up of the engine's (its worker warms
-up natively), no settling (counts do not drift), and Student's t interval over as few as three
-rounds instead of the signed-rank interval's eleven (stats.student_t_ratio_estimate).
+The protocol (first calls, warm-up until settled, rounds in random order, the stopping rule) is
+the package docstring's.
 """
 
 from __future__ import annotations
 
 import contextlib
-import gc
 import math
-import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from pytest_modelopt.allocator import freed_memory_kept
-from pytest_modelopt.stats import (
-    ESTIMATORS,
-    Summary,
-    fewest_rounds,
-    relative_width,
-    summarize,
-)
+from pytest_modelopt.measure.comparison import Comparison, Timing
+from pytest_modelopt.measure.conditions import current_threads, fixed_threads, gc_paused
+from pytest_modelopt.measure.meters import Call, CudaEvents, Side
+from pytest_modelopt.measure.settings import MeasureSettings
+from pytest_modelopt.stats import ESTIMATORS, fewest_rounds, relative_width
 from pytest_modelopt.worker import InProcess, Worker, WorkerUnavailable
-
-Call = Callable[[], Any]
-
-
-class Meter(Protocol):
-    """One side of a comparison, as the engine sees it: started, asked for samples, closed.
-
-    ``sample(calls)`` makes that many calls and returns one figure per call, in ``unit``
-    (``"s"`` for wall-clock meters, ``"instructions"`` for the counting meter). ``fallback`` is
-    the in-process call to time instead when the meter cannot start (None: no fallback, the
-    measurement fails with the reason).
-    """
-
-    isolation: str
-
-    @property
-    def running(self) -> bool:
-        """Return whether the meter has started and can be sampled."""
-        ...
-
-    def start(self) -> None:
-        """Get ready to sample (a worker: spawn it and load the variant)."""
-        ...
-
-    def sample(self, calls: int) -> list[float]:
-        """Make ``calls`` calls; return one figure per call, in ``unit``."""
-        ...
-
-    def close(self) -> None:
-        """Release what :meth:`start` took."""
-        ...
-
-
-Side = Meter
-# How far past its time cap a comparison may go to reach the rounds a finite interval needs.
-OVERRUN = 4.0
-
-
-@dataclass(frozen=True)
-class MeasureSettings:
-    """How the engine times a comparison: threads, warm-up, time cap, rounds and stopping rule.
-
-    Timing stops once the speedup's ``confidence`` interval is narrower than ``target_width``,
-    or at ``max_time_s`` (stretched up to ``overrun`` times for the rounds a finite interval
-    needs).
-    """
-
-    threads: int | None = None
-    warmup_s: float = 1.0
-    warmup_calls: int = 10
-    max_time_s: float = 10.0
-    min_rounds: int = 20
-    target_width: float = 0.02
-    confidence: float = 0.999
-    noise_threshold: float = 0.25
-    seed: int = 0
-    block_s: float = 0.05
-    transition_s: float = 0.04
-    workers: bool = True
-    meter: str = "wall"
-    settle: bool = True
-    first_call: bool = True
-    check_every: int = 10
-    estimator: str = "signed_rank"
-    overrun: float = OVERRUN
-    # Profile each wall-clock result by operator (a baseline is being recorded: its entry keeps
-    # the profile, against which a later regression is explained).
-    profile_operators: bool = False
-
-    def __post_init__(self) -> None:
-        if self.estimator not in ESTIMATORS:
-            raise ValueError(
-                f"estimator must be one of {', '.join(ESTIMATORS)}, got {self.estimator!r}"
-            )
-
-
-@dataclass
-class Timing:
-    """What was measured of one callable."""
-
-    first_call_s: float
-    warmup_calls: int = 0
-    warmup_s: float = 0.0
-    samples_s: list[float] = field(default_factory=list)
-    block_calls: int = 1
-    discarded_calls: int = 0
-
-    def summary(self) -> Summary:
-        """Summarize the samples."""
-        return summarize(self.samples_s)
-
-
-@dataclass
-class Comparison:
-    """A variant timed against its reference."""
-
-    variant: Timing
-    reference: Timing
-    ratios: list[float]
-    speedup: float
-    speedup_interval: tuple[float, float]
-    confidence: float
-    rounds: int
-    elapsed_s: float
-    stopped_by: str
-    threads: int | None
-    cross_runtime: bool = False
-    isolation: dict[str, str] = field(default_factory=dict)
-    allocator: dict[str, str] = field(default_factory=dict)
-    meter: str = "wall"
-    unit: str = "s"
-    counts: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    @property
-    def noise(self) -> float:
-        """Relative IQR of the per-round speedups, from which the interval is built.
-
-        Not of the raw calls: between runtimes, the first calls of each block are slower while
-        idle thread pools wake, which spreads the calls without moving the block medians.
-        """
-        return summarize(self.ratios).relative_iqr if self.ratios else math.inf
-
-    def to_dict(self, *, raw: bool = True) -> dict[str, Any]:
-        """Return the comparison as JSON-ready values; ``raw`` includes each side's samples."""
-        data: dict[str, Any] = {
-            "speedup": self.speedup,
-            "speedup_interval": list(self.speedup_interval),
-            "confidence": self.confidence,
-            "rounds": self.rounds,
-            "elapsed_s": self.elapsed_s,
-            "stopped_by": self.stopped_by,
-            "threads": self.threads,
-            "cross_runtime": self.cross_runtime,
-            "isolation": self.isolation,
-            "noise": self.noise,
-            "meter": self.meter,
-            "unit": self.unit,
-        }
-        if self.counts:
-            data["counts"] = self.counts
-        for side in ("variant", "reference"):
-            timing: Timing = getattr(self, side)
-            data[side] = {
-                # how this side was timed: where, on how many threads, with which allocator
-                "isolation": self.isolation.get(side, ""),
-                "threads": self.threads,
-                "allocator": self.allocator.get(side, ""),
-                "first_call_s": timing.first_call_s,
-                "warmup_calls": timing.warmup_calls,
-                "warmup_s": timing.warmup_s,
-                "block_calls": timing.block_calls,
-                "discarded_calls": timing.discarded_calls,
-                "stats": timing.summary().to_dict(),
-            }
-            if raw:
-                data[side]["samples_s"] = timing.samples_s
-        return data
 
 
 class Interleaver:
@@ -446,31 +255,6 @@ class Interleaver:
         )
 
 
-class CudaEvents(InProcess):
-    """A side timed with CUDA events recorded around each call on the current stream.
-
-    Each call waits for the end event: the GPU's own clock, covering the launches and all the work
-    they queue.
-    """
-
-    isolation = "in process (CUDA events)"
-
-    def sample(self, calls: int) -> list[float]:
-        """Time ``calls`` calls one by one on the GPU's clock; return each call's seconds."""
-        import torch
-
-        samples = []
-        for _ in range(calls):
-            begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            torch.cuda.synchronize()
-            begin.record()
-            self.call()
-            end.record()
-            end.synchronize()
-            samples.append(begin.elapsed_time(end) / 1e3)
-        return samples
-
-
 def time_alone(
     call: Call, settings: MeasureSettings, seconds: float, *, device: str = "cpu"
 ) -> list[float]:
@@ -504,37 +288,3 @@ def _settled(samples: list[float], window: int = 10, tolerance: float = 0.05) ->
     last = float(np.median(samples[-window:]))
     before = float(np.median(samples[-2 * window : -window]))
     return abs(last - before) <= tolerance * before
-
-
-@contextlib.contextmanager
-def gc_paused() -> Iterator[None]:
-    """Collect garbage once, then keep the collector off while timing."""
-    was_enabled = gc.isenabled()
-    gc.collect()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
-@contextlib.contextmanager
-def fixed_threads(threads: int | None) -> Iterator[None]:
-    """Fix torch's intra-op thread count for the block (when torch is in use) and restore it."""
-    torch = sys.modules.get("torch")
-    if torch is None or threads is None:
-        yield
-        return
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
-def current_threads() -> int | None:
-    """Return torch's intra-op thread count, or None when torch is not in use."""
-    torch = sys.modules.get("torch")
-    return int(torch.get_num_threads()) if torch is not None else None

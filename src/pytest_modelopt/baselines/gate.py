@@ -1,0 +1,183 @@
+"""The regression gate: a new entry compared with the stored one, and the table of the comparison.
+
+Regression rules (each a :class:`~pytest_modelopt.budget.Budget` judged by the engine's
+``judge``, so an interval decides and INCONCLUSIVE exists):
+
+- ``speedup``: the new interval against ``stored speedup * (1 - speedup_tolerance)``: FAIL only
+  when the whole interval lies below it. A stored speedup the engine found too noisy to judge,
+  or left unbounded, sets no limit.
+- ``latency_p50_ms``: only with a latency tolerance (off by default) and only when the detected
+  hardware matches the stored one, the new interval against ``stored p50 * (1 + tolerance)``.
+- ``size_bytes``: at most ``stored * (1 + size_tolerance)``.
+- ``accuracy`` and ``top1_agreement``: at least ``stored - accuracy_tolerance`` (points).
+- Counted entries (the instructions meter, kept under ``<fingerprint>-counted``): in place of
+  speedup and latency, the variant's ``instructions_per_call`` at most
+  ``stored * (1 + instructions_tolerance)``; counts barely move between processes, so the default
+  tolerance is 1%. The instructions ratio is stored, not gated: its denominator, the reference's
+  count, moves with what else the worker imported, and on tiny models its interval over the
+  rounds is as wide as the gate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pytest_modelopt.baselines.entries import _interval
+from pytest_modelopt.baselines.tolerances import Tolerances
+from pytest_modelopt.budget import METRICS, Budget, Check, Measured, Verdict, judge
+
+ACCURACY_METRICS = ("accuracy", "top1_agreement")
+
+
+def _can_gate(stored: Mapping[str, Any]) -> bool:
+    """Return whether a stored speedup may set a limit.
+
+    Not one the engine found too noisy to judge or left unbounded when it was recorded (a
+    3-round 18.5x [-inf, inf] on a loaded machine would fail every honest run below 14.8x).
+    """
+    interval = stored.get("interval")
+    bounded = interval is not None and None not in interval
+    return bounded and not stored.get("undecidable")
+
+
+def _measured(data: Mapping[str, Any], keep_reason: bool) -> Measured:
+    interval = data.get("interval")
+    bounds = None
+    if interval is not None:
+        low, high = interval
+        bounds = (
+            float("-inf") if low is None else low,
+            float("inf") if high is None else high,
+        )
+    reason = data.get("undecidable") if keep_reason else None
+    return Measured(data["value"], bounds, reason)
+
+
+@dataclass(frozen=True)
+class BaselineCheck:
+    """One metric of a test compared with its baseline."""
+
+    check: Check
+    baseline: Measured
+
+    @property
+    def verdict(self) -> Verdict:
+        """Return the comparison's verdict."""
+        return self.check.verdict
+
+    @property
+    def metric(self) -> str:
+        """Return the name of the metric compared."""
+        return self.check.budget.metric.name
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the comparison as the results JSON records it: both values, limit, verdict."""
+        return {
+            "metric": self.metric,
+            "baseline": self.baseline.value,
+            "baseline_interval": _interval(self.baseline.interval),
+            "measured": self.check.measured.value,
+            "interval": _interval(self.check.measured.interval),
+            "limit": str(self.check.budget),
+            "verdict": self.verdict.value,
+            "reason": self.check.reason,
+        }
+
+
+def compare(
+    stored: Mapping[str, Any],
+    new: Mapping[str, Any],
+    tolerances: Tolerances,
+    *,
+    same_hardware: bool,
+) -> list[BaselineCheck]:
+    """Check a new entry against a stored one for regressions (see the module docstring)."""
+    checks = []
+
+    def add(metric: str, op: str, threshold: float, old: Measured, measured: Measured) -> None:
+        budget = Budget(METRICS[metric], op, threshold)
+        checks.append(BaselineCheck(judge(budget, measured), old))
+
+    if "speedup" in stored and "speedup" in new and _can_gate(stored["speedup"]):
+        old_speedup = _measured(stored["speedup"], keep_reason=False)
+        add(
+            "speedup",
+            ">=",
+            old_speedup.value * (1 - tolerances.speedup),
+            old_speedup,
+            _measured(new["speedup"], keep_reason=True),
+        )
+    if "instructions_per_call" in stored and "instructions_per_call" in new:
+        old_count = Measured(stored["instructions_per_call"]["value"])
+        add(
+            "instructions_per_call",
+            "<=",
+            old_count.value * (1 + tolerances.instructions),
+            old_count,
+            Measured(new["instructions_per_call"]["value"]),
+        )
+    if tolerances.latency is not None and same_hardware and "latency_p50_ms" in stored:
+        old_p50 = _measured(stored["latency_p50_ms"], keep_reason=False)
+        add(
+            "latency_p50_ms",
+            "<=",
+            old_p50.value * (1 + tolerances.latency),
+            old_p50,
+            _measured(new["latency_p50_ms"], keep_reason=True),
+        )
+    old_size = stored["size_bytes"]
+    add(
+        "size_bytes",
+        "<=",
+        old_size * (1 + tolerances.size),
+        Measured(old_size),
+        Measured(new["size_bytes"]),
+    )
+    for metric in ACCURACY_METRICS:
+        if metric in stored["accuracy"] and metric in new["accuracy"]:
+            old = stored["accuracy"][metric]
+            add(
+                metric,
+                ">=",
+                old - tolerances.accuracy,
+                Measured(old),
+                Measured(new["accuracy"][metric]),
+            )
+    return checks
+
+
+def format_baseline_checks(checks: Iterable[BaselineCheck], title: str) -> str:
+    """Tabulate metric, baseline [interval], measured [interval], limit, verdict; then reasons."""
+    rows = [("metric", "baseline", "measured", "limit", "verdict")]
+    reasons = []
+    for item in checks:
+        metric = item.check.budget.metric
+        rows.append(
+            (
+                metric.name,
+                _with_interval(metric, item.baseline),
+                _with_interval(metric, item.check.measured),
+                str(item.check.budget),
+                item.verdict.value,
+            )
+        )
+        if item.check.reason:
+            reasons.append(f"  {metric.name}: {item.verdict.value.lower()}: {item.check.reason}")
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = [title]
+    for index, row in enumerate(rows):
+        cells = zip(row, widths, strict=True)
+        lines.append("  ".join(cell.ljust(width) for cell, width in cells).rstrip())
+        if index == 0:
+            lines.append("  ".join("-" * width for width in widths))
+    return "\n".join(lines + reasons)
+
+
+def _with_interval(metric: Any, measured: Measured) -> str:
+    text: str = metric.format(measured.value)
+    if measured.interval is not None:
+        low, high = measured.interval
+        text += f" [{metric.format(low)}, {metric.format(high)}]"
+    return text

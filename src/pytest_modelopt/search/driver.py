@@ -1,0 +1,332 @@
+"""Searching: build and measure the candidates on this machine, then choose (``Evaluator.best``).
+
+The techniques that apply to the spec here are measured in priority order within a time budget,
+then the useful chains of those that kept the quality budgets; ``SearchResult`` holds the choice
+over what was measured and what was not, with why.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from pytest_modelopt.budget import Budget
+from pytest_modelopt.search.candidates import REFERENCE, Candidate, _finite
+from pytest_modelopt.search.choice import Choice, choose
+from pytest_modelopt.search.objective import _budgets, parse_objective
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from pytest_modelopt.evaluation import Evaluator, VariantResult
+    from pytest_modelopt.hardware import Hardware
+
+
+# The order singles are tried in when the time budget may not cover them all: fast to build and
+# often fastest first (the suites' measurements), the slow builds (PT2E, inductor, training)
+# later; techniques not named here follow, by name.
+PRIORITY = (
+    "torchscript",
+    "onnxruntime",
+    "openvino",
+    "onnxruntime_static_int8",
+    "openvino_int8",
+    "dynamic_int8",
+    "openvino_fp32",
+    "export",
+    "pruned_structured",
+    "lowrank",
+    "static_int8",
+    "compile",
+    "clustered",
+    "pruned_unstructured",
+    "distilled",
+    "qat_int8",
+)
+
+
+@dataclass
+class SearchResult:
+    """What ``Evaluator.best`` did and chose.
+
+    The Choice over what it measured, each measured variant, and what it did not measure, with
+    why (``skipped``: this machine or model cannot run it; ``failed``: the build failed;
+    ``pruned``: a chain not built because a part broke a quality budget; ``untried``: not
+    started, the time budget being spent).
+    """
+
+    choice: Choice
+    records: list[dict[str, Any]]
+    results: dict[str, VariantResult] = field(default_factory=dict)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    pruned: list[tuple[str, str]] = field(default_factory=list)
+    untried: list[str] = field(default_factory=list)
+    elapsed_s: float = 0.0
+    max_time_s: float = math.inf
+    hardware: Hardware | None = None
+
+    @property
+    def recommended(self) -> Candidate | None:
+        """Return the recommended candidate, or None when no candidate is feasible."""
+        return self.choice.recommended
+
+    def write_results(self, path: Path) -> None:
+        """Write the measured candidates as a results file (the ``--modelopt-json`` format).
+
+        ``modelopt best``, ``report`` and ``merge`` read it: the same records give the same
+        choice.
+        """
+        import dataclasses
+        import datetime as dt
+        import json
+
+        from pytest_modelopt.atomic import atomic_write_text
+        from pytest_modelopt.report import environment
+        from pytest_modelopt.results import SCHEMA
+
+        hardware: dict[str, Any] = {"cpu": {}}
+        if self.hardware is not None:
+            detected = dataclasses.replace(self.hardware, machine=None).fingerprint
+            hardware = {**self.hardware.to_dict(), "detected_fingerprint": detected}
+        document = {
+            "schema": SCHEMA,
+            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "fingerprint": self.choice.fingerprint or "unknown",
+            "hardware": hardware,
+            "environment": environment(),
+            "settings": {"search": self.to_dict() | {"candidates": None}},
+            "results": self.records,
+        }
+        text = json.dumps(_json_ready(document), indent=2, sort_keys=True, default=str)
+        atomic_write_text(path, text + "\n")
+
+    @property
+    def ranked(self) -> list[Candidate]:
+        """Return the feasible candidates, in rank order."""
+        return self.choice.ranked
+
+    @property
+    def front(self) -> list[Candidate]:
+        """Return the feasible candidates on the Pareto front."""
+        return self.choice.front
+
+    def summary(self) -> str:
+        """One line: time spent, what was built, and what was not."""
+        return (
+            f"search of {self.choice.spec}: {self.elapsed_s:.1f} s of {self.max_time_s:g} s; "
+            f"{len(self.records)} measured, {len(self.failed)} failed to build, "
+            f"{len(self.skipped)} skipped, {len(self.pruned)} chains pruned, "
+            f"{len(self.untried)} untried"
+        )
+
+    def table(self) -> str:
+        """Format the choice's table, the summary line, and what was skipped, failed or pruned."""
+        lines = [self.choice.table(), self.summary()]
+        for title, entries in (
+            ("skipped", self.skipped),
+            ("failed", self.failed),
+            ("pruned", self.pruned),
+        ):
+            if entries:
+                lines.append(f"{title}:")
+                lines += [f"  {name}: {why}" for name, why in entries]
+        if self.untried:
+            lines.append(f"untried (time budget spent): {', '.join(self.untried)}")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the search's choice and what it did not measure, as JSON-ready values."""
+        # a search's own choice: "search" and "note" describe a later reading of its records
+        choice = {k: v for k, v in self.choice.to_dict().items() if k not in ("search", "note")}
+        return {
+            **choice,
+            "elapsed_s": self.elapsed_s,
+            "max_time_s": _finite(self.max_time_s),
+            "skipped": [list(entry) for entry in self.skipped],
+            "failed": [list(entry) for entry in self.failed],
+            "pruned": [list(entry) for entry in self.pruned],
+            "untried": self.untried,
+        }
+
+
+def search(
+    evaluator: Evaluator,
+    budgets: Iterable[str] | Mapping[str, float | str] | None = None,
+    *,
+    techniques: Sequence[str] | None = None,
+    chains: bool = True,
+    objective: str = "latency",
+    max_time: float = 600.0,
+    params: Mapping[str, Mapping[str, Any]] | None = None,
+    first: Sequence[str] = (),
+) -> SearchResult:
+    """Search for the variant to ship: build, measure and choose among the techniques.
+
+    Build and measure the techniques that apply to the evaluator's spec on this machine, then
+    the chains of the ones that kept the quality budgets, within ``max_time`` seconds for the
+    whole search, and choose among them (``choose``). See ``Evaluator.best``. ``first`` (a
+    recorded choice, chains included) is measured before anything else and whatever the time
+    budget: a later run must never fail to check a choice because its search ran out of time
+    before reaching it.
+    """
+    from pytest_modelopt.errors import ModeloptError, RequirementMissing, TrainingDataMissing
+    from pytest_modelopt.registry import get_technique, list_techniques
+
+    parsed = _budgets(budgets)
+    parse_objective(objective)
+    if isinstance(max_time, bool) or not max_time > 0:
+        raise ValueError(f"max_time must be a number of seconds > 0, got {max_time!r}")
+    names = list(techniques) if techniques is not None else list_techniques(exclude=[REFERENCE])
+    for name in [*names, *(part for chain in first for part in chain.split("+"))]:
+        get_technique(name)  # an unknown name is an error before anything is built
+    spec, log = evaluator.spec.name, evaluator.log
+    fingerprint = evaluator.hardware.fingerprint
+    empty = Choice(spec, fingerprint, parse_objective(objective), parsed, [], None)
+    found = SearchResult(choice=empty, records=[], max_time_s=float(max_time))
+    start = time.monotonic()
+    queue = []
+    for name in sorted(dict.fromkeys(names), key=_priority):
+        technique = get_technique(name)
+        missing = technique.unmet(evaluator.hardware)
+        if missing is not None:
+            found.skipped.append((name, missing.reason))
+        elif spec_framework(evaluator) not in technique.frameworks:
+            found.skipped.append(
+                (name, f"applies to {'/'.join(technique.frameworks)} models, not {spec}'s")
+            )
+        else:
+            queue.append(name)
+    for name, why in found.skipped:
+        log(f"search {spec}: skipping {name}: {why}")
+
+    def measure(batch: list[str], stage: str, timed: bool = True) -> None:
+        for index, name in enumerate(batch):
+            elapsed = time.monotonic() - start
+            if timed and elapsed >= max_time:
+                found.untried += batch[index:]
+                log(
+                    f"search {spec}: time budget spent ({elapsed:.0f} s of {max_time:g} s): "
+                    f"not trying {', '.join(batch[index:])}"
+                )
+                return
+            log(
+                f"search {spec}: {stage} {index + 1}/{len(batch)}: {name}: building and "
+                f"measuring ({elapsed:.0f} s elapsed, {max_time - elapsed:.0f} s left, "
+                f"{len(batch) - index - 1} more after it)"
+            )
+            try:
+                result = evaluator.evaluate(name, _params_of(params, name))
+            except (RequirementMissing, TrainingDataMissing) as missing:
+                # a search tries every technique: one the spec gives no data for does not apply
+                reason = str(missing).splitlines()[0]
+                found.skipped.append((name, reason))
+                log(f"search {spec}: {name} skipped: {reason}")
+                continue
+            except ModeloptError as error:
+                found.failed.append((name, str(error).splitlines()[0]))
+                log(f"search {spec}: {name} failed: {str(error).splitlines()[0]}")
+                continue
+            found.results[name] = result
+            found.records.append({"test": f"{spec}::search[{name}]", **result.to_dict(raw=False)})
+
+    if first:
+        measure(list(first), "recorded choice", timed=False)
+        queue = [name for name in queue if name not in first]
+    measure(queue, "candidate")
+    if chains and not found.untried:
+        batch = [
+            name
+            for name in _chains(found, parsed, objective, names, found.pruned)
+            if name not in first
+        ]
+        for name, why in found.pruned:
+            log(f"search {spec}: not chaining {name}: {why}")
+        if batch:
+            log(f"search {spec}: {len(batch)} chains to try: {', '.join(batch)}")
+        measure(batch, "chain")
+    found.elapsed_s = time.monotonic() - start
+    found.hardware = evaluator.hardware
+    if found.records:
+        found.choice = choose(found.records, parsed, objective, fingerprint=fingerprint)
+    log(f"search {spec}: {found.summary()}")
+    log(f"search {spec}: {found.choice.verdict()}")
+    return found
+
+
+def spec_framework(evaluator: Evaluator) -> str:
+    """Return the kind of the evaluator's model: ``torch``, ``keras`` or ``python``."""
+    return str(evaluator.spec.framework)
+
+
+def _priority(name: str) -> tuple[int, str]:
+    return (PRIORITY.index(name) if name in PRIORITY else len(PRIORITY), name)
+
+
+def _params_of(params: Mapping[str, Mapping[str, Any]] | None, name: str) -> dict[str, Any]:
+    """Return a technique's parameters from ``{technique: {...}}``.
+
+    A chain takes its parts' entries.
+    """
+    if not params:
+        return {}
+    if "+" in name:
+        return {part: dict(params[part]) for part in name.split("+") if part in params}
+    return dict(params.get(name, {}))
+
+
+def _chains(
+    found: SearchResult,
+    budgets: list[Budget],
+    objective: str,
+    asked: Sequence[str],
+    pruned: list[tuple[str, str]],
+) -> list[str]:
+    """Return the useful chains, the most promising first.
+
+    A technique that yields a changed fp32 torch module (pruning, low rank, clustering,
+    distillation) then one that deploys or quantizes it, both having kept the quality budgets on
+    their own; the most promising is the one with the best product of the two parts' objective
+    figures.
+    """
+    choice = choose(found.records, budgets, objective) if found.records else None
+    candidates = {c.technique: c for c in choice.candidates} if choice else {}
+    firsts: list[str] = []
+    seconds: list[str] = []
+    for name, result in found.results.items():
+        if "+" in name:
+            continue
+        candidate = candidates.get(name)
+        breaks = candidate is not None and candidate.breaks_quality()
+        yields_module = (
+            result.variant.model is not None
+            and result.variant.precision == result.reference.precision
+        )
+        if breaks and candidate is not None:
+            target = f"{name}+..." if yields_module else f"...+{name}"
+            pruned.append((target, f"{name} alone: {candidate.why_excluded()}"))
+            continue
+        (firsts if yields_module else seconds).append(name)
+    metric = "size_ratio" if objective == "size" else "speedup"
+
+    def promise(chain: tuple[str, str]) -> float:
+        a, b = (found.results[part].metrics.get(metric) for part in chain)
+        value = (a.value if a else 1.0) * (b.value if b else 1.0)
+        return value if metric == "size_ratio" else -value
+
+    pairs = sorted(((a, b) for a in firsts for b in seconds), key=promise)
+    return [f"{a}+{b}" for a, b in pairs if f"{a}+{b}" not in asked]
+
+
+def _json_ready(data: Any) -> Any:
+    """JSON has no infinity or NaN: written as null."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, Mapping):
+        return {key: _json_ready(value) for key, value in data.items()}
+    if isinstance(data, list | tuple):
+        return [_json_ready(value) for value in data]
+    return data

@@ -337,6 +337,33 @@ def test_a_choice_beaten_within_the_tolerance_is_kept_beyond_it_is_not() -> None
     )
 
 
+def test_a_measurement_too_noisy_to_judge_never_beats_a_recorded_choice() -> None:
+    """Seen in a make suites run beside other jobs: a chain's eager reference was descheduled
+    inside its rounds and the chain read 703x [457x, 1085x], flagged too noisy to judge; it must
+    not dethrone the recorded choice, nor push the trusted candidates out of the tie."""
+    stored = recorded(digits_records())
+    wild = record(
+        "lowrank+onnxruntime_dynamic_int8",
+        703.0,
+        (457.0, 1085.0),
+        size_ratio=0.22,
+        accuracy=0.946,
+        noisy="too noisy to judge: IQR/median of the per-round speedups 77% > 25%",
+    )
+    found = found_of([*digits_records(), wild])
+    verdict = check_contract(stored, found, 0.10)
+    assert verdict.kept, verdict.message
+    assert found.recommended is not None
+    assert found.recommended.technique == "onnxruntime_static_int8"
+    tied = [c.technique for c in found.choice.ranked if c.tied]
+    assert {"onnxruntime_static_int8", "lowrank+onnxruntime_dynamic_int8"} <= set(tied)
+    # the same chain measured with a trusted interval does beat it
+    trusted = record(
+        "lowrank+onnxruntime_dynamic_int8", 703.0, (457.0, 1085.0), size_ratio=0.22, accuracy=0.946
+    )
+    assert check_contract(stored, found_of([*digits_records(), trusted]), 0.10).status == "beaten"
+
+
 def test_a_choice_that_breaks_a_budget_or_was_not_measured_or_other_budgets() -> None:
     stored = recorded(digits_records())
     lossy = record("onnxruntime_static_int8", 4.0, (3.8, 4.3), size_ratio=0.26, accuracy=0.92)

@@ -20,7 +20,9 @@
 3. **Ties.** The interval of a candidate's objective decides, not its median: a feasible
    candidate is *tied for best* when no other feasible candidate is surely better than it,
    i.e. when the better end of its interval reaches the highest lower end (for a
-   higher-is-better objective) among the feasible candidates. The candidate best by median is
+   higher-is-better objective) among the feasible candidates whose measurement can decide
+   (rule 4: a measurement flagged too noisy to judge is never surely better than another, nor
+   sets the level the others must reach). The candidate best by median is
    always tied for best; all tied candidates share rank 1 (``=1``), the others are ranked by
    median from ``len(tied) + 1``. A candidate without an interval (size, a synthesized
    reference) is a point.
@@ -32,7 +34,8 @@
 5. **Pareto front** over (speed, accuracy, size) among the feasible candidates, ties respected:
    A dominates B when B is not surely faster than A, A is at least as accurate and at most as
    large, and A is better on one of them (surely faster, more accurate, or smaller). The front
-   is the feasible candidates nobody dominates. "Surely faster" is interval-disjoint, as above.
+   is the feasible candidates nobody dominates. "Surely faster" is interval-disjoint, as above,
+   and only a measurement that can decide is surely faster.
 
 The fp32 reference is always a candidate: its own record where the run measured ``eager``, else
 one made from the variants' records (speedup exactly 1, no drop, the reference's size and

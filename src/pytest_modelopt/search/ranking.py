@@ -41,9 +41,12 @@ def _rank(feasible: list[Candidate], objective: Objective, accuracy: str | None)
     if not feasible:
         return
     name, higher = objective.metric.name, objective.higher_is_better
-    # The best guaranteed level: the highest lower end (the lowest upper end, lower-is-better).
+    # The best guaranteed level: the highest lower end (the lowest upper end, lower-is-better)
+    # among the measurements that can decide; one flagged too noisy guarantees nothing.
     ends = [_bounds(c.metrics[name]) for c in feasible]
-    guaranteed = max(low for low, _ in ends) if higher else min(high for _, high in ends)
+    deciding = [e for c, e in zip(feasible, ends, strict=True) if _trusted(c.metrics[name])]
+    deciding = deciding or ends
+    guaranteed = max(low for low, _ in deciding) if higher else min(high for _, high in deciding)
     for candidate, (low, high) in zip(feasible, ends, strict=True):
         candidate.tied = high >= guaranteed if higher else low <= guaranteed
     tied = [c for c in feasible if c.tied]
@@ -99,11 +102,14 @@ def _dominates(a: Candidate, b: Candidate, speed: Metric, accuracy: str | None) 
     ``a`` is at least as good as ``b`` on speed (within the intervals), accuracy and size, and
     better on one of them.
     """
-    a_speed, b_speed = (_bounds(c.metrics.get(speed.name, Measured(math.nan))) for c in (a, b))
+    a_measured, b_measured = (c.metrics.get(speed.name, Measured(math.nan)) for c in (a, b))
+    a_speed, b_speed = _bounds(a_measured), _bounds(b_measured)
     if speed.higher_is_better:
         a_surely_faster, b_surely_faster = a_speed[0] > b_speed[1], b_speed[0] > a_speed[1]
     else:
         a_surely_faster, b_surely_faster = a_speed[1] < b_speed[0], b_speed[1] < a_speed[0]
+    a_surely_faster = a_surely_faster and _trusted(a_measured)
+    b_surely_faster = b_surely_faster and _trusted(b_measured)
     if b_surely_faster:
         return False
     a_size, b_size = _value(a, "size_bytes"), _value(b, "size_bytes")
@@ -139,8 +145,12 @@ def surely_better(
 
     The whole interval of ``a`` lies past the better end of ``b``'s, by more than the tolerance (a
     fraction of that end, or, with ``absolute``, in the metric's units). An unbounded interval
-    is never surely beaten and never surely beats; a point is its own interval.
+    is never surely beaten and never surely beats; a point is its own interval. A measurement
+    flagged too noisy to judge never surely beats another: on a disturbed machine its interval
+    can lie anywhere (a 703x speedup of a digits CNN whose reference was descheduled).
     """
+    if not _trusted(a):
+        return False
     a_low, a_high = _bounds(a)
     b_low, b_high = _bounds(b)
     if objective.higher_is_better:

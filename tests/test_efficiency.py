@@ -111,6 +111,47 @@ def test_peak_is_cached_with_its_record(
     assert messages == []
 
 
+def test_a_cached_peak_a_variant_beat_is_measured_again_once(
+    fp32_peak, hardware: Hardware, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A peak cached at a busy moment reads too low; a variant above it has it measured again
+    (once per process), the better kept and cached."""
+    quiet, _, _ = fp32_peak
+    monkeypatch.setattr(efficiency, "_MEMO", {})
+    monkeypatch.setattr(efficiency, "_REMEASURED", set())
+    cache = peak_cache_file(tmp_path, fingerprint=hardware.fingerprint, threads=1)
+    busy = replace(quiet, ops_per_s=1e9, kernel="a busy moment's kernel")
+    document = {"method": PEAK_METHOD, "versions": efficiency.runtime_versions()}
+    cache.write_text(json.dumps({**document, "peaks": {"fp32": busy.to_dict()}}))
+    messages: list[str] = []
+
+    def peak(reached: float | None) -> Peak | None:
+        return measured_peak(
+            "fp32",
+            threads=1,
+            hardware=hardware,
+            cache_dir=tmp_path,
+            log=messages.append,
+            reached=reached,
+        )
+
+    assert peak(reached=None) == busy  # nothing beat it yet: the cache is believed
+    assert peak(reached=0.5e9) == busy
+    assert messages == []
+    again = peak(reached=2e9)
+    assert again is not None
+    assert again.ops_per_s > 2e9
+    assert messages[0] == (
+        "a variant reached 2.0 GOP/s, above the fp32 peak of 1.0 GOP/s measured earlier "
+        "(perhaps at a busy moment): measuring the peak again"
+    )
+    cached = json.loads(cache.read_text())["peaks"]["fp32"]
+    assert cached["ops_per_s"] == again.ops_per_s
+    count = len(messages)
+    assert peak(reached=1e18) == again  # once per process: then a variant above it is flagged
+    assert len(messages) == count
+
+
 def test_a_peak_cached_by_an_older_method_is_measured_again(tmp_path) -> None:
     hardware = detect_hardware(gpus=False, machine="older-method")
     cache = peak_cache_file(tmp_path, fingerprint=hardware.fingerprint, threads=1)

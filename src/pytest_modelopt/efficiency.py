@@ -206,6 +206,7 @@ def theoretical_ceiling(
 # --- the measured peak -------------------------------------------------------------------------
 
 _MEMO: dict[str, Peak | None] = {}
+_REMEASURED: set[str] = set()  # peaks measured again in this process, after a variant beat them
 
 
 def peak_cache_file(cache_dir: Path, *, fingerprint: str, threads: int) -> Path:
@@ -236,34 +237,57 @@ def measured_peak(
     hardware: Hardware,
     cache_dir: Path | None,
     log: Callable[[str], None] = lambda message: None,
+    reached: float | None = None,
 ) -> Peak | None:
     """Return this machine's peak for ``precision``: the best matrix product of any runtime.
 
     Every installed runtime's kernels are timed; None where none has a kernel. Measured once and
-    kept in ``cache_dir`` (and in memory).
+    kept in ``cache_dir`` (and in memory). ``reached`` is the operations per second a variant
+    just reached: a peak below it may have been measured at a busy moment (on a shared 2-core
+    machine a cached bf16 peak read 394 GOP/s, a quiet one 413), so it is measured once more in
+    this process and the better of the two is kept; a variant still above it is then flagged.
     """
     fingerprint = hardware.fingerprint
     memo_key = f"{fingerprint}|{threads}|{precision}|{sorted(runtime_versions().items())}"
-    if memo_key in _MEMO:
-        return _MEMO[memo_key]
     cache_file = None
     if cache_dir is not None:
         cache_file = peak_cache_file(cache_dir, fingerprint=fingerprint, threads=threads)
-    cached = _read_cache(cache_file)
-    if precision in cached:
-        peak = cached[precision]
+    if memo_key in _MEMO:
+        peak = _MEMO[memo_key]
     else:
-        peak = _measure_peak(precision, threads=threads, hardware=hardware, log=log)
-        cached[precision] = peak
-        if cache_file is not None:
-            document = {
-                "method": PEAK_METHOD,
-                "versions": runtime_versions(),
-                "peaks": {name: p.to_dict() if p else None for name, p in cached.items()},
-            }
-            atomic_write_text(cache_file, json.dumps(document, indent=1, sort_keys=True))
+        cached = _read_cache(cache_file)
+        if precision in cached:
+            peak = cached[precision]
+        else:
+            peak = _measure_peak(precision, threads=threads, hardware=hardware, log=log)
+            _write_cache(cache_file, precision, peak)
+    if reached and peak is not None and peak.ops_per_s < reached and memo_key not in _REMEASURED:
+        _REMEASURED.add(memo_key)
+        log(
+            f"a variant reached {reached / 1e9:.1f} GOP/s, above the {precision} peak of "
+            f"{peak.ops_per_s / 1e9:.1f} GOP/s measured earlier (perhaps at a busy moment): "
+            "measuring the peak again"
+        )
+        again = _measure_peak(precision, threads=threads, hardware=hardware, log=log)
+        if again is not None and again.ops_per_s > peak.ops_per_s:
+            peak = again
+            _write_cache(cache_file, precision, peak)
     _MEMO[memo_key] = peak
     return peak
+
+
+def _write_cache(cache_file: Path | None, precision: str, peak: Peak | None) -> None:
+    """Record ``peak`` for ``precision`` in the cache file, beside the other precisions'."""
+    if cache_file is None:
+        return
+    cached = _read_cache(cache_file)
+    cached[precision] = peak
+    document = {
+        "method": PEAK_METHOD,
+        "versions": runtime_versions(),
+        "peaks": {name: p.to_dict() if p else None for name, p in cached.items()},
+    }
+    atomic_write_text(cache_file, json.dumps(document, indent=1, sort_keys=True))
 
 
 def _read_cache(cache_file: Path | None) -> dict[str, Peak | None]:

@@ -559,6 +559,8 @@ class Evaluator:
         if self.spec.framework != "torch":
             return {}
         precision = precision_class(variant.precision)
+        latency_s = comparison.variant.summary().p50
+        flops = self.flops_per_call
         peak = None
         if not variant.device.startswith("cuda"):
             peak = measured_peak(
@@ -567,8 +569,9 @@ class Evaluator:
                 hardware=self.hardware,
                 cache_dir=self.cache_dir,
                 log=self.log,
+                reached=flops / latency_s if flops and latency_s > 0 else None,
             )
-        figures = roofline(self.flops_per_call, comparison.variant.summary().p50, peak)
+        figures = roofline(flops, latency_s, peak)
         return {"precision": precision, **figures}
 
     def _sizes(self, variant: Variant, reference: Variant) -> dict[str, int]:

@@ -51,7 +51,8 @@ def export_program(model: Any, example: Any, technique: str, model_name: str) ->
 @register_technique(
     "export",
     backend="torch",
-    description="torch.export: the captured graph, run as the exported program, saved as .pt2",
+    description="torch.export with a dynamic batch dimension, saved as .pt2; runs the program "
+    "loaded back",
 )
 def build_export(ctx: BuildContext) -> Variant:
     """Capture the model with torch.export, save it as .pt2 and run the program loaded back."""

@@ -5,10 +5,17 @@ import json
 import pytest
 
 TECHNIQUE = """
+from dataclasses import dataclass, field
+
 from pytest_modelopt import register_technique
 
 
-@register_technique("fake_scaled", frameworks=("python",), defaults={"factor": 10})
+@dataclass(frozen=True)
+class ScaledParams:
+    factor: int = field(default=10, metadata={"help": "how much less work the variant does"})
+
+
+@register_technique("fake_scaled", frameworks=("python",), params=ScaledParams)
 def build_scaled(ctx):
     variant = _variant(ctx, "fake_scaled", ctx.model.work // ctx.params["factor"])
     variant.details["factor"] = ctx.params["factor"]
@@ -40,6 +47,10 @@ def test_marker_params_reach_the_technique(project: pytest.Pytester) -> None:
         (
             {"fake_scaled": {"size": 4}},
             "fake_scaled takes no parameter 'size'; its parameters: factor",
+        ),
+        (
+            {"fake_scaled": {"factor": "4"}},
+            "fake_scaled: parameter 'factor' expects int, got '4' (str)",
         ),
         ({"fake_fast": {"factor": 4}}, "params for fake_fast, which this test does not run"),
         ({"factor": 4}, "params must map technique names to dicts of parameters"),

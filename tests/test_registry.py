@@ -1,10 +1,22 @@
+import dataclasses
+import pkgutil
+from dataclasses import dataclass, field
+from typing import Literal
+
 import pytest
 
-from pytest_modelopt.errors import HardwareMissing, PackageMissing, UnknownTechniqueError
+import pytest_modelopt.variants
+from pytest_modelopt.errors import (
+    HardwareMissing,
+    PackageMissing,
+    ParameterError,
+    UnknownTechniqueError,
+)
 from pytest_modelopt.hardware import CPU, Hardware
 from pytest_modelopt.registry import (
     Requirements,
     _install_hint,
+    builtin_modules,
     get_technique,
     list_techniques,
     register_technique,
@@ -70,3 +82,107 @@ def test_replacing_a_technique_from_elsewhere_warns() -> None:
             raise AssertionError
 
     assert get_technique("test_registry_dup").build is second
+
+
+@dataclass(frozen=True)
+class ToyParams:
+    """The parameters of the toy technique below."""
+
+    ratio: float = field(default=0.5, metadata={"help": "a fraction"})
+    steps: int = field(default=0, metadata={"help": "a count"})
+    mode: Literal["a", "b"] = field(default="a", metadata={"help": "a choice"})
+    limit: int | None = field(default=None, metadata={"help": "an optional count"})
+    on: bool = field(default=False, metadata={"help": "a switch"})
+
+
+@register_technique("test_registry_toy", frameworks=("python",), params=ToyParams)
+def build_toy(ctx):
+    raise AssertionError
+
+
+def test_parameters_are_declared_by_a_dataclass() -> None:
+    technique = get_technique("test_registry_toy")
+    assert technique.parameters is ToyParams
+    assert technique.defaults == {
+        "ratio": 0.5,
+        "steps": 0,
+        "mode": "a",
+        "limit": None,
+        "on": False,
+    }
+    resolved = technique.resolve_params({"ratio": 1, "limit": 8, "mode": "b"})
+    assert resolved == {"ratio": 1, "steps": 0, "mode": "b", "limit": 8, "on": False}
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"size": 4}, "test_registry_toy takes no parameter 'size'; its parameters: limit, mode, "),
+        ({"ratio": "0.5"}, "test_registry_toy: parameter 'ratio' expects float, got '0.5' (str)"),
+        ({"steps": 2.0}, "test_registry_toy: parameter 'steps' expects int, got 2.0 (float)"),
+        ({"steps": True}, "test_registry_toy: parameter 'steps' expects int, got True (bool)"),
+        ({"mode": "c"}, "test_registry_toy: parameter 'mode' expects 'a' or 'b', got 'c' (str)"),
+        ({"limit": "8"}, "test_registry_toy: parameter 'limit' expects int or None, got '8'"),
+        ({"on": 1}, "test_registry_toy: parameter 'on' expects bool, got 1 (int)"),
+    ],
+)
+def test_parameters_are_checked_by_name_and_type(params: dict, message: str) -> None:
+    with pytest.raises(ParameterError) as raised:
+        get_technique("test_registry_toy").resolve_params(params)
+    assert str(raised.value).startswith(message)
+
+
+def test_builtin_parameters_are_typed() -> None:
+    with pytest.raises(ParameterError, match=r"'importance' expects 'l1' or 'l2', got 'l3'"):
+        get_technique("pruned_structured").resolve_params({"importance": "l3"})
+    with pytest.raises(ParameterError, match=r"^torchscript: parameter 'method' expects"):
+        get_technique("torchscript+dynamic_int8").resolve_params({"torchscript": {"method": 1}})
+    # an int where a float is declared, and None where it is optional, are fine
+    assert get_technique("distilled").resolve_params({"max_seconds": 600})["max_seconds"] == 600
+    assert get_technique("lowrank").resolve_params({"energy": None})["energy"] is None
+
+
+def test_every_builtin_parameter_has_a_default_and_help() -> None:
+    for name in list_techniques():
+        technique = get_technique(name)
+        if technique.parameters is None:
+            continue
+        assert technique.parameters.__dataclass_params__.frozen, name
+        for item in dataclasses.fields(technique.parameters):
+            assert item.metadata.get("help"), f"{name}.{item.name} has no help"
+
+
+def test_the_older_untyped_defaults_still_register() -> None:
+    @register_technique("test_registry_untyped", frameworks=("python",), defaults={"k": 3})
+    def build(ctx):
+        raise AssertionError
+
+    technique = get_technique("test_registry_untyped")
+    assert technique.resolve_params({"k": "anything"}) == {"k": "anything"}  # names only
+    assert technique.resolve_params(None) == {"k": 3}
+    with pytest.raises(ParameterError, match="takes no parameter 'j'; its parameters: k"):
+        technique.resolve_params({"j": 1})
+
+
+def test_a_parameters_class_must_be_a_frozen_dataclass_with_defaults() -> None:
+    @dataclass
+    class Mutable:
+        k: int = 1
+
+    @dataclass(frozen=True)
+    class Required:
+        k: int
+
+    with pytest.raises(TypeError, match="declare Mutable frozen=True"):
+        register_technique("test_registry_bad", params=Mutable)
+    with pytest.raises(TypeError, match="parameter 'k' has no default"):
+        register_technique("test_registry_bad", params=Required)
+    with pytest.raises(TypeError, match="params must be a dataclass"):
+        register_technique("test_registry_bad", params=dict)
+    assert "test_registry_bad" not in list_techniques()
+
+
+def test_builtin_modules_are_found_in_the_variants_package() -> None:
+    found = {m.name for m in pkgutil.iter_modules(pytest_modelopt.variants.__path__)}
+    assert builtin_modules() == sorted(f"pytest_modelopt.variants.{name}" for name in found)
+    assert "pytest_modelopt.variants.openvino" in builtin_modules()

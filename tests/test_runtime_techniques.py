@@ -6,7 +6,7 @@ import pytest
 torch = pytest.importorskip("torch")
 from models import QUICK, agreement_tolerance, mlp_spec  # noqa: E402
 from pytest_modelopt import Evaluator, ModelSpec  # noqa: E402
-from pytest_modelopt.errors import BuildError, HardwareMissing  # noqa: E402
+from pytest_modelopt.errors import BuildError, HardwareMissing, ParameterError  # noqa: E402
 
 onnxruntime_required = pytest.mark.modelopt_requires(backend="onnxruntime")
 openvino_required = pytest.mark.modelopt_requires(backend="openvino")
@@ -281,7 +281,11 @@ def test_openvino_pins_f32_where_an_isa_cap_forbids_its_default(tmp_path) -> Non
 
 @openvino_required
 def test_openvino_unknown_precision_is_a_clear_error(evaluator) -> None:
-    with pytest.raises(BuildError, match="inference_precision 'int4' for mlp: choose one of f32"):
+    with pytest.raises(
+        ParameterError,
+        match=r"openvino: parameter 'inference_precision' expects 'f32', 'bf16', 'f16' or None, "
+        r"got 'int4' \(str\)",
+    ):
         evaluator.build("openvino", params={"inference_precision": "int4"})
 
 
@@ -297,7 +301,9 @@ def test_openvino_converts_from_the_onnx_export_on_request(tmp_path) -> None:
 @openvino_required
 def test_openvino_unknown_source_is_a_clear_error(tmp_path) -> None:
     evaluator = Evaluator(mlp_spec(), settings=QUICK, workdir=tmp_path)
-    with pytest.raises(BuildError, match="OpenVINO source 'tf' for mlp: choose one of torch, onnx"):
+    with pytest.raises(
+        ParameterError, match="openvino: parameter 'source' expects 'torch' or 'onnx', got 'tf'"
+    ):
         evaluator.build("openvino", params={"source": "tf"})
 
 

@@ -4,9 +4,11 @@
     modelopt report run.json [--html out.html]
     modelopt merge results/*.json --html matrix.html
     modelopt best results.json --budget "accuracy_drop<=1%" [--objective latency]
+    modelopt techniques [--update docs/techniques.md]
 
 Inputs are results files written by ``pytest --modelopt-json``. A file that cannot be read or
 is malformed stops the command with exit status 2 and a message naming the file and the problem.
+``techniques`` prints every registered technique, its requirements and parameters, as Markdown.
 """
 
 from __future__ import annotations
@@ -119,6 +121,22 @@ def _parser() -> argparse.ArgumentParser:
     best.add_argument("--spec", action="append", default=[], help="only this model (repeatable)")
     best.add_argument("--json", type=Path, help="also write the choices here as JSON")
     best.set_defaults(command=_best)
+
+    techniques = commands.add_parser(
+        "techniques",
+        help="every registered technique, its requirements and parameters, as Markdown",
+        description="Print every registered technique (built-in and from installed packages) "
+        "as Markdown: what it does, the models it applies to, what it needs, and its parameters "
+        "with their types, defaults and meanings.",
+    )
+    techniques.add_argument(
+        "--update",
+        type=Path,
+        metavar="FILE",
+        help="instead of printing, rewrite the generated block of FILE (docs/techniques.md): "
+        "what lies between its BEGIN and END marker lines",
+    )
+    techniques.set_defaults(command=_techniques)
     return parser
 
 
@@ -303,6 +321,20 @@ def _best(args: argparse.Namespace) -> int:
         atomic_write_text(args.json, json.dumps(document, indent=2, default=str) + "\n")
         print(f"choices written to {args.json}")
     return EXIT_REGRESSION if any(c.recommended is None for c in choices) else 0
+
+
+def _techniques(args: argparse.Namespace) -> int:
+    from pytest_modelopt.catalog import render, update
+
+    if args.update is None:
+        sys.stdout.write(render())
+        return 0
+    try:
+        changed = update(args.update)
+    except OSError as error:
+        raise InvalidFileError(f"{args.update}: {error.strerror or error}") from error
+    print(f"{args.update} {'updated' if changed else 'already up to date'}")
+    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

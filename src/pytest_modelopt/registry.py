@@ -5,6 +5,12 @@ ids. It declares its requirements (packages, a GPU, ISA extensions), so that a t
 the techniques this machine cannot run. Registering imports nothing heavy: backends are imported
 inside each build function.
 
+A technique declares its parameters as a frozen dataclass (``params=``): each field's default is
+the parameter's default, its type what a value must be, and ``field(metadata={"help": ...})``
+what it means (``modelopt techniques`` renders them). Values given in markers or to ``Evaluator``
+are checked against it by name and, where the type says, by type; the build function reads the
+resolved values as the dict ``ctx.params``.
+
 Techniques chain with ``+``: ``pruned_structured+static_int8`` builds the first technique, then
 the second on the torch module it yields (its ``Variant.model``). A chain's parameters are given
 per component: ``{"pruned_structured": {"ratio": 0.3}, "static_int8": {...}}``.
@@ -15,14 +21,21 @@ entry point of the group ``pytest_modelopt.techniques``.
 
 from __future__ import annotations
 
+import collections.abc
+import dataclasses
 import fnmatch
+import functools
 import importlib
 import importlib.metadata
 import importlib.util
+import numbers
+import pkgutil
+import types
+import typing
 import warnings
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from pytest_modelopt.errors import (
     BuildError,
@@ -51,21 +64,9 @@ BACKENDS: dict[str, tuple[tuple[str, ...], str]] = {
     "torch_pruning": (("torch_pruning",), "pruning"),
     "torchao": (("torchao",), "torchao"),
 }
-# Modules holding the built-in techniques; imported on the first registry lookup.
-BUILTIN_MODULES = (
-    "pytest_modelopt.variants.torch_eager",
-    "pytest_modelopt.variants.torchscript",
-    "pytest_modelopt.variants.quantization",
-    "pytest_modelopt.variants.compilation",
-    "pytest_modelopt.variants.precision",
-    "pytest_modelopt.variants.pruning",
-    "pytest_modelopt.variants.lowrank",
-    "pytest_modelopt.variants.clustering",
-    "pytest_modelopt.variants.distillation",
-    "pytest_modelopt.variants.onnx_runtime",
-    "pytest_modelopt.variants.openvino",
-    "pytest_modelopt.variants.tflite",
-)
+# The package whose modules hold the built-in techniques: each is imported on the first registry
+# lookup (found by pkgutil, so a new module needs no list kept by hand).
+BUILTIN_PACKAGE = "pytest_modelopt.variants"
 ENTRY_POINT_GROUP = "pytest_modelopt.techniques"
 
 
@@ -127,8 +128,9 @@ class Requirements:
 
 @dataclass(frozen=True)
 class Technique:
-    """A registered way to build a variant: its build function, requirements and defaults.
+    """A registered way to build a variant: its build function, requirements and parameters.
 
+    ``parameters`` is the frozen dataclass that declares its parameters (None: it takes none).
     A chain (``a+b``) is a technique too, whose ``components`` name its parts in order.
     """
 
@@ -137,13 +139,20 @@ class Technique:
     requires: Requirements = Requirements()
     frameworks: tuple[str, ...] = ("torch",)
     description: str = ""
-    defaults: Mapping[str, Any] = field(default_factory=dict)
+    parameters: type[Any] | None = None
     components: tuple[str, ...] = ()  # the techniques of a chain, in order
 
-    def resolve_params(self, params: Mapping[str, Any] | None) -> dict[str, Any]:
-        """Return the defaults overridden by ``params``; a name it does not take is an error.
+    @property
+    def defaults(self) -> dict[str, Any]:
+        """Return each parameter's default value, by name."""
+        return parameter_defaults(self.parameters)
 
-        A chain's parameters are a mapping per component, each resolved by that component.
+    def resolve_params(self, params: Mapping[str, Any] | None) -> dict[str, Any]:
+        """Return the defaults overridden by ``params``, as the dict a build function reads.
+
+        A name the technique does not take, or a value of a type its parameter does not accept,
+        is a ParameterError. A chain's parameters are a mapping per component, each resolved by
+        that component.
         """
         params = dict(params or {})
         if self.components:
@@ -157,14 +166,24 @@ class Technique:
                 name: get_technique(name).resolve_params(params.get(name))
                 for name in self.components
             }
-        unknown = set(params) - set(self.defaults)
+        defaults = self.defaults
+        unknown = set(params) - set(defaults)
         if unknown:
-            known = ", ".join(sorted(self.defaults)) or "none"
+            known = ", ".join(sorted(defaults)) or "none"
             raise ParameterError(
                 f"{self.name} takes no parameter {', '.join(repr(n) for n in sorted(unknown))}; "
                 f"its parameters: {known}"
             )
-        return {**self.defaults, **params}
+        if self.parameters is not None:
+            hints = parameter_types(self.parameters)
+            for name, value in params.items():
+                expected = hints.get(name, Any)
+                if not accepts(expected, value):
+                    raise ParameterError(
+                        f"{self.name}: parameter {name!r} expects {type_name(expected)}, "
+                        f"got {value!r} ({type(value).__name__})"
+                    )
+        return {**defaults, **params}
 
     def unmet(self, hardware: Hardware) -> RequirementMissing | None:
         """Return why this technique cannot run on ``hardware`` (its name first), or None."""
@@ -176,6 +195,7 @@ class Technique:
 
 
 _REGISTRY: dict[str, Technique] = {}
+_TYPES: dict[type[Any], dict[str, Any]] = {}  # each parameters class's resolved field types
 _loaded = False
 
 
@@ -188,14 +208,23 @@ def register_technique(
     isa: str | Iterable[str] = (),
     frameworks: Iterable[str] = ("torch",),
     description: str | None = None,
+    params: type[Any] | None = None,
     defaults: Mapping[str, Any] | None = None,
 ) -> Callable[[F], F]:
     """Register the decorated build function as technique ``name``.
 
     ``frameworks`` names the kinds of models it applies to (``torch``, ``python``, ...); a model of
-    another kind skips it with that reason.
+    another kind skips it with that reason. ``params`` is a frozen dataclass declaring the
+    parameters: a default for every field, its type, and ``metadata={"help": ...}`` saying what
+    it means. ``defaults`` (a dict of name to default) is the older, untyped form: the names are
+    checked, the values are not.
     """
     requires = Requirements.from_marker(gpu=gpu, backend=backend, isa=isa, packages=packages)
+    if params is not None and defaults is not None:
+        raise TypeError(f"technique {name!r}: give params (a dataclass) or defaults, not both")
+    parameters = _untyped_parameters(name, defaults) if defaults else params
+    if parameters is not None:
+        _check_parameters_class(name, parameters)
 
     def decorator(build: F) -> F:
         technique = Technique(
@@ -204,7 +233,7 @@ def register_technique(
             requires=requires,
             frameworks=tuple(frameworks),
             description=description or (build.__doc__ or "").strip().split("\n")[0],
-            defaults=dict(defaults or {}),
+            parameters=parameters,
         )
         previous = _REGISTRY.get(name)
         if previous is not None and _origin(previous.build) != _origin(build):
@@ -290,12 +319,139 @@ def _chain(parts: list[Technique]) -> Technique:
     )
 
 
+def builtin_modules() -> list[str]:
+    """Return the modules of the built-in techniques: those of ``pytest_modelopt.variants``.
+
+    Found by pkgutil, sorted; a module whose name starts with an underscore is left out.
+    """
+    package = importlib.import_module(BUILTIN_PACKAGE)
+    return sorted(
+        f"{BUILTIN_PACKAGE}.{module.name}"
+        for module in pkgutil.iter_modules(package.__path__)
+        if not module.name.startswith("_")
+    )
+
+
+def parameter_defaults(parameters: type[Any] | None) -> dict[str, Any]:
+    """Return the default of each field of a parameters dataclass, by name ({} for None)."""
+    if parameters is None:
+        return {}
+    defaults = {}
+    for item in dataclasses.fields(parameters):
+        if item.default_factory is not dataclasses.MISSING:
+            defaults[item.name] = item.default_factory()
+        else:
+            defaults[item.name] = item.default
+    return defaults
+
+
+def parameter_types(parameters: type[Any]) -> dict[str, Any]:
+    """Return the declared type of each field of a parameters dataclass, by name.
+
+    String annotations (``from __future__ import annotations``) are resolved in the module that
+    declares the class, once; a field whose annotation cannot be resolved accepts any value.
+    """
+    if parameters not in _TYPES:
+        try:
+            _TYPES[parameters] = typing.get_type_hints(parameters)
+        except Exception:  # a name imported for type checkers only: check nothing, not fail
+            _TYPES[parameters] = {
+                item.name: Any if isinstance(item.type, str) else item.type
+                for item in dataclasses.fields(parameters)
+            }
+    return _TYPES[parameters]
+
+
+def accepts(expected: Any, value: Any) -> bool:
+    """Say whether ``value`` is of the type ``expected``, where that can be checked.
+
+    Checked: None, bool, int (not bool), float (an int too), str, ``Literal`` choices, a
+    callable, and unions of these; any other type accepts every value.
+    """
+    origin = typing.get_origin(expected)
+    if origin is typing.Union or origin is types.UnionType:
+        return any(accepts(choice, value) for choice in typing.get_args(expected))
+    if origin is Literal:
+        return any(
+            value == choice and type(value) is type(choice) for choice in typing.get_args(expected)
+        )
+    if origin is collections.abc.Callable or expected is collections.abc.Callable:
+        return callable(value)
+    if expected is None or expected is type(None):
+        return value is None
+    if expected is bool:
+        return isinstance(value, bool)
+    if expected is int:
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if expected is float:
+        return isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if expected is str:
+        return isinstance(value, str)
+    return True
+
+
+def type_name(expected: Any, show: Callable[[Any], str] = repr) -> str:
+    """Return how a parameter's type reads: ``float or None``, ``'script' or 'trace'``.
+
+    ``show`` writes a ``Literal`` choice (``repr`` by default).
+    """
+    choices = type_alternatives(expected, show)
+    if len(choices) == 1:
+        return choices[0]
+    return f"{', '.join(choices[:-1])} or {choices[-1]}"
+
+
+def type_alternatives(expected: Any, show: Callable[[Any], str] = repr) -> list[str]:
+    """Return the alternatives a parameter's type allows, each as :func:`type_name` writes it.
+
+    ``float | None`` gives ``["float", "None"]``; ``Literal["l1", "l2"]``, ``["'l1'", "'l2'"]``.
+    """
+    origin = typing.get_origin(expected)
+    if origin is typing.Union or origin is types.UnionType:
+        return [
+            name for choice in typing.get_args(expected) for name in type_alternatives(choice, show)
+        ]
+    if origin is Literal:
+        return [show(choice) for choice in typing.get_args(expected)]
+    if origin is collections.abc.Callable or expected is collections.abc.Callable:
+        return ["a callable"]
+    if expected is None or expected is type(None):
+        return ["None"]
+    if expected is Any:
+        return ["any value"]
+    return [getattr(expected, "__name__", str(expected))]
+
+
+def _untyped_parameters(name: str, defaults: Mapping[str, Any]) -> type[Any]:
+    """Return a frozen dataclass of ``defaults``' names, each of any type: the older form."""
+    fields = [
+        (key, Any, dataclasses.field(default_factory=functools.partial(_same, value)))
+        for key, value in defaults.items()
+    ]
+    return dataclasses.make_dataclass(f"{name}_parameters", fields, frozen=True)
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def _check_parameters_class(name: str, parameters: type[Any]) -> None:
+    """Raise TypeError unless ``parameters`` is a frozen dataclass with a default per field."""
+    if not (isinstance(parameters, type) and dataclasses.is_dataclass(parameters)):
+        raise TypeError(f"technique {name!r}: params must be a dataclass, got {parameters!r}")
+    if not getattr(parameters, "__dataclass_params__").frozen:  # noqa: B009
+        raise TypeError(f"technique {name!r}: declare {parameters.__name__} frozen=True")
+    for item in dataclasses.fields(parameters):
+        if item.default is dataclasses.MISSING and item.default_factory is dataclasses.MISSING:
+            raise TypeError(f"technique {name!r}: parameter {item.name!r} has no default")
+
+
 def _load_builtins() -> None:
     global _loaded
     if _loaded:
         return
     _loaded = True
-    for module in BUILTIN_MODULES:
+    for module in builtin_modules():
         importlib.import_module(module)
     for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         entry_point.load()

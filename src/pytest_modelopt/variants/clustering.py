@@ -8,6 +8,7 @@ k <= 16, else 8 bits), and the tensors left unclustered (biases, norms, small la
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pytest_modelopt.errors import NoEffectError, ParameterError
@@ -19,11 +20,25 @@ if TYPE_CHECKING:
     import torch
 
 
+@dataclass(frozen=True)
+class ClusteredParams:
+    """Parameters of ``clustered``."""
+
+    clusters: int = field(
+        default=16,
+        metadata={
+            "help": "shared values per layer (k of k-means); 16 or fewer stores 4-bit indices"
+        },
+    )
+    min_params: int = field(default=1024, metadata={"help": "smaller layers stay unclustered"})
+    seed: int = field(default=0, metadata={"help": "k-means seed"})
+
+
 @register_technique(
     "clustered",
     backend="torch",
     description="k-means weight sharing per layer; size counted as codebooks + packed indices",
-    defaults={"clusters": 16, "min_params": 1024, "seed": 0},
+    params=ClusteredParams,
 )
 def build_clustered(ctx: BuildContext) -> Variant:
     """Share weights: each large Linear or Conv weight replaced by its k-means codebook values.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,8 @@ def export_program(model: Any, example: Any, technique: str, model_name: str) ->
 @register_technique(
     "export",
     backend="torch",
-    description="torch.export: the captured graph, run as the exported program, saved as .pt2",
+    description="torch.export with a dynamic batch dimension, saved as .pt2; runs the program "
+    "loaded back",
 )
 def build_export(ctx: BuildContext) -> Variant:
     """Capture the model with torch.export, save it as .pt2 and run the program loaded back."""
@@ -159,11 +161,23 @@ def _shapes(batch: Any) -> tuple[Any, ...]:
     return tuple(tuple(getattr(arg, "shape", ())) for arg in example_args(batch))
 
 
+@dataclass(frozen=True)
+class CompileParams:
+    """Parameters of ``compile``."""
+
+    freezing: bool = field(
+        default=True, metadata={"help": "inductor freezing (weights folded as constants)"}
+    )
+    max_autotune: bool = field(
+        default=False, metadata={"help": "inductor's autotuning (much longer compiles)"}
+    )
+
+
 @register_technique(
     "compile",
     backend="torch",
     description="torch.compile with inductor, freezing on; compile time recorded apart",
-    defaults={"freezing": True, "max_autotune": False},
+    params=CompileParams,
 )
 def build_compile(ctx: BuildContext) -> Variant:
     """Compile the model with torch.compile (inductor) now, so compile time is not timed.

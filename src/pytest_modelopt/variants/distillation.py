@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pytest_modelopt.errors import NoEffectError, ParameterError, SpecError
@@ -14,19 +16,55 @@ if TYPE_CHECKING:
     from torch import nn
 
 
+@dataclass(frozen=True)
+class DistilledParams:
+    """Parameters of ``distilled``."""
+
+    student: Callable[[], Any] | str | None = field(
+        default=None,
+        metadata={
+            "help": "a callable returning the student, or a timm model name; else "
+            "`spec.student`; else the teacher at `width`"
+        },
+    )
+    width: float = field(
+        default=0.5,
+        metadata={
+            "help": "channel width of the derived student (torch-pruning removes `1 - width`)"
+        },
+    )
+    temperature: float = field(
+        default=4.0,
+        metadata={
+            "help": "`T` of the KD loss `alpha * T² * KL(soft) + (1 - alpha) * cross-entropy`"
+        },
+    )
+    alpha: float = field(
+        default=0.7,
+        metadata={
+            "help": "`alpha` of the KD loss `alpha * T² * KL(soft) + (1 - alpha) * cross-entropy`"
+        },
+    )
+    max_steps: int = field(
+        default=300,
+        metadata={
+            "help": "the time box in steps: `max_steps` or `max_seconds`, whichever comes first"
+        },
+    )
+    max_seconds: float = field(
+        default=60.0,
+        metadata={
+            "help": "the time box in seconds: `max_steps` or `max_seconds`, whichever comes first"
+        },
+    )
+    lr: float = field(default=1e-3, metadata={"help": "Adam learning rate"})
+
+
 @register_technique(
     "distilled",
     backend="torch",
     description="a smaller student trained on the teacher's soft targets (KD), time-boxed",
-    defaults={
-        "student": None,
-        "width": 0.5,
-        "temperature": 4.0,
-        "alpha": 0.7,
-        "max_steps": 300,
-        "max_seconds": 60.0,
-        "lr": 1e-3,
-    },
+    params=DistilledParams,
 )
 def build_distilled(ctx: BuildContext) -> Variant:
     """Train a smaller student on the teacher's soft targets (knowledge distillation).

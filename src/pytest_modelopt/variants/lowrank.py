@@ -5,6 +5,7 @@ Each large Linear (and 1x1 Conv) is replaced by two thinner layers from its trun
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pytest_modelopt.errors import NoEffectError, ParameterError
@@ -16,11 +17,30 @@ if TYPE_CHECKING:
     from torch import nn
 
 
+@dataclass(frozen=True)
+class LowrankParams:
+    """Parameters of ``lowrank``."""
+
+    rank_ratio: float = field(
+        default=0.25, metadata={"help": "kept rank as a fraction of the full rank"}
+    )
+    energy: float | None = field(
+        default=None,
+        metadata={
+            "help": "when set, the fewest singular values keeping this fraction of the squared "
+            "sum (overrides `rank_ratio`)"
+        },
+    )
+    min_features: int = field(default=32, metadata={"help": "layers narrower than this stay whole"})
+    steps: int = field(default=0, metadata={"help": "fine-tuning steps after factorization"})
+    lr: float = field(default=1e-4, metadata={"help": "learning rate of that fine-tuning"})
+
+
 @register_technique(
     "lowrank",
     backend="torch",
     description="truncated SVD of Linear and 1x1 Conv weights: each becomes two smaller layers",
-    defaults={"rank_ratio": 0.25, "energy": None, "min_features": 32, "steps": 0, "lr": 1e-4},
+    params=LowrankParams,
 )
 def build_lowrank(ctx: BuildContext) -> Variant:
     """Factorize each large layer into two thinner ones from its truncated SVD.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -462,12 +463,19 @@ def build_onnxruntime_fp16(ctx: BuildContext) -> Variant:
     )
 
 
+@dataclass(frozen=True)
+class TensorrtParams:
+    """Parameters of ``tensorrt``."""
+
+    fp16: bool = field(default=True, metadata={"help": "let TensorRT pick fp16 kernels"})
+
+
 @register_technique(
     "tensorrt",
     backend="onnxruntime",
     gpu=True,
     description="TensorRT through ORT's TensorRT provider: fp16, engine cache, batch profile",
-    defaults={"fp16": True},
+    params=TensorrtParams,
 )
 def build_tensorrt(ctx: BuildContext) -> Variant:
     """Run the ONNX export through ORT's TensorRT provider, its engine cached.

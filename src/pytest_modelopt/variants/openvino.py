@@ -12,24 +12,51 @@ import contextlib
 import io
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args
 
 from pytest_modelopt.errors import BuildError, HardwareMissing
 from pytest_modelopt.registry import register_technique
 from pytest_modelopt.variants.base import BuildContext, Variant, WarningsToNotes
 
-SOURCES = ("torch", "onnx")
-# Every OpenVINO technique converts from the torch model unless told to convert its ONNX export.
-CONVERSION_DEFAULTS = {"source": "torch"}
+Source = Literal["torch", "onnx"]
+SOURCES: tuple[str, ...] = get_args(Source)
 # Execution precisions a technique may be pinned to; None keeps the device's default (bf16 on CPUs
 # with AMX or AVX512-BF16, f32 elsewhere).
-PRECISIONS = ("f32", "bf16", "f16")
-PRECISION_DEFAULTS = {**CONVERSION_DEFAULTS, "inference_precision": None}
+Precision = Literal["f32", "bf16", "f16"]
+PRECISIONS: tuple[str, ...] = get_args(Precision)
 # The CPU flags a reduced execution precision runs on. OpenVINO's CPU plugin takes its default
 # precision from CPUID, not from ONEDNN_MAX_CPU_ISA: capped to AVX2 on an AVX512-BF16 EPYC it
 # still chose bf16, ran oneDNN's reference kernels and returned an empty (0, 10) output (OpenVINO
 # 2026.4). So where a cap forbids these flags, the device's default is replaced by f32.
 PRECISION_FLAGS = {"bf16": ("avx512_bf16", "amx_bf16"), "f16": ("avx512_fp16", "amx_fp16")}
+
+
+@dataclass(frozen=True)
+class ConversionParams:
+    """Parameters of ``openvino_fp32``, and of every OpenVINO technique: where to convert from."""
+
+    # Every OpenVINO technique converts from the torch model unless told to convert its ONNX export.
+    source: Source = field(
+        default="torch",
+        metadata={
+            "help": 'convert from the torch module (`"torch"`) or from its ONNX export (`"onnx"`)'
+        },
+    )
+
+
+@dataclass(frozen=True)
+class PrecisionParams(ConversionParams):
+    """Parameters of ``openvino``, ``openvino_int8`` and ``openvino_throughput``."""
+
+    inference_precision: Precision | None = field(
+        default=None,
+        metadata={
+            "help": 'pin the execution precision (`"f32"`, `"bf16"`, `"f16"`); `None` keeps the '
+            "device's default, bf16 on CPUs with AMX or AVX512-BF16. The variant states the "
+            'precision it ran (`details["execution_precision"]`)'
+        },
+    )
 
 
 def convert(ctx: BuildContext) -> tuple[Any, dict[str, Any], list[str]]:
@@ -364,7 +391,7 @@ def _pinned_precision(ctx: BuildContext, technique: str) -> str | None:
 
 @register_technique(
     "openvino",
-    defaults=PRECISION_DEFAULTS,
+    params=PrecisionParams,
     backend="openvino",
     description="OpenVINO, LATENCY hint, the device's default execution precision (stated)",
 )
@@ -375,7 +402,7 @@ def build_openvino(ctx: BuildContext) -> Variant:
 
 @register_technique(
     "openvino_fp32",
-    defaults=CONVERSION_DEFAULTS,
+    params=ConversionParams,
     backend="openvino",
     description="OpenVINO, LATENCY hint, execution forced to fp32",
 )
@@ -386,7 +413,7 @@ def build_openvino_fp32(ctx: BuildContext) -> Variant:
 
 @register_technique(
     "openvino_int8",
-    defaults=PRECISION_DEFAULTS,
+    params=PrecisionParams,
     backend=("openvino", "nncf"),
     description="OpenVINO with NNCF post-training int8 quantization on the calibration data",
 )
@@ -397,7 +424,7 @@ def build_openvino_int8(ctx: BuildContext) -> Variant:
 
 @register_technique(
     "openvino_throughput",
-    defaults=PRECISION_DEFAULTS,
+    params=PrecisionParams,
     backend="openvino",
     description="OpenVINO, THROUGHPUT hint: the batch split across parallel streams",
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 from pytest_modelopt.errors import HardwareMissing, NoEffectError
@@ -52,11 +53,23 @@ def cast_model(ctx: BuildContext, dtype: Any, device: str, technique: str) -> Va
     )
 
 
+@dataclass(frozen=True)
+class Fp16Params:
+    """Parameters of ``fp16``."""
+
+    allow_cpu: bool = field(
+        default=False,
+        metadata={
+            "help": 'without a CUDA GPU, skip unless `True` (then labelled "emulated on CPU")'
+        },
+    )
+
+
 @register_technique(
     "fp16",
     backend="torch",
     description="half precision on CUDA; on a CPU only with allow_cpu=True, labelled emulated",
-    defaults={"allow_cpu": False},
+    params=Fp16Params,
 )
 def build_fp16(ctx: BuildContext) -> Variant:
     """Cast the model to fp16 on CUDA; on a CPU only with ``allow_cpu``, labelled emulated."""

@@ -6,7 +6,8 @@ layers rebuilt smaller, with torch-pruning's dependency graph.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
 
 from pytest_modelopt.errors import BuildError, NoEffectError, ParameterError
 from pytest_modelopt.registry import register_technique
@@ -62,11 +63,28 @@ def maybe_fine_tune(ctx: BuildContext, model: nn.Module, technique: str) -> int:
     return fine_tune(model, batches, steps=steps, lr=float(ctx.params["lr"]))
 
 
+@dataclass(frozen=True)
+class PrunedUnstructuredParams:
+    """Parameters of ``pruned_unstructured``."""
+
+    sparsity: float = field(
+        default=0.5,
+        metadata={"help": "fraction of all Linear/Conv weights zeroed (global L1 magnitude)"},
+    )
+    steps: int = field(
+        default=0,
+        metadata={
+            "help": "fine-tuning steps with the masks applied, before they are made permanent"
+        },
+    )
+    lr: float = field(default=1e-4, metadata={"help": "learning rate of that fine-tuning"})
+
+
 @register_technique(
     "pruned_unstructured",
     backend="torch",
     description="global L1 magnitude pruning of Linear/Conv weights, made permanent",
-    defaults={"sparsity": 0.5, "steps": 0, "lr": 1e-4},
+    params=PrunedUnstructuredParams,
 )
 def build_pruned_unstructured(ctx: BuildContext) -> Variant:
     """Zero the ``sparsity`` share of Linear and Conv weights of least magnitude, globally.
@@ -121,12 +139,35 @@ def build_pruned_unstructured(ctx: BuildContext) -> Variant:
     )
 
 
+@dataclass(frozen=True)
+class PrunedStructuredParams:
+    """Parameters of ``pruned_structured``."""
+
+    ratio: float = field(
+        default=0.3,
+        metadata={
+            "help": "fraction of channels removed per prunable group (the output layer is kept)"
+        },
+    )
+    importance: Literal["l1", "l2"] = field(
+        default="l1", metadata={"help": 'group magnitude norm: `"l1"` or `"l2"`'}
+    )
+    round_to: int | None = field(
+        default=None,
+        metadata={
+            "help": "keep channel counts multiples of this (e.g. 8 for SIMD-friendly widths)"
+        },
+    )
+    steps: int = field(default=0, metadata={"help": "fine-tuning steps after pruning"})
+    lr: float = field(default=1e-4, metadata={"help": "learning rate of that fine-tuning"})
+
+
 @register_technique(
     "pruned_structured",
     backend="torch",
     packages="torch_pruning",
     description="channel pruning (torch-pruning): removes channels, rebuilds smaller layers",
-    defaults={"ratio": 0.3, "importance": "l1", "round_to": None, "steps": 0, "lr": 1e-4},
+    params=PrunedStructuredParams,
 )
 def build_pruned_structured(ctx: BuildContext) -> Variant:
     """Remove ``ratio`` of the channels and rebuild the layers smaller (torch-pruning).

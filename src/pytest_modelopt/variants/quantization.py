@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
 
 from pytest_modelopt.errors import BuildError, NoEffectError, ParameterError, SpecError
 from pytest_modelopt.registry import register_technique
@@ -34,11 +35,25 @@ def quantized_engine(hardware: Hardware) -> str:
     raise BuildError(f"no quantized engine for {hardware.cpu.arch}; torch offers {supported}")
 
 
+@dataclass(frozen=True)
+class DynamicInt8Params:
+    """Parameters of ``dynamic_int8``."""
+
+    path: Literal["auto", "torch.ao", "torchao"] = field(
+        default="auto",
+        metadata={
+            "help": '`"torch.ao"` (`quantize_dynamic`, fbgemm/x86 or qnnpack), `"torchao"` '
+            '(`quantize_`, Linear only), `"auto"` = torch.ao: torchao\'s int8 tensors run '
+            "eagerly were 23x slower than fp32 here"
+        },
+    )
+
+
 @register_technique(
     "dynamic_int8",
     backend="torch",
     description="int8 weights, activations quantized at run time (Linear, LSTM, GRU)",
-    defaults={"path": "auto"},
+    params=DynamicInt8Params,
 )
 def build_dynamic_int8(ctx: BuildContext) -> Variant:
     """``path``: ``torch.ao`` (quantize_dynamic), ``torchao`` (quantize_), or ``auto``.
@@ -160,11 +175,28 @@ def _quantized_variant(
     )
 
 
+@dataclass(frozen=True)
+class StaticInt8Params:
+    """Parameters of ``static_int8``."""
+
+    path: Literal["auto", "pt2e", "fx"] = field(
+        default="auto",
+        metadata={
+            "help": '`"pt2e"` (torchao `X86InductorQuantizer`, compiled with inductor), `"fx"` '
+            '(`prepare_fx`/`convert_fx`, the engine\'s default qconfig mapping), `"auto"` = '
+            "pt2e where torchao is installed on x86"
+        },
+    )
+    calibration_batches: int = field(
+        default=16, metadata={"help": "calibration batches taken from `spec.calibration_data`"}
+    )
+
+
 @register_technique(
     "static_int8",
     backend="torch",
     description="calibrated post-training int8: PT2E (torchao, compiled) or FX graph mode",
-    defaults={"path": "auto", "calibration_batches": 16},
+    params=StaticInt8Params,
 )
 def build_static_int8(ctx: BuildContext) -> Variant:
     """Quantize weights and activations to int8, calibrated on the spec's calibration data.
@@ -328,11 +360,19 @@ def _graph_state(module: Any) -> dict[str, Any]:
     return {name: value for name, value in module.state_dict().items() if name in used}
 
 
+@dataclass(frozen=True)
+class QatInt8Params:
+    """Parameters of ``qat_int8``."""
+
+    steps: int = field(default=30, metadata={"help": "fine-tuning steps with fake quantization"})
+    lr: float = field(default=1e-4, metadata={"help": "Adam learning rate"})
+
+
 @register_technique(
     "qat_int8",
     backend="torch",
     description="quantization-aware fine-tuning on the spec's train_data, then int8 (FX)",
-    defaults={"steps": 30, "lr": 1e-4},
+    params=QatInt8Params,
 )
 def build_qat_int8(ctx: BuildContext) -> Variant:
     """Fine-tune with fake quantization on the spec's train_data, then convert to int8 (FX).

@@ -7,8 +7,9 @@ deprecation is recorded in the variant's notes, and ``export`` is its successor.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pytest_modelopt.errors import BuildError, ParameterError
 from pytest_modelopt.registry import register_technique
@@ -16,11 +17,23 @@ from pytest_modelopt.variants.base import BuildContext, Variant, WarningsToNotes
 from pytest_modelopt.worker import Loader
 
 
+@dataclass(frozen=True)
+class TorchscriptParams:
+    """Parameters of ``torchscript``."""
+
+    method: Literal["script", "trace"] = field(
+        default="script",
+        metadata={
+            "help": '`"script"` (falls back to `"trace"`, the reason in the notes) or `"trace"`'
+        },
+    )
+
+
 @register_technique(
     "torchscript",
     backend="torch",
     description="TorchScript: script (else trace), freeze, optimize_for_inference",
-    defaults={"method": "script"},
+    params=TorchscriptParams,
 )
 def build_torchscript(ctx: BuildContext) -> Variant:
     """Script the model (trace it where scripting fails, noted), freeze and optimize it."""

@@ -12,9 +12,11 @@ Three defaults differ from the plugin's, each unless the command line or an ini 
   failing the test: the suites show what each technique does on this machine, and a noisy
   machine should say so rather than fail. Gates in CI keep the plugin's `fail` policy.
 
-One check is added to every suite test that measures variants: each variant's fraction of this
-machine's peak lies in (0, 1]. A variant that reads faster than the measured peak means the peak
-was measured too low or the model's operations were miscounted, and a suite must not publish it.
+Under `--modelopt-strict` (the plugin's own checks), one check is added to every suite test that
+measures variants: each variant's fraction of this machine's peak lies in (0, 1]. A variant that
+reads faster than the measured peak means the peak was measured too low or the model's operations
+were miscounted: the plugin's fault, not the model's. Without strict mode the results table
+flags it (BAD PEAK) and the test keeps its verdict.
 """
 
 from collections.abc import Iterator
@@ -50,6 +52,8 @@ def trained_weights_dir(request: pytest.FixtureRequest, tmp_path_factory) -> Pat
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
     outcome = yield
+    if not _strict(item.config):
+        return outcome
     problems = [
         f"{label}: {problem}"
         for label, efficiency in _measured_efficiencies(item)
@@ -58,6 +62,12 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
     if problems:
         pytest.fail("fraction of peak outside (0, 1]:\n  " + "\n  ".join(problems), pytrace=False)
     return outcome
+
+
+def _strict(config: pytest.Config) -> bool:
+    from pytest_modelopt.config import Settings
+
+    return Settings.from_pytest_config(config).strict
 
 
 def _measured_efficiencies(item: pytest.Item) -> Iterator[tuple[str, dict]]:

@@ -3,7 +3,8 @@
 Three defaults differ from the plugin's, each unless the command line or an ini file sets it:
 
 - each variant is timed for up to 3 s (the plugin's default is 10 s), which keeps the variant
-  tests near 25 minutes on 2 cores (the two searches take up to 10 minutes each more); pass `--modelopt-max-time 10` for tighter intervals;
+  tests near 25 minutes on 2 cores (the two searches take up to 10 minutes each more); pass
+  `--modelopt-max-time 10` for tighter intervals;
 - a speedup regresses only 20% below its baseline (the plugin's default is 10%): between two quiet
   sessions on the shared 2-core VM whose baselines are committed, speedups between runtimes
   moved by up to 20% (mobilenetv3 ONNX Runtime 5.48x [5.42, 5.60] then 4.37x [4.25, 5.02]) with

@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 
 BuildFunction = Callable[["BuildContext"], "Variant"]
 F = TypeVar("F", bound=BuildFunction)
+T = TypeVar("T")
 
 # The import names a backend needs, and the extra that installs them.
 BACKENDS: dict[str, tuple[tuple[str, ...], str]] = {
@@ -197,6 +198,12 @@ class Technique:
 _REGISTRY: dict[str, Technique] = {}
 _TYPES: dict[type[Any], dict[str, Any]] = {}  # each parameters class's resolved field types
 _loaded = False
+
+
+def param(default: T, meaning: str) -> T:
+    """Declare a technique parameter: its default, and what it means (`modelopt techniques`)."""
+    declared: T = dataclasses.field(default=default, metadata={"help": meaning})
+    return declared
 
 
 def register_technique(

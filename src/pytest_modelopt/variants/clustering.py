@@ -8,11 +8,11 @@ k <= 16, else 8 bits), and the tensors left unclustered (biases, norms, small la
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pytest_modelopt.errors import NoEffectError, ParameterError
-from pytest_modelopt.registry import register_technique
+from pytest_modelopt.registry import param, register_technique
 from pytest_modelopt.variants.base import BuildContext, Variant
 
 if TYPE_CHECKING:
@@ -24,14 +24,11 @@ if TYPE_CHECKING:
 class ClusteredParams:
     """Parameters of ``clustered``."""
 
-    clusters: int = field(
-        default=16,
-        metadata={
-            "help": "shared values per layer (k of k-means); 16 or fewer stores 4-bit indices"
-        },
+    clusters: int = param(
+        16, "shared values per layer (k of k-means); 16 or fewer stores 4-bit indices"
     )
-    min_params: int = field(default=1024, metadata={"help": "smaller layers stay unclustered"})
-    seed: int = field(default=0, metadata={"help": "k-means seed"})
+    min_params: int = param(1024, "smaller layers stay unclustered")
+    seed: int = param(0, "k-means seed")
 
 
 @register_technique(

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pytest_modelopt.errors import BuildError, NoEffectError
-from pytest_modelopt.registry import register_technique
+from pytest_modelopt.registry import param, register_technique
 from pytest_modelopt.variants.base import BuildContext, Variant, WarningsToNotes
 
 
@@ -165,12 +165,8 @@ def _shapes(batch: Any) -> tuple[Any, ...]:
 class CompileParams:
     """Parameters of ``compile``."""
 
-    freezing: bool = field(
-        default=True, metadata={"help": "inductor freezing (weights folded as constants)"}
-    )
-    max_autotune: bool = field(
-        default=False, metadata={"help": "inductor's autotuning (much longer compiles)"}
-    )
+    freezing: bool = param(True, "inductor freezing (weights folded as constants)")
+    max_autotune: bool = param(False, "inductor's autotuning (much longer compiles)")
 
 
 @register_technique(

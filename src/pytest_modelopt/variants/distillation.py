@@ -5,11 +5,11 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pytest_modelopt.errors import NoEffectError, ParameterError, SpecError
-from pytest_modelopt.registry import register_technique
+from pytest_modelopt.registry import param, register_technique
 from pytest_modelopt.variants.base import BuildContext, Variant
 
 if TYPE_CHECKING:
@@ -20,44 +20,27 @@ if TYPE_CHECKING:
 class DistilledParams:
     """Parameters of ``distilled``."""
 
-    student: Callable[[], Any] | str | None = field(
-        default=None,
-        metadata={
-            "help": "a callable returning the student, or a timm model name; else "
-            "`spec.student`; else the teacher at `width`"
-        },
+    student: Callable[[], Any] | str | None = param(
+        None,
+        "a callable returning the student, or a timm model name; else "
+        "`spec.student`; else the teacher at `width`",
     )
-    width: float = field(
-        default=0.5,
-        metadata={
-            "help": "channel width of the derived student (torch-pruning removes `1 - width`)"
-        },
+    width: float = param(
+        0.5, "channel width of the derived student (torch-pruning removes `1 - width`)"
     )
-    temperature: float = field(
-        default=4.0,
-        metadata={
-            "help": "`T` of the KD loss `alpha * T² * KL(soft) + (1 - alpha) * cross-entropy`"
-        },
+    temperature: float = param(
+        4.0, "`T` of the KD loss `alpha * T² * KL(soft) + (1 - alpha) * cross-entropy`"
     )
-    alpha: float = field(
-        default=0.7,
-        metadata={
-            "help": "`alpha` of the KD loss `alpha * T² * KL(soft) + (1 - alpha) * cross-entropy`"
-        },
+    alpha: float = param(
+        0.7, "`alpha` of the KD loss `alpha * T² * KL(soft) + (1 - alpha) * cross-entropy`"
     )
-    max_steps: int = field(
-        default=300,
-        metadata={
-            "help": "the time box in steps: `max_steps` or `max_seconds`, whichever comes first"
-        },
+    max_steps: int = param(
+        300, "the time box in steps: `max_steps` or `max_seconds`, whichever comes first"
     )
-    max_seconds: float = field(
-        default=60.0,
-        metadata={
-            "help": "the time box in seconds: `max_steps` or `max_seconds`, whichever comes first"
-        },
+    max_seconds: float = param(
+        60.0, "the time box in seconds: `max_steps` or `max_seconds`, whichever comes first"
     )
-    lr: float = field(default=1e-3, metadata={"help": "Adam learning rate"})
+    lr: float = param(1e-3, "Adam learning rate")
 
 
 @register_technique(

@@ -5,11 +5,11 @@ Each large Linear (and 1x1 Conv) is replaced by two thinner layers from its trun
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pytest_modelopt.errors import NoEffectError, ParameterError
-from pytest_modelopt.registry import register_technique
+from pytest_modelopt.registry import param, register_technique
 from pytest_modelopt.variants.base import BuildContext, Variant
 
 if TYPE_CHECKING:
@@ -21,19 +21,15 @@ if TYPE_CHECKING:
 class LowrankParams:
     """Parameters of ``lowrank``."""
 
-    rank_ratio: float = field(
-        default=0.25, metadata={"help": "kept rank as a fraction of the full rank"}
+    rank_ratio: float = param(0.25, "kept rank as a fraction of the full rank")
+    energy: float | None = param(
+        None,
+        "when set, the fewest singular values keeping this fraction of the squared "
+        "sum (overrides `rank_ratio`)",
     )
-    energy: float | None = field(
-        default=None,
-        metadata={
-            "help": "when set, the fewest singular values keeping this fraction of the squared "
-            "sum (overrides `rank_ratio`)"
-        },
-    )
-    min_features: int = field(default=32, metadata={"help": "layers narrower than this stay whole"})
-    steps: int = field(default=0, metadata={"help": "fine-tuning steps after factorization"})
-    lr: float = field(default=1e-4, metadata={"help": "learning rate of that fine-tuning"})
+    min_features: int = param(32, "layers narrower than this stay whole")
+    steps: int = param(0, "fine-tuning steps after factorization")
+    lr: float = param(1e-4, "learning rate of that fine-tuning")
 
 
 @register_technique(

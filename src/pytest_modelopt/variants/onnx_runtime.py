@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pytest_modelopt.errors import BuildError, PackageMissing
-from pytest_modelopt.registry import register_technique
+from pytest_modelopt.registry import param, register_technique
 from pytest_modelopt.variants.base import BuildContext, Variant, WarningsToNotes
 
 if TYPE_CHECKING:
@@ -467,7 +467,7 @@ def build_onnxruntime_fp16(ctx: BuildContext) -> Variant:
 class TensorrtParams:
     """Parameters of ``tensorrt``."""
 
-    fp16: bool = field(default=True, metadata={"help": "let TensorRT pick fp16 kernels"})
+    fp16: bool = param(True, "let TensorRT pick fp16 kernels")
 
 
 @register_technique(

@@ -12,11 +12,11 @@ import contextlib
 import io
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 from pytest_modelopt.errors import BuildError, HardwareMissing
-from pytest_modelopt.registry import register_technique
+from pytest_modelopt.registry import param, register_technique
 from pytest_modelopt.variants.base import BuildContext, Variant, WarningsToNotes
 
 Source = Literal["torch", "onnx"]
@@ -37,11 +37,8 @@ class ConversionParams:
     """Parameters of ``openvino_fp32``, and of every OpenVINO technique: where to convert from."""
 
     # Every OpenVINO technique converts from the torch model unless told to convert its ONNX export.
-    source: Source = field(
-        default="torch",
-        metadata={
-            "help": 'convert from the torch module (`"torch"`) or from its ONNX export (`"onnx"`)'
-        },
+    source: Source = param(
+        "torch", 'convert from the torch module (`"torch"`) or from its ONNX export (`"onnx"`)'
     )
 
 
@@ -49,13 +46,11 @@ class ConversionParams:
 class PrecisionParams(ConversionParams):
     """Parameters of ``openvino``, ``openvino_int8`` and ``openvino_throughput``."""
 
-    inference_precision: Precision | None = field(
-        default=None,
-        metadata={
-            "help": 'pin the execution precision (`"f32"`, `"bf16"`, `"f16"`); `None` keeps the '
-            "device's default, bf16 on CPUs with AMX or AVX512-BF16. The variant states the "
-            'precision it ran (`details["execution_precision"]`)'
-        },
+    inference_precision: Precision | None = param(
+        None,
+        'pin the execution precision (`"f32"`, `"bf16"`, `"f16"`); `None` keeps the '
+        "device's default, bf16 on CPUs with AMX or AVX512-BF16. The variant states the "
+        'precision it ran (`details["execution_precision"]`)',
     )
 
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from pytest_modelopt.errors import HardwareMissing, NoEffectError
-from pytest_modelopt.registry import register_technique
+from pytest_modelopt.registry import param, register_technique
 from pytest_modelopt.variants.base import BuildContext, Variant, WarningsToNotes
 
 
@@ -57,11 +57,8 @@ def cast_model(ctx: BuildContext, dtype: Any, device: str, technique: str) -> Va
 class Fp16Params:
     """Parameters of ``fp16``."""
 
-    allow_cpu: bool = field(
-        default=False,
-        metadata={
-            "help": 'without a CUDA GPU, skip unless `True` (then labelled "emulated on CPU")'
-        },
+    allow_cpu: bool = param(
+        False, 'without a CUDA GPU, skip unless `True` (then labelled "emulated on CPU")'
     )
 
 

@@ -6,11 +6,11 @@ layers rebuilt smaller, with torch-pruning's dependency graph.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from pytest_modelopt.errors import BuildError, NoEffectError, ParameterError
-from pytest_modelopt.registry import register_technique
+from pytest_modelopt.registry import param, register_technique
 from pytest_modelopt.variants.base import BuildContext, Variant, WarningsToNotes
 
 if TYPE_CHECKING:
@@ -67,17 +67,11 @@ def maybe_fine_tune(ctx: BuildContext, model: nn.Module, technique: str) -> int:
 class PrunedUnstructuredParams:
     """Parameters of ``pruned_unstructured``."""
 
-    sparsity: float = field(
-        default=0.5,
-        metadata={"help": "fraction of all Linear/Conv weights zeroed (global L1 magnitude)"},
+    sparsity: float = param(0.5, "fraction of all Linear/Conv weights zeroed (global L1 magnitude)")
+    steps: int = param(
+        0, "fine-tuning steps with the masks applied, before they are made permanent"
     )
-    steps: int = field(
-        default=0,
-        metadata={
-            "help": "fine-tuning steps with the masks applied, before they are made permanent"
-        },
-    )
-    lr: float = field(default=1e-4, metadata={"help": "learning rate of that fine-tuning"})
+    lr: float = param(1e-4, "learning rate of that fine-tuning")
 
 
 @register_technique(
@@ -143,23 +137,15 @@ def build_pruned_unstructured(ctx: BuildContext) -> Variant:
 class PrunedStructuredParams:
     """Parameters of ``pruned_structured``."""
 
-    ratio: float = field(
-        default=0.3,
-        metadata={
-            "help": "fraction of channels removed per prunable group (the output layer is kept)"
-        },
+    ratio: float = param(
+        0.3, "fraction of channels removed per prunable group (the output layer is kept)"
     )
-    importance: Literal["l1", "l2"] = field(
-        default="l1", metadata={"help": 'group magnitude norm: `"l1"` or `"l2"`'}
+    importance: Literal["l1", "l2"] = param("l1", 'group magnitude norm: `"l1"` or `"l2"`')
+    round_to: int | None = param(
+        None, "keep channel counts multiples of this (e.g. 8 for SIMD-friendly widths)"
     )
-    round_to: int | None = field(
-        default=None,
-        metadata={
-            "help": "keep channel counts multiples of this (e.g. 8 for SIMD-friendly widths)"
-        },
-    )
-    steps: int = field(default=0, metadata={"help": "fine-tuning steps after pruning"})
-    lr: float = field(default=1e-4, metadata={"help": "learning rate of that fine-tuning"})
+    steps: int = param(0, "fine-tuning steps after pruning")
+    lr: float = param(1e-4, "learning rate of that fine-tuning")
 
 
 @register_technique(

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from pytest_modelopt.errors import BuildError, NoEffectError, ParameterError, SpecError
-from pytest_modelopt.registry import register_technique
+from pytest_modelopt.registry import param, register_technique
 from pytest_modelopt.variants.base import BuildContext, Variant, WarningsToNotes
 
 if TYPE_CHECKING:
@@ -39,13 +39,11 @@ def quantized_engine(hardware: Hardware) -> str:
 class DynamicInt8Params:
     """Parameters of ``dynamic_int8``."""
 
-    path: Literal["auto", "torch.ao", "torchao"] = field(
-        default="auto",
-        metadata={
-            "help": '`"torch.ao"` (`quantize_dynamic`, fbgemm/x86 or qnnpack), `"torchao"` '
-            '(`quantize_`, Linear only), `"auto"` = torch.ao: torchao\'s int8 tensors run '
-            "eagerly were 23x slower than fp32 here"
-        },
+    path: Literal["auto", "torch.ao", "torchao"] = param(
+        "auto",
+        '`"torch.ao"` (`quantize_dynamic`, fbgemm/x86 or qnnpack), `"torchao"` '
+        '(`quantize_`, Linear only), `"auto"` = torch.ao: torchao\'s int8 tensors run '
+        "eagerly were 23x slower than fp32 here",
     )
 
 
@@ -179,17 +177,13 @@ def _quantized_variant(
 class StaticInt8Params:
     """Parameters of ``static_int8``."""
 
-    path: Literal["auto", "pt2e", "fx"] = field(
-        default="auto",
-        metadata={
-            "help": '`"pt2e"` (torchao `X86InductorQuantizer`, compiled with inductor), `"fx"` '
-            '(`prepare_fx`/`convert_fx`, the engine\'s default qconfig mapping), `"auto"` = '
-            "pt2e where torchao is installed on x86"
-        },
+    path: Literal["auto", "pt2e", "fx"] = param(
+        "auto",
+        '`"pt2e"` (torchao `X86InductorQuantizer`, compiled with inductor), `"fx"` '
+        '(`prepare_fx`/`convert_fx`, the engine\'s default qconfig mapping), `"auto"` = '
+        "pt2e where torchao is installed on x86",
     )
-    calibration_batches: int = field(
-        default=16, metadata={"help": "calibration batches taken from `spec.calibration_data`"}
-    )
+    calibration_batches: int = param(16, "calibration batches taken from `spec.calibration_data`")
 
 
 @register_technique(
@@ -364,8 +358,8 @@ def _graph_state(module: Any) -> dict[str, Any]:
 class QatInt8Params:
     """Parameters of ``qat_int8``."""
 
-    steps: int = field(default=30, metadata={"help": "fine-tuning steps with fake quantization"})
-    lr: float = field(default=1e-4, metadata={"help": "Adam learning rate"})
+    steps: int = param(30, "fine-tuning steps with fake quantization")
+    lr: float = param(1e-4, "Adam learning rate")
 
 
 @register_technique(

@@ -7,12 +7,12 @@ deprecation is recorded in the variant's notes, and ``export`` is its successor.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from pytest_modelopt.errors import BuildError, ParameterError
-from pytest_modelopt.registry import register_technique
+from pytest_modelopt.registry import param, register_technique
 from pytest_modelopt.variants.base import BuildContext, Variant, WarningsToNotes
 from pytest_modelopt.worker import Loader
 
@@ -21,11 +21,8 @@ from pytest_modelopt.worker import Loader
 class TorchscriptParams:
     """Parameters of ``torchscript``."""
 
-    method: Literal["script", "trace"] = field(
-        default="script",
-        metadata={
-            "help": '`"script"` (falls back to `"trace"`, the reason in the notes) or `"trace"`'
-        },
+    method: Literal["script", "trace"] = param(
+        "script", '`"script"` (falls back to `"trace"`, the reason in the notes) or `"trace"`'
     )
 
 

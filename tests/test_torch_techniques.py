@@ -103,9 +103,14 @@ def test_a_variant_above_the_peak_is_flagged_as_a_measurement_problem(tmp_path) 
     written."""
     import json
 
-    from pytest_modelopt.efficiency import PEAK_METHOD, Ceiling, Peak, peak_cache_file
+    from pytest_modelopt.efficiency import (
+        PEAK_METHOD,
+        Ceiling,
+        KernelTiming,
+        Peak,
+        peak_cache_file,
+    )
     from pytest_modelopt.hardware import detect_hardware
-    from pytest_modelopt.peak_kernels import KernelTiming
     from pytest_modelopt.report import results_table
 
     kernel = "torch 2.14.1 torch.mm fp32 (MKL)"
@@ -115,7 +120,9 @@ def test_a_variant_above_the_peak_is_flagged_as_a_measurement_problem(tmp_path) 
         kernel=kernel,
         threads=1,
         ceiling=Ceiling(None, 1, 32, None, "unknown", "1 cores x 32 ops/cycle/core"),
-        kernels=(KernelTiming("torch", kernel, 2048, 1e3, 1e3, 8, 1.0, True),),
+        kernels=(
+            KernelTiming("torch", kernel, 2048, "2048x2048 @ 2048x2048", 1e3, 1e3, 8, 1.0, True),
+        ),
     )
     hardware = detect_hardware(gpus=False, machine="peak-too-low")
     cache = peak_cache_file(tmp_path, fingerprint=hardware.fingerprint, threads=1)

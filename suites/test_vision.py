@@ -65,6 +65,11 @@ MODEL_CONTRACTS = {
         "dynamic_int8": {"speedup": ">=1.0", "size_ratio": "<=0.4"},  # mostly Linear layers
         "onnxruntime": {"speedup": ">=1.1", "top1_agreement": ">=99%"},
         "openvino": {"speedup": ">=1.1"},
+        # inductor gains little on a ViT this small: 1.08x on the AVX2 EPYC, 1.13x and 1.02x
+        # [0.99, 1.05] on the AVX-512 EPYC, and 0.94x [0.90, 0.99] there in a fresh-clone run
+        # whose reference read 32% slower than in the eager row (a disturbed machine). Not slower
+        # than eager by more than 10% holds everywhere.
+        "compile": {"speedup": ">=0.9", "top1_agreement": ">=99%"},
     },
 }
 

@@ -119,6 +119,31 @@ def test_the_reference_wins_a_tie_with_a_variant_that_buys_nothing_measurable() 
     assert label_of(choice.recommended) == "onnxruntime"
 
 
+def test_a_candidate_tied_only_by_its_own_wide_interval_is_not_recommended() -> None:
+    """As read in a fresh-clone run of the digits search: compile's disturbed 1.02x [0.77x, 28.1x]
+    reaches the level distilled+openvino_fp32 guarantees (3.08x), so it is tied, and it has
+    fewer steps; but its median is far short of that level. It stays in the tie, and the chain
+    whose median reaches the level is recommended."""
+    records = [
+        record("compile", 1.02, (0.772, 28.1)),
+        record("distilled+openvino_fp32", 4.51, (3.08, 6.54), size_ratio=0.28),
+        record("lowrank+onnxruntime", 4.2, (2.9, 6.1), size_ratio=0.78),
+    ]
+    choice = choose(records)
+    assert [c.label for c in choice.tied] == [
+        "distilled+openvino_fp32",
+        "lowrank+onnxruntime",
+        "compile",
+    ]
+    assert label_of(choice.recommended) == "distilled+openvino_fp32"
+    assert "chosen for a median at the level the best measurement guarantees" in choice.verdict()
+    # without the chains, the level is the fp32 reference's 1x, which compile's median reaches:
+    # a plain tie, which the reference wins (compile buys nothing measurable)
+    alone = choose(records[:1])
+    assert not alone.by_label("compile").tied_by_width
+    assert label_of(alone.recommended) == "eager (reference)"
+
+
 def test_the_synthesized_reference_has_what_the_records_say_of_it() -> None:
     choice = choose([record("torchscript", 2.0, (1.9, 2.1), batch=4)], objective="throughput")
     reference = choice.by_label("eager (reference)")

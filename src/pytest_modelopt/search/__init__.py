@@ -27,7 +27,10 @@
    median from ``len(tied) + 1``. A candidate without an interval (size, a synthesized
    reference) is a point.
 4. **Recommendation.** Among the tied, the first by: a measurement that can decide (its
-   objective not flagged too noisy to judge, its interval bounded), fewer steps (the fp32
+   objective not flagged too noisy to judge, its interval bounded), a median at the level the
+   best measurement guarantees (the highest lower end of rule 3: a candidate tied only by the
+   width of its own interval, as a disturbed 1.02x [0.77x, 28.1x] beside a 4.5x [3.1x, 6.5x]
+   is, is most likely slower and stays in the tie), fewer steps (the fp32
    reference 0, a technique 1, a chain one per part: a step that buys nothing measurable is
    not worth shipping), smaller on disk, more accurate, then the better median. The output
    says when the recommendation is a tie, and with which.

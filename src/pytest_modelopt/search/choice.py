@@ -129,6 +129,9 @@ class Choice:
         reasons = []
         if any(not _trusted(self._value(c)) for c in others) and _trusted(self._value(best)):
             reasons.append("a measurement that can decide (bounded, not too noisy)")
+        wide = [c for c in others if c.tied_by_width and _trusted(self._value(c))]
+        if wide and not best.tied_by_width:
+            reasons.append("a median at the level the best measurement guarantees")
         if any(c.steps > best.steps for c in others):
             reasons.append(
                 "being the fp32 reference" if best.steps == 0 else "fewer steps than a chain"

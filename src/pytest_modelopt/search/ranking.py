@@ -49,6 +49,10 @@ def _rank(feasible: list[Candidate], objective: Objective, accuracy: str | None)
     guaranteed = max(low for low, _ in deciding) if higher else min(high for _, high in deciding)
     for candidate, (low, high) in zip(feasible, ends, strict=True):
         candidate.tied = high >= guaranteed if higher else low <= guaranteed
+        median = candidate.metrics[name].value
+        candidate.tied_by_width = candidate.tied and (
+            median < guaranteed if higher else median > guaranteed
+        )
     tied = [c for c in feasible if c.tied]
     rest = sorted((c for c in feasible if not c.tied), key=lambda c: _order(c, objective))
     for candidate in tied:
@@ -62,6 +66,7 @@ def _rank(feasible: list[Candidate], objective: Objective, accuracy: str | None)
             quality = -quality
         return (
             not _trusted(candidate.metrics[name]),
+            candidate.tied_by_width,
             candidate.steps,
             _value(candidate, "size_bytes"),
             -quality,

@@ -18,7 +18,9 @@ from pytest_modelopt.errors import (  # noqa: E402
     SpecError,
 )
 from pytest_modelopt.hardware import CPU, Hardware  # noqa: E402
+from pytest_modelopt.profiling import torch_operators  # noqa: E402
 from pytest_modelopt.registry import get_technique  # noqa: E402
+from pytest_modelopt.variants.quantization import int8_kernels  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:TypedStorage is deprecated:UserWarning")
 
@@ -93,6 +95,19 @@ def test_static_int8_pt2e_inserts_quantize_ops(evaluator: Evaluator) -> None:
     assert sum(v.dtype == torch.int8 for v in state.values()) == 2  # the two int8 weights
     assert not any(v.dtype == torch.float32 and v.dim() == 2 for v in state.values())
     assert result.accuracy["top1_agreement"] >= 0.95
+
+
+def test_static_int8_pt2e_runs_int8_kernels_after_the_evaluation(evaluator: Evaluator) -> None:
+    """The graph timed is int8: the accuracy batches (inference tensors, another batch size)
+    once recompiled the graph outside inductor's freezing, into fp32 linears around float
+    quantize/dequantize arithmetic, 1.0x eager's speed where int8 runs 4x."""
+    pytest.importorskip("torchao")
+    result = evaluator.evaluate("static_int8", {"path": "pt2e"})
+    assert result.variant.details["int8_kernels"] == {"onednn::qlinear_pointwise": 2}
+    for batch, _ in evaluator.spec.accuracy_batches():
+        assert int8_kernels(result.variant.run, batch) == {"onednn::qlinear_pointwise": 2}
+        operators = torch_operators(result.variant.run, batch, calls=1)
+        assert not {"aten::linear", "aten::addmm", "aten::mm"} & set(operators)
 
 
 def test_static_int8_names_the_module_fx_cannot_trace(tmp_path) -> None:

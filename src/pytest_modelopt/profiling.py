@@ -134,7 +134,7 @@ def torch_operators(run: Callable[[Any], Any], batch: Any, calls: int) -> Profil
     import torch
 
     for profiled_calls in (1, calls):
-        with _quiet_stderr(), torch.autograd.profiler.profile(use_device=None) as profiler:
+        with quiet_stderr(), torch.autograd.profiler.profile(use_device=None) as profiler:
             for _ in range(profiled_calls):
                 run(batch)
     return per_call(
@@ -143,7 +143,7 @@ def torch_operators(run: Callable[[Any], Any], batch: Any, calls: int) -> Profil
 
 
 @contextlib.contextmanager
-def _quiet_stderr() -> Iterator[None]:
+def quiet_stderr() -> Iterator[None]:
     """Send file descriptor 2 to the null device for the block.
 
     Torch's profiler backend writes ``profiler_start``/``profiler_stop`` lines, and without a GPU

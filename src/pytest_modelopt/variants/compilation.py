@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pytest_modelopt.errors import BuildError, NoEffectError
+from pytest_modelopt.measure.conditions import fixed_threads
 from pytest_modelopt.registry import param, register_technique
 from pytest_modelopt.variants.base import BuildContext, Variant, WarningsToNotes
 
@@ -115,24 +117,39 @@ def compile_now(
     ctx.log(f"{ctx.spec.name}: torch.compile (inductor, freezing={freezing}); may take a minute")
     cache = use_inductor_cache(ctx.cache_dir)
     # Inductor reads ``freezing`` from its global config when it compiles, and torch.compile's
-    # ``options`` do not reach the int8 lowering (it then fails on onednn.qlinear_prepack). The
-    # config is patched for the compilations done here: the example's shape, and each other
-    # batch shape the evaluation will use, so no call recompiles later (static shapes: the
-    # dynamic-shape int8 lowering fails too).
-    with (
-        WarningsToNotes() as recorded,
-        torch._inductor.config.patch(freezing=freezing, max_autotune=max_autotune),
-    ):
-        compiled = torch.compile(model, backend="inductor", dynamic=False)
+    # ``options`` do not reach the int8 lowering (it then fails on onednn.qlinear_prepack). So
+    # each call sets the config, for the compilations a call may trigger (a new shape, a guard
+    # on inference tensors or on the thread count). A PT2E graph recompiled
+    # outside the patch ran dequantized weights through fp32 convolutions, no int8 kernel at
+    # all. The example's shape and each other batch shape of the evaluation are compiled now,
+    # under inference mode as the runs are, so no timed call compiles (static shapes: the
+    # dynamic-shape int8 lowering fails).
+    compiled = _under_inductor_config(
+        torch.compile(model, backend="inductor", dynamic=False),
+        freezing=freezing,
+        max_autotune=max_autotune,
+    )
+    # Dynamo guards on torch's thread count too: the accuracy batches run at this process's
+    # count, the timed calls at the harness's, so each count gets its graphs now.
+    thread_counts = list(
+        dict.fromkeys([ctx.threads or torch.get_num_threads(), torch.get_num_threads()])
+    )
+    with WarningsToNotes() as recorded, torch.inference_mode():
         start = time.perf_counter()
-        with torch.no_grad():
+        with fixed_threads(thread_counts[0]):
             call_model(compiled, example)
-            seconds = time.perf_counter() - start
-            seen = {_shapes(example)}
-            for batch, _ in ctx.spec.accuracy_batches():
-                if _shapes(batch) not in seen:
-                    seen.add(_shapes(batch))
-                    call_model(compiled, batch)
+        seconds = time.perf_counter() - start
+        seen = {_shapes(example)}
+        batches = [batch for batch, _ in ctx.spec.accuracy_batches()]
+        for batch in batches:
+            if _shapes(batch) not in seen:
+                seen.add(_shapes(batch))
+                for threads in thread_counts:
+                    with fixed_threads(threads):
+                        call_model(compiled, batch)
+        for threads in thread_counts[1:]:
+            with fixed_threads(threads):
+                call_model(compiled, example)
         other_seconds = time.perf_counter() - start - seconds
     graphs = counters["stats"]["unique_graphs"]
     if graphs == 0:
@@ -155,6 +172,37 @@ def compile_now(
         "cache_dir": str(cache) if cache else None,
     }
     return compiled, details, recorded.notes
+
+
+def _under_inductor_config(
+    compiled: Callable[..., Any], *, freezing: bool, max_autotune: bool
+) -> Callable[..., Any]:
+    """``compiled``, called with inductor's config set as it was compiled.
+
+    Dynamo reads ``freezing`` while it traces, before any backend runs, so the config has to
+    hold around the call that may compile. Writing ``freezing`` and restoring it costs about 4
+    microseconds a call (``config.patch`` costs 25).
+    """
+    import torch
+
+    config = torch._inductor.config
+    if max_autotune:  # rare: patching both settings costs more
+
+        def patched(*args: Any, **kwargs: Any) -> Any:
+            with config.patch(freezing=freezing, max_autotune=True):
+                return compiled(*args, **kwargs)
+
+        return patched
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        saved = config.freezing
+        config.freezing = freezing
+        try:
+            return compiled(*args, **kwargs)
+        finally:
+            config.freezing = saved
+
+    return call
 
 
 def _shapes(batch: Any) -> tuple[Any, ...]:
@@ -196,7 +244,7 @@ def build_compile(ctx: BuildContext) -> Variant:
     torch.save(model.state_dict(), path)  # what ships is the fp32 weights; kernels are rebuilt
 
     def run(batch: object) -> object:
-        with torch.no_grad():
+        with torch.inference_mode():  # as compile_now compiled it: no recompilation
             return call_model(compiled, batch)
 
     return Variant(

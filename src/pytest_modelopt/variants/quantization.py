@@ -19,6 +19,14 @@ if TYPE_CHECKING:
 # subclasses: timm's Linear (a subclass that only adds a dtype cast for TorchScript) is the common
 # case, and left alone it makes quantize_dynamic a no-op on every timm classifier head.
 EQUIVALENT_SUBCLASSES = {"timm.layers.linear.Linear"}
+# The profiler keys of int8 matrix kernels: oneDNN's, as inductor lowers a PT2E graph, and the
+# quantized engine's, as an FX-converted module calls them.
+INT8_OPERATOR_PREFIXES = (
+    "onednn::qconv",
+    "onednn::qlinear",
+    "quantized::conv",
+    "quantized::linear",
+)
 
 
 def quantized_engine(hardware: Hardware) -> str:
@@ -280,6 +288,7 @@ def _static_int8_pt2e(ctx: BuildContext, batches: list[Any]) -> Variant:
 
     from pytest_modelopt.torchtools import call_model
     from pytest_modelopt.variants.compilation import compile_now, export_program
+    from pytest_modelopt.variants.torch_eager import eager_runner
 
     with WarningsToNotes() as recorded, torch.no_grad():
         program = export_program(ctx.model, ctx.spec.example_input, "static_int8", ctx.spec.name)
@@ -302,6 +311,13 @@ def _static_int8_pt2e(ctx: BuildContext, batches: list[Any]) -> Variant:
     compiled, compile_details, compile_notes = compile_now(
         converted, ctx.spec.example_input, ctx, freezing=True
     )
+    kernels = int8_kernels(eager_runner(compiled), ctx.spec.example_input)
+    if not kernels:
+        raise NoEffectError(
+            f"static_int8 (PT2E) on {ctx.spec.name}: the compiled graph runs no int8 kernel "
+            "(inductor did not lower its quantize/dequantize pairs to oneDNN); use "
+            'params={"path": "fx"}'
+        )
     state = _graph_state(converted)
     coverage, coverage_note = _graph_coverage(state)
     variant = _quantized_variant(
@@ -313,6 +329,7 @@ def _static_int8_pt2e(ctx: BuildContext, batches: list[Any]) -> Variant:
             "path": "pt2e (torchao X86InductorQuantizer, inductor)",
             "quantize_ops": quantize_ops,
             "calibration_batches": len(batches),
+            "int8_kernels": kernels,
             **coverage,
             **compile_details,
         },
@@ -322,6 +339,26 @@ def _static_int8_pt2e(ctx: BuildContext, batches: list[Any]) -> Variant:
     )
     variant.runtime = f"torch.compile {torch.__version__}"
     return variant
+
+
+def int8_kernels(run: Any, batch: Any) -> dict[str, int]:
+    """Count the int8 operators one call of ``run`` executes, by torch profiler key.
+
+    What proves a compiled PT2E graph int8: inductor runs a quantize/dequantize pair it did not
+    fuse as float arithmetic around an fp32 convolution, with the same weights and outputs.
+    """
+    import torch
+
+    from pytest_modelopt.profiling import quiet_stderr
+
+    run(batch)
+    with quiet_stderr(), torch.autograd.profiler.profile(use_device=None) as profiler:
+        run(batch)
+    return {
+        event.key: event.count
+        for event in profiler.key_averages()
+        if event.key.startswith(INT8_OPERATOR_PREFIXES)
+    }
 
 
 def _graph_coverage(state: dict[str, Any]) -> tuple[dict[str, Any], str]:

@@ -36,8 +36,8 @@ from scipy import stats
 
 from pytest_modelopt import Evaluator, MeasureSettings, ModelSpec
 from pytest_modelopt.budget import Verdict, judge_all
-from pytest_modelopt.evaluation import latency_metrics
 from pytest_modelopt.measure import Interleaver, fixed_threads
+from pytest_modelopt.metrics import latency_metrics
 from pytest_modelopt.worker import Loader, Worker
 
 nan = math.nan

@@ -5,8 +5,8 @@ import time
 import pytest
 
 from pytest_modelopt.budget import Verdict, judge_all
-from pytest_modelopt.evaluation import latency_metrics
 from pytest_modelopt.measure import Comparison, Interleaver, MeasureSettings, Timing
+from pytest_modelopt.metrics import latency_metrics
 
 FAST = MeasureSettings(warmup_s=0.05, warmup_calls=5, max_time_s=1.0, min_rounds=20)
 
@@ -240,7 +240,7 @@ def test_throughput_at_batch_sizes(tmp_path) -> None:
     torch = pytest.importorskip("torch")
     from models import QUICK, mlp_spec
     from pytest_modelopt import Evaluator
-    from pytest_modelopt.evaluation import batch_of
+    from pytest_modelopt.metrics import batch_of
 
     assert tuple(batch_of(torch.ones(1, 16), 8).shape) == (8, 16)
     result = Evaluator(mlp_spec(), settings=QUICK, workdir=tmp_path).evaluate("torchscript")
@@ -294,7 +294,7 @@ class Counted:
 
 
 def test_counting_settings_decide_in_three_rounds_without_a_first_call() -> None:
-    from pytest_modelopt.evaluation import counting_settings
+    from pytest_modelopt.counting import counting_settings
 
     settings = counting_settings(MeasureSettings())
     variant, reference = Counted(1000.0), Counted(4000.0)
@@ -305,7 +305,7 @@ def test_counting_settings_decide_in_three_rounds_without_a_first_call() -> None
 
 
 def test_counts_that_wobble_get_rounds_one_at_a_time_until_they_decide() -> None:
-    from pytest_modelopt.evaluation import counting_settings
+    from pytest_modelopt.counting import counting_settings
 
     settings = counting_settings(MeasureSettings())
     variant = Counted(1000.0, wobble=(0.0, 0.002, -0.001, 0.001))

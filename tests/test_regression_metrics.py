@@ -5,7 +5,7 @@ import pytest
 
 from pytest_modelopt.budget import judge_all
 from pytest_modelopt.errors import BudgetError, BuildError
-from pytest_modelopt.evaluation import accuracy_metrics
+from pytest_modelopt.metrics import accuracy_metrics
 
 
 def test_one_output_with_targets_gives_mse_and_its_change() -> None:

@@ -25,11 +25,12 @@ if TYPE_CHECKING:
         SpecError,
         UnknownTechniqueError,
     )
-    from pytest_modelopt.evaluation import Evaluator, VariantResult
+    from pytest_modelopt.evaluation import Evaluator
     from pytest_modelopt.hardware import Hardware, detect_hardware
     from pytest_modelopt.measure import MeasureSettings
     from pytest_modelopt.registry import get_technique, list_techniques, register_technique
     from pytest_modelopt.spec import ModelSpec
+    from pytest_modelopt.variant_result import VariantResult
     from pytest_modelopt.variants.base import BuildContext, Variant
 
 _EXPORTS = {
@@ -48,7 +49,7 @@ _EXPORTS = {
     "SpecError": "errors",
     "UnknownTechniqueError": "errors",
     "Evaluator": "evaluation",
-    "VariantResult": "evaluation",
+    "VariantResult": "variant_result",
     "Hardware": "hardware",
     "detect_hardware": "hardware",
     "MeasureSettings": "measure",

@@ -28,10 +28,10 @@ from pytest_modelopt.session import ModeloptSession
 
 if TYPE_CHECKING:
     from pytest_modelopt.baselines import Tolerances
-    from pytest_modelopt.evaluation import VariantResult
     from pytest_modelopt.hardware import Hardware
     from pytest_modelopt.search import SearchResult
     from pytest_modelopt.spec import ModelSpec
+    from pytest_modelopt.variant_result import VariantResult
 
 SESSION_KEY = pytest.StashKey[ModeloptSession]()
 RESULT_KEY = pytest.StashKey["VariantResult"]()

@@ -4,7 +4,7 @@ The plugin's frames hidden from its traceback, third-party log records below WAR
 what pytest captures while a variant is built and timed, and every string bound for a table one
 line without terminal escape codes.
 
-Imports neither pytest nor an ML library: ``evaluation.py`` works without pytest.
+Imports neither pytest nor an ML library: ``variant_result.py`` works without pytest.
 """
 
 from __future__ import annotations

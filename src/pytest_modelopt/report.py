@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from pytest_modelopt.readable import one_line
 
 if TYPE_CHECKING:
-    from pytest_modelopt.evaluation import VariantResult
+    from pytest_modelopt.variant_result import VariantResult
 
 # Distributions whose versions change what is measured.
 TRACKED_DISTRIBUTIONS = (

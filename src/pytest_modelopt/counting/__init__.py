@@ -26,10 +26,12 @@ from pytest_modelopt.counting.counts import (
     per_call,
 )
 from pytest_modelopt.counting.sides import (
+    COUNTED_ROUNDS,
     ISA_NOTE,
     CountedPair,
     CountedSide,
     counted_sides,
+    counting_settings,
     single_threaded,
 )
 from pytest_modelopt.counting.valgrind import (
@@ -47,6 +49,7 @@ from pytest_modelopt.counting.valgrind import (
 )
 
 __all__ = [
+    "COUNTED_ROUNDS",
     "CYCLES_MODEL",
     "DUMP_STATS_AT",
     "EVENTS",
@@ -66,6 +69,7 @@ __all__ = [
     "ValgrindMissing",
     "close_shared_workers",
     "counted_sides",
+    "counting_settings",
     "estimated_cycles",
     "find_valgrind",
     "parse_callgrind",

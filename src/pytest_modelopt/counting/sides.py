@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import statistics
 import time
 from collections.abc import Callable
@@ -16,12 +17,15 @@ from typing import Any
 from pytest_modelopt.counting.client import CountingWorker, shared_worker
 from pytest_modelopt.counting.counts import CYCLES_MODEL, Counts, per_call
 from pytest_modelopt.counting.valgrind import VALGRIND_OPTIONS
+from pytest_modelopt.measure.settings import MeasureSettings
 from pytest_modelopt.worker import Loader, WorkerUnavailable
 
 ISA_NOTE = (
     "valgrind emulates no AVX-512 or AMX: runtimes took their AVX2 (or older) kernels, so "
     "counts describe those kernels, not the ones this CPU runs natively"
 )
+# Counted rounds per comparison: calls vary so little that three bound a narrow interval.
+COUNTED_ROUNDS = 3
 
 
 class CountedPair:
@@ -155,3 +159,28 @@ def single_threaded(loader: Loader) -> Loader:
     if isinstance(config, dict) and "INFERENCE_NUM_THREADS" in config:
         kwargs["config"] = {**config, "INFERENCE_NUM_THREADS": 1}
     return dataclasses.replace(loader, kwargs=kwargs)
+
+
+def counting_settings(settings: MeasureSettings) -> MeasureSettings:
+    """Return the engine's settings for the counting meter.
+
+    One thread; no first call, warm-up or settling of the engine's (the worker warms each side up
+    natively and once under valgrind, and counts do not drift); Student's t interval from three
+    rounds, since counts barely vary, and checked after every round, since a counted round is
+    dear; and the three rounds whatever they cost (a counted round is bounded and predictable, up
+    to minutes for a large model), within a time cap that allows for valgrind.
+    """
+    return dataclasses.replace(
+        settings,
+        meter="instructions",
+        threads=1,
+        warmup_s=0.0,
+        warmup_calls=0,
+        settle=False,
+        first_call=False,
+        estimator="student_t",
+        min_rounds=COUNTED_ROUNDS,
+        check_every=1,
+        overrun=math.inf,
+        max_time_s=max(settings.max_time_s, 60.0),
+    )

@@ -21,8 +21,9 @@ from pytest_modelopt.search.objective import _budgets, parse_objective
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from pytest_modelopt.evaluation import Evaluator, VariantResult
+    from pytest_modelopt.evaluation import Evaluator
     from pytest_modelopt.hardware import Hardware
+    from pytest_modelopt.variant_result import VariantResult
 
 
 # The order singles are tried in when the time budget may not cover them all: fast to build and

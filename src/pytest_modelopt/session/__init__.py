@@ -27,8 +27,8 @@ from pytest_modelopt.session.scheduling import MeasurementScheduler
 from pytest_modelopt.session.scope import RunScope
 
 if TYPE_CHECKING:
-    from pytest_modelopt.evaluation import VariantResult
     from pytest_modelopt.search import SearchResult
+    from pytest_modelopt.variant_result import VariantResult
 
 WORKER_OUTPUT_KEY = "modelopt"
 

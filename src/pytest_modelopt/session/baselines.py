@@ -19,8 +19,8 @@ from pytest_modelopt.session.scope import RunScope
 
 if TYPE_CHECKING:
     from pytest_modelopt.baselines import BaselineStore, SaveReport, Tolerances
-    from pytest_modelopt.evaluation import VariantResult
     from pytest_modelopt.search import SearchResult
+    from pytest_modelopt.variant_result import VariantResult
 
 
 class SessionBaselines:

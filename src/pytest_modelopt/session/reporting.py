@@ -22,8 +22,8 @@ from pytest_modelopt.session.baselines import SessionBaselines
 from pytest_modelopt.session.context import SessionContext, utc_now
 
 if TYPE_CHECKING:
-    from pytest_modelopt.evaluation import VariantResult
     from pytest_modelopt.search import SearchResult
+    from pytest_modelopt.variant_result import VariantResult
 
 RESULTS_SCHEMA = 1
 

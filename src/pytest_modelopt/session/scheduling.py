@@ -27,10 +27,11 @@ from pytest_modelopt.session.context import SessionContext
 if TYPE_CHECKING:
     from filelock import FileLock
 
-    from pytest_modelopt.evaluation import Evaluator, VariantResult
+    from pytest_modelopt.evaluation import Evaluator
     from pytest_modelopt.measure import Comparison
     from pytest_modelopt.search import SearchResult
     from pytest_modelopt.spec import ModelSpec
+    from pytest_modelopt.variant_result import VariantResult
 
 # One lock per user: another user's lock file would not be writable.
 TIMING_LOCK = (

@@ -31,7 +31,7 @@ def test_cuda_work_is_timed_to_completion() -> None:
 
 
 def test_gpu_state_is_recorded() -> None:
-    from pytest_modelopt.hardware import gpu_state
+    from pytest_modelopt.devices import gpu_state
 
     state = gpu_state(0)
     assert state["sm_clock_mhz"] > 0

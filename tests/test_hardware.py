@@ -6,16 +6,9 @@ import sys
 
 import pytest
 
-from pytest_modelopt.hardware import (
-    CPU,
-    GPU,
-    ISA_CAP_VARIABLES,
-    Hardware,
-    IsaCap,
-    backend_devices,
-    detect_hardware,
-    normalize_flags,
-)
+from pytest_modelopt.devices import GPU, backend_devices
+from pytest_modelopt.hardware import CPU, Hardware, detect_hardware, normalize_flags
+from pytest_modelopt.isa_cap import ISA_CAP_VARIABLES, IsaCap
 
 
 def test_detects_this_machine() -> None:

@@ -258,7 +258,8 @@ def test_openvino_pins_f32_where_an_isa_cap_forbids_its_default(tmp_path) -> Non
     cap that forbids bf16 the variant pins f32 and says why, and a pinned bf16 is a skip."""
     import dataclasses
 
-    from pytest_modelopt.hardware import IsaCap, detect_hardware
+    from pytest_modelopt.hardware import detect_hardware
+    from pytest_modelopt.isa_cap import IsaCap
 
     detected = detect_hardware()
     capped = dataclasses.replace(

@@ -15,14 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from pytest_modelopt.errors import InvalidFileError
-from pytest_modelopt.registry import (
-    BACKENDS,
-    Technique,
-    get_technique,
-    list_techniques,
-    parameter_types,
-    type_alternatives,
-)
+from pytest_modelopt.parameters import parameter_types, type_alternatives
+from pytest_modelopt.registry import BACKENDS, Technique, get_technique, list_techniques
 
 # Type names written as words, not as code.
 WORDS = {"a callable", "any value"}

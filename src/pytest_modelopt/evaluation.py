@@ -25,9 +25,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pytest_modelopt.budget import INCONCLUSIVE_POLICIES, METERS
+from pytest_modelopt.devices import gpu_state
 from pytest_modelopt.efficiency import count_flops, measured_peak, precision_class, roofline
 from pytest_modelopt.errors import BuildError, ModeloptError, NotApplicable
-from pytest_modelopt.hardware import Hardware, detect_hardware, gpu_state
+from pytest_modelopt.hardware import Hardware, detect_hardware
 from pytest_modelopt.measure import Comparison, Interleaver, MeasureSettings, Side
 from pytest_modelopt.memory import PeakMemory
 from pytest_modelopt.metrics import accuracy_metrics, to_numpy

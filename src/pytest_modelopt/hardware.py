@@ -1,28 +1,30 @@
 """What the measurements run on: CPU, NVIDIA GPUs, each backend's devices, and a fingerprint.
 
 Detection imports no ML library: the CPU comes from py-cpuinfo (cached, since it takes about a
-second), GPUs from nvidia-ml-py's ``pynvml``. The backends' own device lists (torch, ONNX Runtime,
-OpenVINO, TensorFlow) are read only by :func:`backend_devices`, on request.
+second), GPUs from nvidia-ml-py's ``pynvml`` (:mod:`pytest_modelopt.devices`, which also reads the
+backends' own device lists, on request).
 
 The runtimes can be told to use no more than an older instruction set through their own
-environment variables (:data:`ISA_CAP_VARIABLES`). Detection reads them: a cap removes the flags it
-forbids from what techniques and contracts see (``Hardware.has_isa``), and a cap that lowers the
-machine's ISA level shows in the fingerprint, so capped baselines never mix with uncapped ones.
+environment variables (:mod:`pytest_modelopt.isa_cap`). Detection reads them: a cap removes the
+flags it forbids from what techniques and contracts see (``Hardware.has_isa``), and a cap that
+lowers the machine's ISA level shows in the fingerprint, so capped baselines never mix with
+uncapped ones.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
-import importlib.util
 import json
 import os
 import platform
 import re
-from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from pytest_modelopt.devices import GPU, detect_nvidia_gpus
+from pytest_modelopt.isa_cap import IsaCap
 
 # The instruction-set extensions that decide which kernels a runtime picks, in canonical spelling.
 ISA_FLAGS = (
@@ -78,134 +80,6 @@ def isa_level(flags: tuple[str, ...]) -> str:
         if all(flag in flags for flag in needed):
             return level
     return "baseline"
-
-
-# The x86 levels a cap can stop at, lowest first, each with the flags of ISA_FLAGS it still allows.
-_CAP_LEVELS: dict[str, frozenset[str]] = {}
-for _level, _added in (
-    ("sse4", ()),
-    ("avx2", ("avx2",)),
-    ("avx512", ("avx512f",)),
-    ("avx512vnni", ("avx512_vnni",)),
-    ("avx512bf16", ("avx512_bf16",)),
-    ("avx512fp16", ("avx512_fp16",)),
-    ("amx", ("amx_tile", "amx_int8", "amx_bf16")),
-):
-    _CAP_LEVELS[_level] = frozenset().union(*_CAP_LEVELS.values(), _added)
-_X86_FLAGS = _CAP_LEVELS["amx"]
-
-# Each variable that caps a runtime's instruction set, what obeys it (measured: see
-# docs/architecture.md), and the level each of its values allows; None: no cap.
-ISA_CAP_VARIABLES: dict[str, tuple[str, dict[str, str | None]]] = {
-    "ONEDNN_MAX_CPU_ISA": (
-        "oneDNN: torch's convolutions and bf16 matmuls, TensorFlow, OpenVINO's CPU plugin "
-        "(its kernels, not its default precision: OpenVINO variants pin f32 where a cap forbids "
-        "bf16)",
-        {
-            "SSE41": "sse4",
-            "AVX": "sse4",
-            "AVX2": "avx2",
-            "AVX2_VNNI": "avx2",
-            "AVX2_VNNI_2": "avx2",
-            "AVX512_CORE": "avx512",
-            "AVX512_CORE_VNNI": "avx512vnni",
-            "AVX512_CORE_BF16": "avx512bf16",
-            "AVX512_CORE_FP16": "avx512fp16",
-            "AVX10_1_512": "avx512fp16",
-            "AVX512_CORE_AMX": "amx",
-            "AVX10_1_512_AMX": "amx",
-            "AVX512_CORE_AMX_FP16": None,
-            "AVX10_1_512_AMX_FP16": None,
-            "ALL": None,
-            "DEFAULT": None,
-        },
-    ),
-    "ATEN_CPU_CAPABILITY": (
-        "torch's vectorized ATen kernels (elementwise, reductions, softmax)",
-        {"DEFAULT": "sse4", "AVX2": "avx2", "AVX512": None},
-    ),
-    "MKL_ENABLE_INSTRUCTIONS": (
-        "MKL: torch's fp32 BLAS (Linear, matmul)",
-        {
-            "SSE4_2": "sse4",
-            "AVX": "sse4",
-            "AVX2": "avx2",
-            "AVX512": "avx512",
-            "AVX512_E1": "avx512vnni",
-        },
-    ),
-    "FBGEMM_ENABLE_INSTRUCTIONS": (
-        "FBGEMM: torch's x86 int8 kernels (dynamic and FX static int8)",
-        {
-            "AVX2": "avx2",
-            "AVX512": "avx512",
-            "AVX512_256": "avx512",
-            "AVX512_E1": "avx512vnni",
-            "AVX512_E1_256": "avx512vnni",
-        },
-    ),
-}
-_CAP_ALIASES = {"DNNL_MAX_CPU_ISA": "ONEDNN_MAX_CPU_ISA"}  # oneDNN's older spelling
-
-
-@dataclass(frozen=True)
-class IsaCap:
-    """The instruction-set caps in force, read from the runtimes' environment variables.
-
-    ``level`` is the lowest level any of them allows: techniques and contracts see only the flags
-    it allows, though runtimes that obey none of these variables (ONNX Runtime's MLAS, XNNPACK in
-    LiteRT, OpenVINO's MLAS GEMMs) still use everything the CPU has.
-    """
-
-    variables: tuple[tuple[str, str], ...]
-    level: str | None
-    unrecognized: tuple[str, ...] = ()
-
-    @classmethod
-    def from_environment(cls, environ: Mapping[str, str] | None = None) -> IsaCap | None:
-        """Read the caps from ``environ`` (default: this process's); None when none is set.
-
-        A value that is not understood is kept in ``unrecognized`` and not applied.
-        """
-        environ = os.environ if environ is None else environ
-        variables, levels, unrecognized = [], [], []
-        for name in (*ISA_CAP_VARIABLES, *_CAP_ALIASES):
-            value = environ.get(name, "").strip()
-            if not value:
-                continue
-            variables.append((name, value))
-            _, levels_of = ISA_CAP_VARIABLES[_CAP_ALIASES.get(name, name)]
-            if value.upper() not in levels_of:
-                unrecognized.append(f"{name}={value}")
-            elif (level := levels_of[value.upper()]) is not None:
-                levels.append(level)
-        if not variables:
-            return None
-        order = list(_CAP_LEVELS)
-        lowest = min(levels, key=order.index) if levels else None
-        return cls(tuple(variables), lowest, tuple(unrecognized))
-
-    def allows(self, flag: str) -> bool:
-        """Return whether the cap lets runtimes use ``flag`` (flags it does not govern pass)."""
-        return self.level is None or flag not in _X86_FLAGS or flag in _CAP_LEVELS[self.level]
-
-    def describe(self) -> str:
-        """Return the variables in force, ``NAME=value``, and those not understood."""
-        text = ", ".join(f"{name}={value}" for name, value in self.variables)
-        if self.unrecognized:
-            text += f" (not understood, so not applied: {', '.join(self.unrecognized)})"
-        return text
-
-
-@dataclass(frozen=True)
-class GPU:
-    """An NVIDIA GPU as NVML reports it."""
-
-    index: int
-    name: str
-    memory_mb: int
-    driver: str
-    compute_capability: str
 
 
 @dataclass(frozen=True)
@@ -272,10 +146,7 @@ class Hardware:
                 "level": self.isa_cap.level,
                 "unrecognized": list(self.isa_cap.unrecognized),
                 "flags_in_use": list(self.flags),
-                "obeyed_by": {
-                    name: ISA_CAP_VARIABLES[_CAP_ALIASES.get(name, name)][0]
-                    for name, _ in self.isa_cap.variables
-                },
+                "obeyed_by": self.isa_cap.obeyed_by(),
             }
         return data
 
@@ -294,7 +165,7 @@ def detect_hardware(
 ) -> Hardware:
     """Detect this machine. ``cache_dir`` keeps py-cpuinfo's answer between runs."""
     cpu = _detect_cpu(cache_dir)
-    found, notes = _detect_nvidia_gpus() if gpus else ((), ())
+    found, notes = detect_nvidia_gpus() if gpus else ((), ())
     cap = IsaCap.from_environment()
     if cap is not None and cap.unrecognized:
         notes += (f"ISA cap values not understood, so not applied: {', '.join(cap.unrecognized)}",)
@@ -382,139 +253,7 @@ def cpu_clock() -> tuple[float | None, str]:
     return None, "unknown: no cpufreq and no advertised clock"
 
 
-def _detect_nvidia_gpus() -> tuple[tuple[GPU, ...], tuple[str, ...]]:
-    """NVIDIA GPUs through NVML. No driver or no nvidia-ml-py means no GPU, never an error."""
-    if importlib.util.find_spec("pynvml") is None:
-        return (), ("nvidia-ml-py is not installed: NVIDIA GPUs were not looked for",)
-    import pynvml
-
-    try:
-        pynvml.nvmlInit()
-    except pynvml.NVMLError as error:
-        return (), (f"no NVIDIA driver ({error})",)
-    try:
-        driver = _text(pynvml.nvmlSystemGetDriverVersion())
-        gpus = []
-        for index in range(pynvml.nvmlDeviceGetCount()):
-            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-            major, minor = pynvml.nvmlDeviceGetCudaComputeCapability(handle)
-            gpus.append(
-                GPU(
-                    index=index,
-                    name=_text(pynvml.nvmlDeviceGetName(handle)),
-                    memory_mb=pynvml.nvmlDeviceGetMemoryInfo(handle).total // 2**20,
-                    driver=driver,
-                    compute_capability=f"{major}.{minor}",
-                )
-            )
-        return tuple(gpus), ()
-    finally:
-        pynvml.nvmlShutdown()
-
-
-def gpu_state(index: int = 0) -> dict[str, Any]:
-    """Clocks and temperature of one GPU right now, to record beside a GPU measurement."""
-    import pynvml
-
-    pynvml.nvmlInit()
-    try:
-        handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-        return {
-            "sm_clock_mhz": pynvml.nvmlDeviceGetClockInfo(handle, pynvml.NVML_CLOCK_SM),
-            "memory_clock_mhz": pynvml.nvmlDeviceGetClockInfo(handle, pynvml.NVML_CLOCK_MEM),
-            "temperature_c": pynvml.nvmlDeviceGetTemperature(handle, pynvml.NVML_TEMPERATURE_GPU),
-            "driver": _text(pynvml.nvmlSystemGetDriverVersion()),
-        }
-    finally:
-        pynvml.nvmlShutdown()
-
-
-def backend_devices() -> dict[str, Any]:
-    """Each installed backend's view of the devices; imports the backends, so call it on demand."""
-    probes: dict[str, Callable[[], Any]] = {
-        "torch": _torch_devices,
-        "onnxruntime": _onnxruntime_devices,
-        "openvino": _openvino_devices,
-        "tensorflow": _tensorflow_devices,
-    }
-    devices: dict[str, Any] = {}
-    for module, probe in probes.items():
-        if importlib.util.find_spec(module) is None:
-            devices[module] = None
-            continue
-        try:
-            devices[module] = probe()
-        except Exception as error:  # a broken backend install is reported, not raised
-            devices[module] = {"error": f"{type(error).__name__}: {error}"}
-    return devices
-
-
-def _torch_devices() -> dict[str, Any]:
-    import torch
-
-    cuda = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-    return {
-        "version": torch.__version__,
-        "cuda": cuda,
-        "threads": torch.get_num_threads(),
-        "quantized_engines": list(torch.backends.quantized.supported_engines),
-    }
-
-
-def _onnxruntime_devices() -> dict[str, Any]:
-    import onnxruntime
-
-    return {
-        "version": onnxruntime.__version__,
-        "providers": onnxruntime.get_available_providers(),
-    }
-
-
-def _openvino_devices() -> dict[str, Any]:
-    import openvino
-
-    core = openvino.Core()
-    return {
-        "version": openvino.get_version(),
-        "devices": {
-            device: core.get_property(device, "FULL_DEVICE_NAME")
-            for device in core.available_devices
-        },
-    }
-
-
-_TF_PROBE = """
-import json, os
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-import tensorflow as tf
-print(json.dumps({"version": tf.__version__,
-                  "devices": [d.name for d in tf.config.list_physical_devices()]}))
-"""
-
-
-def _tensorflow_devices() -> dict[str, Any]:
-    """Return TensorFlow's version and devices, asked in a child process.
-
-    Importing TensorFlow into a process that later imports torchvision crashes it (seen with
-    tensorflow-cpu 2.21 and torchvision 0.29), and TensorFlow takes seconds to import.
-    """
-    import subprocess
-    import sys
-
-    probe = subprocess.run(
-        [sys.executable, "-c", _TF_PROBE], capture_output=True, text=True, timeout=120
-    )
-    if probe.returncode != 0:
-        raise RuntimeError(probe.stderr.strip().splitlines()[-1] if probe.stderr else "failed")
-    result: dict[str, Any] = json.loads(probe.stdout.strip().splitlines()[-1])
-    return result
-
-
 @functools.cache
 def _slug(text: str) -> str:
     text = re.sub(r"\((r|tm)\)|\bcpu\b|@.*$", "", text.lower())
     return re.sub(r"[^a-z0-9]+", "-", text).strip("-") or "unknown"
-
-
-def _text(value: str | bytes) -> str:
-    return value.decode() if isinstance(value, bytes) else value

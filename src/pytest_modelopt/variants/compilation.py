@@ -11,7 +11,8 @@ from typing import Any
 
 from pytest_modelopt.errors import BuildError, NoEffectError
 from pytest_modelopt.measure.conditions import fixed_threads
-from pytest_modelopt.registry import param, register_technique
+from pytest_modelopt.parameters import param
+from pytest_modelopt.registry import register_technique
 from pytest_modelopt.variants.base import BuildContext, Variant, WarningsToNotes
 
 

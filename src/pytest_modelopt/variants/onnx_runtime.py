@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pytest_modelopt.errors import BuildError, PackageMissing
-from pytest_modelopt.registry import param, register_technique
+from pytest_modelopt.parameters import param
+from pytest_modelopt.registry import register_technique
 from pytest_modelopt.variants.base import BuildContext, Variant, WarningsToNotes
 
 if TYPE_CHECKING:

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 from pytest_modelopt.errors import BuildError, HardwareMissing
-from pytest_modelopt.registry import param, register_technique
+from pytest_modelopt.parameters import param
+from pytest_modelopt.registry import register_technique
 from pytest_modelopt.variants.base import BuildContext, Variant, WarningsToNotes
 
 Source = Literal["torch", "onnx"]

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from pytest_modelopt.errors import BuildError, NoEffectError, ParameterError, SpecError
-from pytest_modelopt.registry import param, register_technique
+from pytest_modelopt.parameters import param
+from pytest_modelopt.registry import register_technique
 from pytest_modelopt.variants.base import BuildContext, Variant, WarningsToNotes
 
 if TYPE_CHECKING:

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pytest_modelopt.errors import BuildError, ParameterError
-from pytest_modelopt.registry import param, register_technique
+from pytest_modelopt.parameters import param
+from pytest_modelopt.registry import register_technique
 from pytest_modelopt.variants.base import BuildContext, Variant, WarningsToNotes
 from pytest_modelopt.worker import Loader
 

@@ -6,7 +6,8 @@ import sys
 
 import pytest
 
-from pytest_modelopt.devices import GPU, backend_devices
+from pytest_modelopt.backends import backend_devices
+from pytest_modelopt.devices import GPU
 from pytest_modelopt.hardware import CPU, Hardware, detect_hardware, normalize_flags
 from pytest_modelopt.isa_cap import ISA_CAP_VARIABLES, IsaCap
 

@@ -6,6 +6,7 @@ from typing import Literal
 import pytest
 
 import pytest_modelopt.variants
+from pytest_modelopt.backends import install_hint
 from pytest_modelopt.errors import (
     HardwareMissing,
     PackageMissing,
@@ -15,7 +16,6 @@ from pytest_modelopt.errors import (
 from pytest_modelopt.hardware import CPU, Hardware
 from pytest_modelopt.registry import (
     Requirements,
-    _install_hint,
     builtin_modules,
     get_technique,
     list_techniques,
@@ -57,8 +57,9 @@ def test_requirements_report_exact_reasons() -> None:
 
 
 def test_missing_backend_names_the_extra_to_install() -> None:
-    assert _install_hint(["openvino"]) == " (pip install 'pytest-modelopt[openvino]')"
-    assert _install_hint(["onnx", "onnxruntime"]) == " (pip install 'pytest-modelopt[onnx]')"
+    assert install_hint(["openvino"]) == "pip install 'pytest-modelopt[openvino]'"
+    assert install_hint(["onnx", "onnxruntime"]) == "pip install 'pytest-modelopt[onnx]'"
+    assert install_hint(["no_such_pkg"]) == "pip install no_such_pkg"
 
 
 def test_requirements_from_marker_keywords() -> None:

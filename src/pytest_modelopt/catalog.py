@@ -14,9 +14,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+from pytest_modelopt.backends import extras_for
 from pytest_modelopt.errors import InvalidFileError
 from pytest_modelopt.parameters import parameter_types, type_alternatives
-from pytest_modelopt.registry import BACKENDS, Technique, get_technique, list_techniques
+from pytest_modelopt.registry import Technique, get_technique, list_techniques
 
 # Type names written as words, not as code.
 WORDS = {"a callable", "any value"}
@@ -120,12 +121,8 @@ def _requirements(technique: Technique) -> str:
 
 
 def _extras(packages: tuple[str, ...]) -> str:
-    extras = sorted(
-        {extra for mods, extra in BACKENDS.values() if extra and set(mods) & set(packages)}
-    )
-    if not extras:
-        return ""
-    return f" (`pip install 'pytest-modelopt[{','.join(extras)}]'`)"
+    extras = extras_for(packages)
+    return f" (`pip install 'pytest-modelopt[{','.join(extras)}]'`)" if extras else ""
 
 
 def _show(value: Any) -> str:

@@ -1,15 +1,14 @@
 """NVIDIA GPUs through NVML, and each installed backend's own view of the devices.
 
 NVML (nvidia-ml-py's ``pynvml``) is read at detection and beside GPU measurements; the backends
-(torch, ONNX Runtime, OpenVINO, TensorFlow) only on request (:func:`backend_devices`), since
-that imports them.
+(torch, ONNX Runtime, OpenVINO, TensorFlow) only on request
+(:func:`pytest_modelopt.backends.backend_devices`), since that imports them.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,27 +71,8 @@ def gpu_state(index: int = 0) -> dict[str, Any]:
         pynvml.nvmlShutdown()
 
 
-def backend_devices() -> dict[str, Any]:
-    """Each installed backend's view of the devices; imports the backends, so call it on demand."""
-    probes: dict[str, Callable[[], Any]] = {
-        "torch": _torch_devices,
-        "onnxruntime": _onnxruntime_devices,
-        "openvino": _openvino_devices,
-        "tensorflow": _tensorflow_devices,
-    }
-    devices: dict[str, Any] = {}
-    for module, probe in probes.items():
-        if importlib.util.find_spec(module) is None:
-            devices[module] = None
-            continue
-        try:
-            devices[module] = probe()
-        except Exception as error:  # a broken backend install is reported, not raised
-            devices[module] = {"error": f"{type(error).__name__}: {error}"}
-    return devices
-
-
-def _torch_devices() -> dict[str, Any]:
+def torch_devices() -> dict[str, Any]:
+    """Return torch's version, CUDA devices, threads and quantized engines."""
     import torch
 
     cuda = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
@@ -104,7 +84,8 @@ def _torch_devices() -> dict[str, Any]:
     }
 
 
-def _onnxruntime_devices() -> dict[str, Any]:
+def onnxruntime_devices() -> dict[str, Any]:
+    """Return ONNX Runtime's version and execution providers."""
     import onnxruntime
 
     return {
@@ -113,7 +94,8 @@ def _onnxruntime_devices() -> dict[str, Any]:
     }
 
 
-def _openvino_devices() -> dict[str, Any]:
+def openvino_devices() -> dict[str, Any]:
+    """Return OpenVINO's version and devices, each by its full name."""
     import openvino
 
     core = openvino.Core()
@@ -135,7 +117,7 @@ print(json.dumps({"version": tf.__version__,
 """
 
 
-def _tensorflow_devices() -> dict[str, Any]:
+def tensorflow_devices() -> dict[str, Any]:
     """Return TensorFlow's version and devices, asked in a child process.
 
     Importing TensorFlow into a process that later imports torchvision crashes it (seen with

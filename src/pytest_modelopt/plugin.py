@@ -28,7 +28,7 @@ from pytest_modelopt.markers import (
     technique_params,
 )
 from pytest_modelopt.readable import pop_frame_policy, push_frame_policy
-from pytest_modelopt.registry import Requirements
+from pytest_modelopt.registry import Requirements, list_techniques, register_technique
 from pytest_modelopt.session import ModeloptSession
 
 if TYPE_CHECKING:
@@ -45,6 +45,13 @@ BUDGETS_KEY = pytest.StashKey[tuple[str, dict[str, Any]]]()  # technique, its ma
 SEARCH_KEY = pytest.StashKey["SearchResult"]()
 
 
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    """Declare the hooks projects and plugins implement (``hookspecs.py``)."""
+    from pytest_modelopt import hookspecs
+
+    pluginmanager.add_hookspecs(hookspecs)
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     """Add the ``--modelopt-*`` options and their ini keys."""
     add_options(parser)
@@ -59,6 +66,10 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[SESSION_KEY] = session
     config.pluginmanager.register(session, "modelopt-session")
     config.pluginmanager.register(session.scope, "modelopt-scope")
+    add_techniques = config.hook.pytest_modelopt_add_techniques
+    if add_techniques.get_hookimpls():
+        list_techniques()  # the built-ins first: a technique added here may replace one
+        add_techniques(register=register_technique)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -70,11 +81,10 @@ def pytest_cmdline_main(config: pytest.Config) -> int | None:
     """Print this machine's hardware detection as JSON and exit, with --modelopt-hardware."""
     if not config.getoption("--modelopt-hardware"):
         return None
-    from pytest_modelopt.devices import backend_devices
-    from pytest_modelopt.hardware import detect_hardware
+    from pytest_modelopt.backends import backend_devices
+    from pytest_modelopt.session.context import session_hardware
 
-    settings = Settings.from_pytest_config(config)
-    detection = detect_hardware(machine=settings.machine).to_dict()
+    detection = session_hardware(config, Settings.from_pytest_config(config)).to_dict()
     detection["backends"] = backend_devices()
     print(json.dumps(detection, indent=2, sort_keys=True))
     return 0

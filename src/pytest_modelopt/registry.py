@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from pytest_modelopt.backends import install_hint, modules_of
 from pytest_modelopt.errors import (
     BuildError,
     HardwareMissing,
@@ -56,17 +57,6 @@ if TYPE_CHECKING:
 BuildFunction = Callable[["BuildContext"], "Variant"]
 F = TypeVar("F", bound=BuildFunction)
 
-# The import names a backend needs, and the extra that installs them.
-BACKENDS: dict[str, tuple[tuple[str, ...], str]] = {
-    "torch": (("torch",), ""),
-    "onnxruntime": (("onnx", "onnxruntime"), "onnx"),
-    "openvino": (("openvino",), "openvino"),
-    "nncf": (("nncf",), "openvino"),
-    "tensorflow": (("tensorflow",), "tensorflow"),
-    "litert": (("ai_edge_litert",), "tensorflow"),
-    "torch_pruning": (("torch_pruning",), "pruning"),
-    "torchao": (("torchao",), "torchao"),
-}
 # The package whose modules hold the built-in techniques: each is imported on the first registry
 # lookup (found by pkgutil, so a new module needs no list kept by hand).
 BUILTIN_PACKAGE = "pytest_modelopt.variants"
@@ -95,12 +85,7 @@ class Requirements:
         packages: str | Iterable[str] = (),
     ) -> Requirements:
         """Build from the keywords of ``@pytest.mark.modelopt_requires``."""
-        modules = list(_as_tuple(packages))
-        for name in _as_tuple(backend):
-            if name not in BACKENDS:
-                known = ", ".join(sorted(BACKENDS))
-                raise ValueError(f"unknown backend {name!r}; known backends: {known}")
-            modules += BACKENDS[name][0]
+        modules = (*_as_tuple(packages), *modules_of(_as_tuple(backend)))
         return cls(packages=tuple(dict.fromkeys(modules)), gpu=gpu, isa=_as_tuple(isa))
 
     def __add__(self, other: Requirements) -> Requirements:
@@ -115,7 +100,7 @@ class Requirements:
         missing = [name for name in self.packages if importlib.util.find_spec(name) is None]
         if missing:
             raise PackageMissing(
-                f"package {', '.join(missing)} not installed{_install_hint(missing)}"
+                f"package {', '.join(missing)} not installed ({install_hint(missing)})"
             )
         if self.gpu and not hardware.gpus:
             detail = "; ".join(hardware.notes) or "NVML found no device"
@@ -350,12 +335,3 @@ def _origin(function: Callable[..., Any]) -> str:
 
 def _as_tuple(value: str | Iterable[str]) -> tuple[str, ...]:
     return (value,) if isinstance(value, str) else tuple(value)
-
-
-def _install_hint(modules: list[str]) -> str:
-    extras = sorted(
-        {extra for mods, extra in BACKENDS.values() if extra and set(mods) & set(modules)}
-    )
-    if extras:
-        return f" (pip install 'pytest-modelopt[{','.join(extras)}]')"
-    return f" (pip install {' '.join(modules)})"

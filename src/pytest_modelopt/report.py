@@ -8,25 +8,13 @@ import platform
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from pytest_modelopt.backends import tracked_distributions
 from pytest_modelopt.readable import one_line
 
 if TYPE_CHECKING:
     from pytest_modelopt.variant_result import VariantResult
 
 # Distributions whose versions change what is measured.
-TRACKED_DISTRIBUTIONS = (
-    "pytest-modelopt",
-    "torch",
-    "timm",
-    "numpy",
-    "onnx",
-    "onnxruntime",
-    "openvino",
-    "nncf",
-    "tensorflow",
-    "tensorflow-cpu",
-    "ai-edge-litert",
-)
 _MARKUP = {
     "PASS": {"green": True},
     "passed": {"green": True},
@@ -40,7 +28,7 @@ _MARKUP = {
 def environment() -> dict[str, Any]:
     """Return the Python version, platform, and versions of the packages that change results."""
     versions = {}
-    for name in TRACKED_DISTRIBUTIONS:
+    for name in tracked_distributions():
         try:
             versions[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:

@@ -7,6 +7,7 @@ progress line.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 from pathlib import Path
 
@@ -28,9 +29,7 @@ class SessionContext:
     def hardware(self) -> Hardware:
         """Detected on first use: a run that measures nothing may never need it."""
         if self._hardware is None:
-            self._hardware = detect_hardware(
-                cache_dir=self.cache_dir(), machine=self.settings.machine
-            )
+            self._hardware = session_hardware(self.config, self.settings, self.cache_dir())
         return self._hardware
 
     def cache_dir(self) -> Path | None:
@@ -49,6 +48,30 @@ class SessionContext:
         capture = self.config.pluginmanager.get_plugin("capturemanager")
         with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
             reporter.write_line(f"modelopt: {message}", cyan=True)
+
+
+def session_hardware(
+    config: pytest.Config, settings: Settings, cache_dir: Path | None = None
+) -> Hardware:
+    """Detect this machine, named by ``--modelopt-machine``, else by the fingerprint hook.
+
+    The ``pytest_modelopt_fingerprint`` hook (``hookspecs.py``) may rename the detected machine;
+    a name that is not a non-empty string is a UsageError naming the implementation.
+    """
+    hardware = detect_hardware(cache_dir=cache_dir, machine=settings.machine)
+    if settings.machine:
+        return hardware
+    name = config.hook.pytest_modelopt_fingerprint(hardware=hardware)
+    if name is None:
+        return hardware
+    if not isinstance(name, str) or not name.strip():
+        implementations = config.hook.pytest_modelopt_fingerprint.get_hookimpls()
+        where = ", ".join(impl.plugin_name for impl in implementations)
+        raise pytest.UsageError(
+            f"pytest_modelopt_fingerprint ({where}) returned {name!r}: return a machine name "
+            "(a non-empty string) or None to keep the detected fingerprint"
+        )
+    return dataclasses.replace(hardware, machine=name.strip())
 
 
 def utc_now() -> str:

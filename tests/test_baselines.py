@@ -534,7 +534,7 @@ def test_a_holder_record_that_is_stale_or_missing_is_not_believed() -> None:
 
 
 def test_another_fingerprints_differences_are_cut_to_a_short_line() -> None:
-    from pytest_modelopt.session.baselines import _first_differences
+    from pytest_modelopt.session.reporting import _first_differences
 
     long = [f"isa_cap.field{i}: {'x' * 300} (baseline) != - (this run)" for i in range(6)]
     line = _first_differences(long)

@@ -167,7 +167,7 @@ def test_an_overhead_is_subtracted_and_never_below_zero() -> None:
 
 
 def test_counted_sides_are_rebuilt_with_one_thread() -> None:
-    ort = Loader("pytest_modelopt.variants.onnx_runtime:ort_runner", {"path": "m", "threads": 2})
+    ort = Loader("pytest_modelopt.variants.ort_sessions:ort_runner", {"path": "m", "threads": 2})
     config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": 2}
     openvino = Loader("x:y", {"xml": "m.xml", "config": config}, numpy_inputs=True)
     assert single_threaded(ort).kwargs == {"path": "m", "threads": 1}

@@ -5,6 +5,8 @@ test checks the effect itself (dtypes, quantized layers, sparsity, parameter cou
 shared values, student size) and an agreement floor with the fp32 reference.
 """
 
+import warnings
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -20,7 +22,7 @@ from pytest_modelopt.errors import (  # noqa: E402
 from pytest_modelopt.hardware import CPU, Hardware  # noqa: E402
 from pytest_modelopt.profiling import torch_operators  # noqa: E402
 from pytest_modelopt.registry import get_technique  # noqa: E402
-from pytest_modelopt.variants.quantization import int8_kernels  # noqa: E402
+from pytest_modelopt.variants.int8_inspection import int8_kernels  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:TypedStorage is deprecated:UserWarning")
 
@@ -108,6 +110,26 @@ def test_static_int8_pt2e_runs_int8_kernels_after_the_evaluation(evaluator: Eval
         assert int8_kernels(result.variant.run, batch) == {"onednn::qlinear_pointwise": 2}
         operators = torch_operators(result.variant.run, batch, calls=1)
         assert not {"aten::linear", "aten::addmm", "aten::mm"} & set(operators)
+
+
+def test_a_compiled_variant_compiles_again_before_timing_after_a_dynamo_reset(
+    evaluator: Evaluator,
+) -> None:
+    """Building an ONNX variant can reset every compiled graph of the process (the exporter's
+    strict capture calls torch._dynamo.reset()): a search that then measured the static_int8
+    variant built earlier recompiled it in its first timed call, where pytest's warnings filter
+    turned an inductor warning into an error. The evaluation now compiles it again first."""
+    pytest.importorskip("torchao")
+    built = evaluator.build("static_int8", {"path": "pt2e"})
+    torch._dynamo.reset()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = evaluator.evaluate("static_int8", {"path": "pt2e"})
+    assert result.variant is built
+    assert any("compiled again before timing" in note for note in built.notes), built.notes
+    assert int8_kernels(built.run, evaluator.spec.example_input) == {"onednn::qlinear_pointwise": 2}
+    assert built.prepare is not None
+    assert built.prepare() == []  # nothing lost since: nothing compiled again
 
 
 def test_static_int8_names_the_module_fx_cannot_trace(tmp_path) -> None:

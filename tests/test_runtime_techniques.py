@@ -180,7 +180,7 @@ def test_openvino_reads_bound_inputs_as_they_are_now(evaluator: Evaluator) -> No
 def test_openvino_compiles_static_shapes_then_falls_back_to_dynamic(evaluator: Evaluator) -> None:
     import openvino as ov
 
-    from pytest_modelopt.variants.openvino import ShapeCompiled
+    from pytest_modelopt.variants.openvino_runtime import ShapeCompiled
 
     variant = evaluator.build("openvino")
     assert variant.details["input_shapes"].startswith("static, compiled for each input shape")
@@ -347,7 +347,7 @@ def test_tensorrt_profile_covers_every_batch_the_spec_feeds(evaluator: Evaluator
     import onnx
 
     from pytest_modelopt.variants.base import BuildContext
-    from pytest_modelopt.variants.onnx_runtime import tensorrt_options
+    from pytest_modelopt.variants.ort_sessions import tensorrt_options
 
     path = evaluator.build("onnxruntime").files[0]
     workdir = evaluator.workdir / "trt-options"

@@ -133,6 +133,15 @@ class Evaluator:
         self._variants[key] = variant
         return variant
 
+    def _prepare(self, variant: Variant) -> None:
+        """Run the variant's ``prepare`` before it is measured; log and note what it redid."""
+        if variant.prepare is None:
+            return
+        notes = variant.prepare()
+        if notes:
+            self.log(f"{self.spec.name}[{variant.technique}]: {notes[0]}")
+            variant.notes += [note for note in notes if note not in variant.notes]
+
     def _first_call(self, variant: Variant) -> None:
         """Time the variant's very first call (lazy initialization, JIT) and its peak memory."""
         gpu = variant.device.startswith("cuda")
@@ -170,6 +179,8 @@ class Evaluator:
             self._start_counting_worker(technique_name)
         reference = self.build(REFERENCE)
         variant = self.build(technique_name, params)
+        for side in (reference, variant):
+            self._prepare(side)
         cross_runtime = variant.runtime_family != reference.runtime_family
         sides: tuple[Callable[[], Any] | Side, Callable[[], Any] | Side]
         if meter == "instructions":

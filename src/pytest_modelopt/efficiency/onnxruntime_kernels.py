@@ -48,7 +48,7 @@ def _onnxruntime_op(
     import onnxruntime
     from onnx import TensorProto, helper, numpy_helper
 
-    from pytest_modelopt.variants.onnx_runtime import make_session
+    from pytest_modelopt.variants.ort_sessions import make_session
 
     x_shape: tuple[int, ...]
     output_shape: tuple[int, ...]

@@ -47,7 +47,12 @@ accuracy), so that "no variant is measurably better than fp32" can be the answer
 
 from pytest_modelopt.search.candidates import QUALITY_METRICS, REFERENCE, Candidate
 from pytest_modelopt.search.choice import Choice, choose
-from pytest_modelopt.search.contract import ContractCheck, check_contract, contract_of
+from pytest_modelopt.search.contract import (
+    ContractCheck,
+    baseline_entry,
+    check_contract,
+    contract_of,
+)
 from pytest_modelopt.search.driver import PRIORITY, SearchResult, search, spec_framework
 from pytest_modelopt.search.driver import _params_of as _params_of
 from pytest_modelopt.search.objective import (
@@ -74,6 +79,7 @@ __all__ = [
     "ContractCheck",
     "Objective",
     "SearchResult",
+    "baseline_entry",
     "check_contract",
     "choose",
     "choose_runs",

@@ -1,8 +1,9 @@
 """The recorded choice: a contract that later runs check (the ``modelopt_best`` marker).
 
-``contract_of`` is what a baseline records of a search's choice; ``check_contract`` judges that
-record against a new search: kept, beaten beyond the tolerance, infeasible, unmeasured, or asked
-under other budgets.
+``contract_of`` is what a baseline records of a search's choice, ``baseline_entry`` the whole entry
+(with the recommended variant's size and accuracy); ``check_contract`` judges that record against a
+new search: kept, beaten beyond the tolerance, infeasible, unmeasured, or asked under other
+budgets.
 """
 
 from __future__ import annotations
@@ -50,6 +51,44 @@ def contract_of(found: SearchResult) -> dict[str, Any] | None:
         "verdict": choice.verdict(),
         "measured": len(found.records),
     }
+
+
+def baseline_entry(
+    found: SearchResult, *, recorded: str, settings: Mapping[str, Any], environment: Any
+) -> dict[str, Any] | None:
+    """Return the baseline entry of a search; None when nothing was recommended.
+
+    The entry holds the recommended variant's size and accuracy, the settings and environment it
+    was searched in, and the choice (:func:`contract_of`).
+    """
+    from pytest_modelopt.baselines import ACCURACY_METRICS
+    from pytest_modelopt.validate import finite_or_none
+
+    contract = contract_of(found)
+    best = found.recommended
+    if contract is None or best is None or not found.records:
+        return None
+    entry: dict[str, Any] = {
+        "spec": found.choice.spec,
+        "technique": best.technique,
+        "recorded": recorded,
+        "size_bytes": round(best.metrics["size_bytes"].value),
+        "reference_bytes": int(found.records[0]["sizes"]["reference_bytes"]),
+        "accuracy": {
+            name: best.metrics[name].value for name in ACCURACY_METRICS if name in best.metrics
+        },
+        "settings": {
+            **settings,
+            "search_max_time": finite_or_none(found.max_time_s),
+            "search_elapsed_s": round(found.elapsed_s, 1),
+        },
+        "environment": {key: str(value) for key, value in dict(environment).items()},
+        "choice": contract,
+    }
+    meter = found.records[0].get("meter", "wall")
+    if meter != "wall":
+        entry["meter"] = meter
+    return entry
 
 
 @dataclass

@@ -181,41 +181,16 @@ class SessionBaselines:
         )
 
     def choice_entry(self, found: SearchResult) -> dict[str, Any] | None:
-        """Return the baseline entry of a search; None when nothing was recommended.
-
-        The entry holds the recommended variant's size and accuracy, and the choice
-        (``search.contract_of``).
-        """
-        from pytest_modelopt.baselines import ACCURACY_METRICS
+        """Return the baseline entry of a search, stamped with now and the settings."""
         from pytest_modelopt.report import environment
-        from pytest_modelopt.search import contract_of
-        from pytest_modelopt.validate import finite_or_none
+        from pytest_modelopt.search import baseline_entry
 
-        contract = contract_of(found)
-        best = found.recommended
-        if contract is None or best is None or not found.records:
-            return None
-        entry: dict[str, Any] = {
-            "spec": found.choice.spec,
-            "technique": best.technique,
-            "recorded": utc_now(),
-            "size_bytes": round(best.metrics["size_bytes"].value),
-            "reference_bytes": int(found.records[0]["sizes"]["reference_bytes"]),
-            "accuracy": {
-                name: best.metrics[name].value for name in ACCURACY_METRICS if name in best.metrics
-            },
-            "settings": {
-                **self.settings.recorded_settings(),
-                "search_max_time": finite_or_none(found.max_time_s),
-                "search_elapsed_s": round(found.elapsed_s, 1),
-            },
-            "environment": {key: str(value) for key, value in environment().items()},
-            "choice": contract,
-        }
-        meter = found.records[0].get("meter", "wall")
-        if meter != "wall":
-            entry["meter"] = meter
-        return entry
+        return baseline_entry(
+            found,
+            recorded=utc_now(),
+            settings=self.settings.recorded_settings(),
+            environment=environment(),
+        )
 
     def record_choice(self, nodeid: str, found: SearchResult) -> None:
         """Keep a search's entry to save at session end (--modelopt-save-baseline only)."""
@@ -378,48 +353,6 @@ class SessionBaselines:
             self.failed_writes = True
         return lines
 
-    # -- the terminal summary ---------------------------------------------------------------
-
-    def summary_lines(self, records: list[dict[str, Any]]) -> list[tuple[str, dict[str, bool]]]:
-        """Per meter of the records: the baseline's verdicts, or why there were none."""
-        if not records or self.settings.save_baseline:
-            return []
-        lines: list[tuple[str, dict[str, bool]]] = []
-        meters = dict.fromkeys(record.get("meter", "wall") for record in records)
-        for meter in meters:
-            statuses = [
-                record["baseline"]["status"]
-                for record in records
-                if record.get("meter", "wall") == meter
-            ]
-            lines += self._summary(self.store_for(meter), statuses)
-        return lines
-
-    @staticmethod
-    def _summary(store: BaselineStore, statuses: list[str]) -> list[tuple[str, dict[str, bool]]]:
-        """Say what one meter's records were compared with: the baseline's verdicts, or why none."""
-        if not store.exists():
-            lines = [
-                (
-                    f"no baseline for {store.fingerprint} in {store.root}: contracts were checked "
-                    "against their own budgets only; record one with --modelopt-save-baseline",
-                    {"yellow": True},
-                )
-            ]
-            for other, differences in store.other_fingerprints().items():
-                lines.append(
-                    (
-                        f"baselines of another fingerprint, never compared here: {other} "
-                        f"(differs: {_first_differences(differences)})",
-                        {"yellow": True},
-                    )
-                )
-            return lines
-        counts = {s: statuses.count(s) for s in dict.fromkeys(statuses)}
-        summary = ", ".join(f"{count} {status}" for status, count in counts.items())
-        markup = {"red": True} if "regressed" in counts else {"green": True}
-        return [(f"compared with the baseline for {store.fingerprint}: {summary}", markup)]
-
     # -- xdist: workers compare, the controller writes ---------------------------------------
 
     def worker_output(self) -> dict[str, Any]:
@@ -430,15 +363,3 @@ class SessionBaselines:
         """Merge a worker's :meth:`worker_output` into the controller's."""
         self.obtained.update(data["obtained"])
         self.choices.update(data.get("choices", {}))
-
-
-def _first_differences(differences: list[str], shown: int = 3, width: int = 90) -> str:
-    """Return the first few hardware fields that differ, each cut to one short line.
-
-    Under an ISA cap the full list ran to 1,500 characters a fingerprint.
-    """
-    if not differences:
-        return "fields not recorded"
-    lines = [line if len(line) <= width else line[: width - 3] + "..." for line in differences]
-    more = len(lines) - shown
-    return "; ".join(lines[:shown]) + (f"; and {more} more" if more > 0 else "")

@@ -22,6 +22,7 @@ from pytest_modelopt.session.baselines import SessionBaselines
 from pytest_modelopt.session.context import SessionContext, utc_now
 
 if TYPE_CHECKING:
+    from pytest_modelopt.baselines import BaselineStore
     from pytest_modelopt.search import SearchResult
     from pytest_modelopt.variant_result import VariantResult
 
@@ -123,7 +124,7 @@ class SessionReport:
             terminalreporter.write_line(line, **markup)
         for line in self._note_lines():
             terminalreporter.write_line(line)
-        for line, markup in self.baselines.summary_lines(self.records):
+        for line, markup in baseline_lines(self.baselines, self.records):
             terminalreporter.write_line(line, **markup)
         if wait := self._lock_wait_line():
             terminalreporter.write_line(wait, yellow=True)
@@ -241,3 +242,58 @@ def _finite(data: Any) -> Any:
 def _detected(hardware: Hardware) -> dict[str, str]:
     """Return the detected fingerprint, which a --modelopt-machine name hides, for reports."""
     return {"detected_fingerprint": dataclasses.replace(hardware, machine=None).fingerprint}
+
+
+def baseline_lines(
+    baselines: SessionBaselines, records: list[dict[str, Any]]
+) -> list[tuple[str, dict[str, bool]]]:
+    """Per meter of the records: the baseline's verdicts, or why there were none."""
+    if not records or baselines.settings.save_baseline:
+        return []
+    lines: list[tuple[str, dict[str, bool]]] = []
+    meters = dict.fromkeys(record.get("meter", "wall") for record in records)
+    for meter in meters:
+        statuses = [
+            record["baseline"]["status"]
+            for record in records
+            if record.get("meter", "wall") == meter
+        ]
+        lines += _store_lines(baselines.store_for(meter), statuses)
+    return lines
+
+
+def _store_lines(store: BaselineStore, statuses: list[str]) -> list[tuple[str, dict[str, bool]]]:
+    """Say what one meter's records were compared with: the baseline's verdicts, or why none."""
+    if not store.exists():
+        lines = [
+            (
+                f"no baseline for {store.fingerprint} in {store.root}: contracts were checked "
+                "against their own budgets only; record one with --modelopt-save-baseline",
+                {"yellow": True},
+            )
+        ]
+        for other, differences in store.other_fingerprints().items():
+            lines.append(
+                (
+                    f"baselines of another fingerprint, never compared here: {other} "
+                    f"(differs: {_first_differences(differences)})",
+                    {"yellow": True},
+                )
+            )
+        return lines
+    counts = {s: statuses.count(s) for s in dict.fromkeys(statuses)}
+    summary = ", ".join(f"{count} {status}" for status, count in counts.items())
+    markup = {"red": True} if "regressed" in counts else {"green": True}
+    return [(f"compared with the baseline for {store.fingerprint}: {summary}", markup)]
+
+
+def _first_differences(differences: list[str], shown: int = 3, width: int = 90) -> str:
+    """Return the first few hardware fields that differ, each cut to one short line.
+
+    Under an ISA cap the full list ran to 1,500 characters a fingerprint.
+    """
+    if not differences:
+        return "fields not recorded"
+    lines = [line if len(line) <= width else line[: width - 3] + "..." for line in differences]
+    more = len(lines) - shown
+    return "; ".join(lines[:shown]) + (f"; and {more} more" if more > 0 else "")

@@ -51,7 +51,9 @@ class Variant:
     alone in its own process (None: it is timed in this one). ``profiler`` says how to profile it
     by operator where its runtime profiles only when built to (ONNX Runtime, OpenVINO): a loader
     of ``profile(batch, calls) -> {operator: ms per call}`` (None: torch variants are profiled
-    as they run, other runtimes not at all; see ``pytest_modelopt.profiling``).
+    as they run, other runtimes not at all; see ``pytest_modelopt.profiling``). ``prepare``, where
+    set, runs before each measurement the calls that compiled the variant, so that a compilation
+    lost since the build happens there and not in a timed call; it returns notes on what it did.
     """
 
     technique: str
@@ -68,6 +70,7 @@ class Variant:
     model: Any = field(default=None, repr=False)
     loader: Loader | None = None
     profiler: Loader | None = None
+    prepare: Callable[[], list[str]] | None = field(default=None, repr=False)
 
     @property
     def runtime_family(self) -> str:

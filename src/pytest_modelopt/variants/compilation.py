@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from pytest_modelopt.errors import BuildError, NoEffectError
 from pytest_modelopt.measure.conditions import fixed_threads
@@ -102,12 +103,23 @@ def use_inductor_cache(cache_dir: Path | None) -> Path | None:
     return directory
 
 
+class Compiled(NamedTuple):
+    """What :func:`compile_now` made: the callable, what compiling did, and how to re-prepare it."""
+
+    call: Callable[..., Any]
+    details: dict[str, Any]
+    notes: list[str]
+    prepare: Callable[[], list[str]]
+
+
 def compile_now(
     model: Any, example: Any, ctx: BuildContext, *, freezing: bool, max_autotune: bool = False
-) -> tuple[Any, dict[str, Any], list[str]]:
-    """torch.compile ``model`` and run it once, so compilation happens in the build.
+) -> Compiled:
+    """torch.compile ``model`` and run it on every shape it will see, so compiling is the build's.
 
-    Returns the compiled callable, what the compilation did, and the warnings it raised.
+    Returns the compiled callable, what the compilation did, the warnings it raised, and the
+    variant's ``prepare``: the same calls again, which compile anew only if torch's compiled code
+    was reset since (another build's ONNX export can reset it, see :func:`prepare_calls`).
     """
     import torch
     from torch._dynamo.utils import counters
@@ -135,22 +147,13 @@ def compile_now(
     thread_counts = list(
         dict.fromkeys([ctx.threads or torch.get_num_threads(), torch.get_num_threads()])
     )
+    others = _other_shapes(example, [batch for batch, _ in ctx.spec.accuracy_batches()])
     with WarningsToNotes() as recorded, torch.inference_mode():
         start = time.perf_counter()
         with fixed_threads(thread_counts[0]):
             call_model(compiled, example)
         seconds = time.perf_counter() - start
-        seen = {_shapes(example)}
-        batches = [batch for batch, _ in ctx.spec.accuracy_batches()]
-        for batch in batches:
-            if _shapes(batch) not in seen:
-                seen.add(_shapes(batch))
-                for threads in thread_counts:
-                    with fixed_threads(threads):
-                        call_model(compiled, batch)
-        for threads in thread_counts[1:]:
-            with fixed_threads(threads):
-                call_model(compiled, example)
+        _calls(compiled, example, others, thread_counts)
         other_seconds = time.perf_counter() - start - seconds
     graphs = counters["stats"]["unique_graphs"]
     if graphs == 0:
@@ -161,7 +164,7 @@ def compile_now(
         "freezing": freezing,
         "max_autotune": max_autotune,
         "compile_seconds": round(seconds, 3),
-        "other_shapes": len(seen) - 1,
+        "other_shapes": len(others),
         "other_shapes_compile_seconds": round(other_seconds, 3),
         "graphs": graphs,
         "graph_breaks": sum(counters["graph_break"].values()),
@@ -172,7 +175,66 @@ def compile_now(
         },
         "cache_dir": str(cache) if cache else None,
     }
-    return compiled, details, recorded.notes
+    prepare = functools.partial(prepare_calls, compiled, example, others, thread_counts)
+    return Compiled(compiled, details, recorded.notes, prepare)
+
+
+def prepare_calls(
+    compiled: Callable[..., Any], example: Any, others: list[Any], thread_counts: list[int]
+) -> list[str]:
+    """Run the compiled model as the build did, before it is timed; return what recompiled.
+
+    Building an ONNX variant can reset every compiled graph of the process: the ONNX exporter's
+    strict capture (``torch.export(strict=True)``) calls ``torch._dynamo.reset()``. The next call
+    would then compile inside the measurement, with the session's warnings filters (pytest's
+    ``error`` turned an inductor warning into a failed search). These calls compile there instead,
+    their warnings kept as notes; where nothing was reset they cost a few calls.
+    """
+    import torch
+    from torch._dynamo.utils import counters
+
+    from pytest_modelopt.torchtools import call_model
+
+    before = counters["stats"]["unique_graphs"]
+    with WarningsToNotes() as recorded, torch.inference_mode():
+        start = time.perf_counter()
+        with fixed_threads(thread_counts[0]):
+            call_model(compiled, example)
+        _calls(compiled, example, others, thread_counts)
+        seconds = time.perf_counter() - start
+    graphs = counters["stats"]["unique_graphs"] - before
+    if graphs == 0:
+        return []
+    return [
+        f"compiled again before timing ({graphs} graphs, {seconds:.1f} s): torch's compiled code "
+        "had been reset since the build (an ONNX export's strict capture resets it)",
+        *recorded.notes,
+    ]
+
+
+def _calls(
+    compiled: Callable[..., Any], example: Any, others: list[Any], thread_counts: list[int]
+) -> None:
+    """Call ``compiled`` on every other shape at every thread count, and on the example again."""
+    from pytest_modelopt.torchtools import call_model
+
+    for batch in others:
+        for threads in thread_counts:
+            with fixed_threads(threads):
+                call_model(compiled, batch)
+    for threads in thread_counts[1:]:
+        with fixed_threads(threads):
+            call_model(compiled, example)
+
+
+def _other_shapes(example: Any, batches: list[Any]) -> list[Any]:
+    """One batch of each input shape other than the example's."""
+    seen, others = {_shapes(example)}, []
+    for batch in batches:
+        if _shapes(batch) not in seen:
+            seen.add(_shapes(batch))
+            others.append(batch)
+    return others
 
 
 def _under_inductor_config(
@@ -234,7 +296,7 @@ def build_compile(ctx: BuildContext) -> Variant:
     from pytest_modelopt.torchtools import call_model
 
     model = ctx.model.eval()
-    compiled, details, notes = compile_now(
+    compiled, details, notes, prepare = compile_now(
         model,
         ctx.spec.example_input,
         ctx,
@@ -256,4 +318,5 @@ def build_compile(ctx: BuildContext) -> Variant:
         precision="fp32",
         details=details,
         notes=notes,
+        prepare=prepare,
     )

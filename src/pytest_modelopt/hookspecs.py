@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 
 @pytest.hookspec(firstresult=True)
-def pytest_modelopt_fingerprint(hardware: Hardware) -> str | None:  # type: ignore[empty-body]
+def pytest_modelopt_fingerprint(hardware: Hardware) -> str | None:
     """Name the machine whose baselines this run reads and writes, or return None.
 
     ``hardware`` is what was detected; its ``fingerprint`` is the default name (CPU model, ISA

@@ -3,7 +3,9 @@ torch model with the real techniques, under a short time budget."""
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -175,6 +177,71 @@ def test_a_recorded_choice_is_measured_first_whatever_the_time_budget(
     assert list(found.results) == ["sfake_shrink+sfake_fast"]  # then the budget was spent
     assert found.untried == ["sfake_fast", "sfake_faster", "sfake_shrink"]
     assert any("recorded choice 1/1: sfake_shrink+sfake_fast" in line for line in log), log
+
+
+class Disturbed(Toy):
+    """A toy whose calls take 1x or 30x their work at random while ``disturbed``: the per-round
+    speedups of a measurement then spread far beyond the noise threshold."""
+
+    disturbed = True
+
+    def __init__(self, work: int) -> None:
+        super().__init__(work)
+        self._random = random.Random(0)
+
+    def __call__(self, x: float) -> list[list[float]]:
+        if Disturbed.disturbed and self._random.random() < 0.5:
+            for _ in range(29):
+                super().__call__(x)
+        return super().__call__(x)
+
+
+@pytest.fixture
+def noisy_fake() -> Iterator[None]:
+    @register_technique("sfake_noisy", frameworks=("python",))
+    def noisy(ctx):
+        return _variant(ctx, "sfake_noisy", Disturbed(ctx.model.work // 10), 20)
+
+    Disturbed.disturbed = True
+    yield
+    _REGISTRY.pop("sfake_noisy", None)
+
+
+@pytest.mark.parametrize("quiet_again", [True, False], ids=["quiet-again", "always-disturbed"])
+def test_a_contender_too_noisy_to_decide_is_measured_again_afresh(
+    noisy_fake, tmp_path: Path, quiet_again: bool
+) -> None:
+    """A disturbed measurement decides nothing, so its candidate could not win a tie however
+    fast it is: the search measures such a contender again, afresh, before it chooses."""
+    log: list[str] = []
+
+    def record(line: str) -> None:
+        log.append(line)
+        if quiet_again and "measuring again afresh" in line:
+            Disturbed.disturbed = False  # the machine's disturbance is over
+
+    evaluator = toy_evaluator(tmp_path, log)
+    evaluator.log = record
+    evaluator.settings = replace(QUICK, noise_threshold=0.25)
+    found = evaluator.best(["top1_agreement>=99%"], techniques=["sfake_noisy"], chains=False)
+    assert any(
+        line.startswith("search toy: sfake_noisy: speedup too noisy to decide (")
+        and line.endswith("; measuring again afresh (1 of 2)")
+        for line in log
+    ), log
+    assert len(found.records) == 1  # the fresh measurement replaced the disturbed one
+    [(name, outcome)] = found.remeasured
+    assert name == "sfake_noisy"
+    assert found.recommended is not None
+    if quiet_again:
+        assert outcome.startswith("1 more measurement(s), decided: ")
+        assert found.recommended.technique == "sfake_noisy"  # a tenth of the work: 10x
+        assert found.recommended.metrics["speedup"].interval[0] > 2
+    else:
+        assert outcome.startswith("2 more measurement(s), still undecided: ")
+        assert found.recommended.technique == "eager"  # a figure that can decide
+    assert f"remeasured:\n  sfake_noisy: {outcome}" in found.table()
+    assert "1 noisy contenders remeasured" in found.summary()
 
 
 def test_the_command_line_gives_the_in_session_answer(

@@ -34,6 +34,8 @@
    reference 0, a technique 1, a chain one per part: a step that buys nothing measurable is
    not worth shipping), smaller on disk, more accurate, then the better median. The output
    says when the recommendation is a tie, and with which.
+   A search (``Evaluator.best``) first measures again, afresh, each tied candidate whose
+   objective is flagged too noisy (up to twice), so that a disturbance does not decide this.
 5. **Pareto front** over (speed, accuracy, size) among the feasible candidates, ties respected:
    A dominates B when B is not surely faster than A, A is at least as accurate and at most as
    large, and A is better on one of them (surely faster, more accurate, or smaller). The front

@@ -85,8 +85,8 @@ class Choice:
             for other in self.ranked
             if other is not candidate
             and surely_better(
-                self._value(other),
-                self._value(candidate),
+                self.objective_of(other),
+                self.objective_of(candidate),
                 self.objective,
                 tolerance,
                 absolute=absolute,
@@ -110,7 +110,7 @@ class Choice:
                 f"({len(self.candidates)} measured): see the exclusions"
             )
         metric = self.objective.metric
-        text = f"recommended: {best.label}, {metric.name} {_show(metric, self._value(best))}"
+        text = f"recommended: {best.label}, {metric.name} {_show(metric, self.objective_of(best))}"
         others = [c.label for c in self.tied if c is not best]
         if others:
             text += (
@@ -118,7 +118,7 @@ class Choice:
                 f"{'better' if metric.higher_is_better else 'lower'}): chosen for "
                 f"{self._why_chosen(best)}"
             )
-        noisy = self._value(best).undecidable
+        noisy = self.objective_of(best).undecidable
         if noisy:
             text += f"; note: {noisy}"
         return text
@@ -127,9 +127,11 @@ class Choice:
         """Name the first tie-break that separates the recommendation from the next tied one."""
         others = [c for c in self.tied if c is not best]
         reasons = []
-        if any(not _trusted(self._value(c)) for c in others) and _trusted(self._value(best)):
+        if any(not _trusted(self.objective_of(c)) for c in others) and _trusted(
+            self.objective_of(best)
+        ):
             reasons.append("a measurement that can decide (bounded, not too noisy)")
-        wide = [c for c in others if c.tied_by_width and _trusted(self._value(c))]
+        wide = [c for c in others if c.tied_by_width and _trusted(self.objective_of(c))]
         if wide and not best.tied_by_width:
             reasons.append("a median at the level the best measurement guarantees")
         if any(c.steps > best.steps for c in others):
@@ -141,7 +143,8 @@ class Choice:
             reasons.append("a smaller size")
         return ", then ".join(reasons) or "the better median"
 
-    def _value(self, candidate: Candidate) -> Measured:
+    def objective_of(self, candidate: Candidate) -> Measured:
+        """Return the candidate's figure on the objective (NaN where it has none)."""
         return candidate.metrics.get(self.objective.metric.name, Measured(math.nan))
 
     def table(self) -> str:
@@ -155,7 +158,7 @@ class Choice:
                 (
                     f"={candidate.rank}" if candidate.tied else str(candidate.rank),
                     candidate.label,
-                    _show(metric, self._value(candidate)),
+                    _show(metric, self.objective_of(candidate)),
                     _plain(candidate, "latency_p50_ms", "{:.4g}"),
                     _plain(candidate, "size_ratio", "{:.3g}x"),
                     _accuracy_text(candidate, accuracy),
@@ -164,7 +167,7 @@ class Choice:
                         for c in candidate.checks
                     )
                     or "-",
-                    ", ".join(_marks(candidate, self._value(candidate))),
+                    ", ".join(_marks(candidate, self.objective_of(candidate))),
                 )
             )
         lines = [self.title(), *_table(rows)] if self.ranked else [self.title()]

@@ -38,7 +38,7 @@ def contract_of(found: SearchResult) -> dict[str, Any] | None:
     best = choice.recommended
     if best is None:
         return None
-    value = choice._value(best)
+    value = choice.objective_of(best)
     return {
         "objective": choice.objective.name,
         "metric": choice.objective.metric.name,
@@ -168,10 +168,12 @@ def check_contract(
         )
     beaten = choice.surely_better_than(candidate, tolerance, absolute=absolute)
     metric = objective.metric
-    own = _show(metric, choice._value(candidate))
+    own = _show(metric, choice.objective_of(candidate))
     margin = metric.format(tolerance) if absolute else f"{tolerance:.0%}"
     if beaten:
-        others = " and ".join(f"{c.label} ({_show(metric, choice._value(c))})" for c in beaten)
+        others = " and ".join(
+            f"{c.label} ({_show(metric, choice.objective_of(c))})" for c in beaten
+        )
         return ContractCheck(
             "beaten",
             technique,

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pytest_modelopt.budget import Budget
-from pytest_modelopt.search.candidates import REFERENCE, Candidate, _finite
+from pytest_modelopt.budget import Budget, Measured
+from pytest_modelopt.search.candidates import REFERENCE, Candidate, _finite, _show
 from pytest_modelopt.search.choice import Choice, choose
 from pytest_modelopt.search.objective import _budgets, parse_objective
+from pytest_modelopt.search.ranking import _trusted
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -47,6 +48,8 @@ PRIORITY = (
     "distilled",
     "qat_int8",
 )
+# How many fresh measurements a contender too noisy to decide gets at the end of a search.
+REMEASURES = 2
 
 
 @dataclass
@@ -56,7 +59,8 @@ class SearchResult:
     The Choice over what it measured, each measured variant, and what it did not measure, with
     why (``skipped``: this machine or model cannot run it; ``failed``: the build failed;
     ``pruned``: a chain not built because a part broke a quality budget; ``untried``: not
-    started, the time budget being spent).
+    started, the time budget being spent). ``remeasured``: the contenders measured again
+    because their objective was too noisy to decide, with what each read in the end.
     """
 
     choice: Choice
@@ -66,6 +70,7 @@ class SearchResult:
     failed: list[tuple[str, str]] = field(default_factory=list)
     pruned: list[tuple[str, str]] = field(default_factory=list)
     untried: list[str] = field(default_factory=list)
+    remeasured: list[tuple[str, str]] = field(default_factory=list)
     elapsed_s: float = 0.0
     max_time_s: float = math.inf
     hardware: Hardware | None = None
@@ -121,7 +126,7 @@ class SearchResult:
             f"search of {self.choice.spec}: {self.elapsed_s:.1f} s of {self.max_time_s:g} s; "
             f"{len(self.records)} measured, {len(self.failed)} failed to build, "
             f"{len(self.skipped)} skipped, {len(self.pruned)} chains pruned, "
-            f"{len(self.untried)} untried"
+            f"{len(self.untried)} untried, {len(self.remeasured)} noisy contenders remeasured"
         )
 
     def table(self) -> str:
@@ -131,6 +136,7 @@ class SearchResult:
             ("skipped", self.skipped),
             ("failed", self.failed),
             ("pruned", self.pruned),
+            ("remeasured", self.remeasured),
         ):
             if entries:
                 lines.append(f"{title}:")
@@ -151,6 +157,7 @@ class SearchResult:
             "failed": [list(entry) for entry in self.failed],
             "pruned": [list(entry) for entry in self.pruned],
             "untried": self.untried,
+            "remeasured": [list(entry) for entry in self.remeasured],
         }
 
 
@@ -204,6 +211,27 @@ def search(
     for name, why in found.skipped:
         log(f"search {spec}: skipping {name}: {why}")
 
+    def measure_one(name: str) -> VariantResult | None:
+        try:
+            return evaluator.evaluate(name, _params_of(params, name))
+        except (RequirementMissing, TrainingDataMissing) as missing:
+            # a search tries every technique: one the spec gives no data for does not apply
+            reason = str(missing).splitlines()[0]
+            found.skipped.append((name, reason))
+            log(f"search {spec}: {name} skipped: {reason}")
+        except ModeloptError as error:
+            found.failed.append((name, str(error).splitlines()[0]))
+            log(f"search {spec}: {name} failed: {str(error).splitlines()[0]}")
+        return None
+
+    def keep(name: str, result: VariantResult) -> None:
+        record = {"test": f"{spec}::search[{name}]", **result.to_dict(raw=False)}
+        if name in found.results:
+            found.records[list(found.results).index(name)] = record
+        else:
+            found.records.append(record)
+        found.results[name] = result
+
     def measure(batch: list[str], stage: str, timed: bool = True) -> None:
         for index, name in enumerate(batch):
             elapsed = time.monotonic() - start
@@ -219,20 +247,9 @@ def search(
                 f"measuring ({elapsed:.0f} s elapsed, {max_time - elapsed:.0f} s left, "
                 f"{len(batch) - index - 1} more after it)"
             )
-            try:
-                result = evaluator.evaluate(name, _params_of(params, name))
-            except (RequirementMissing, TrainingDataMissing) as missing:
-                # a search tries every technique: one the spec gives no data for does not apply
-                reason = str(missing).splitlines()[0]
-                found.skipped.append((name, reason))
-                log(f"search {spec}: {name} skipped: {reason}")
-                continue
-            except ModeloptError as error:
-                found.failed.append((name, str(error).splitlines()[0]))
-                log(f"search {spec}: {name} failed: {str(error).splitlines()[0]}")
-                continue
-            found.results[name] = result
-            found.records.append({"test": f"{spec}::search[{name}]", **result.to_dict(raw=False)})
+            result = measure_one(name)
+            if result is not None:
+                keep(name, result)
 
     if first:
         measure(list(first), "recorded choice", timed=False)
@@ -249,6 +266,8 @@ def search(
         if batch:
             log(f"search {spec}: {len(batch)} chains to try: {', '.join(batch)}")
         measure(batch, "chain")
+    for name in _noisy_contenders(found, parsed, objective):
+        _remeasure(name, found, measure_one, keep, parsed, objective, log)
     found.elapsed_s = time.monotonic() - start
     found.hardware = evaluator.hardware
     if found.records:
@@ -256,6 +275,66 @@ def search(
     log(f"search {spec}: {found.summary()}")
     log(f"search {spec}: {found.choice.verdict()}")
     return found
+
+
+def _noisy_contenders(found: SearchResult, budgets: list[Budget], objective: str) -> list[str]:
+    """Return the candidates tied for best whose objective was too noisy to decide.
+
+    A disturbed measurement decides nothing (ranking rule 4), so it cannot win a tie however
+    fast it truly is: left so, the recommendation would depend on which candidate the machine
+    happened to disturb (a digits CNN's fastest variant read 10.3x [4.76x, 20.6x], too noisy,
+    and lost to a 4.9x that a quiet run then found surely slower).
+    """
+    if not found.records:
+        return []
+    choice = choose(found.records, budgets, objective)
+    return [
+        c.technique
+        for c in choice.tied
+        if c.technique in found.results and not _trusted(choice.objective_of(c))
+    ]
+
+
+def _remeasure(
+    name: str,
+    found: SearchResult,
+    measure_one: Callable[[str], VariantResult | None],
+    keep: Callable[[str, VariantResult], None],
+    budgets: list[Budget],
+    objective: str,
+    log: Callable[[str], None],
+) -> None:
+    """Measure a noisy contender afresh, up to ``REMEASURES`` times, until its figure can decide.
+
+    Afresh: a new comparison (new workers, new rounds), not more rounds on the disturbed ones.
+    Beyond the time budget, as the recorded choice is: bounded by the count, and needed for
+    the answer to be right. The last measurement is kept, decided or not, and reported.
+    """
+    spec, metric = found.choice.spec, parse_objective(objective).metric
+    measured = _figure(found, name, budgets, objective)
+    for attempt in range(1, REMEASURES + 1):
+        log(
+            f"search {spec}: {name}: {metric.name} too noisy to decide "
+            f"({measured.undecidable or 'its interval is unbounded'}); measuring again afresh "
+            f"({attempt} of {REMEASURES})"
+        )
+        result = measure_one(name)
+        if result is None:
+            return
+        keep(name, result)
+        measured = _figure(found, name, budgets, objective)
+        if _trusted(measured):
+            break
+    shown = _show(metric, measured)
+    outcome = f"decided: {shown}" if _trusted(measured) else f"still undecided: {shown}"
+    found.remeasured.append((name, f"{attempt} more measurement(s), {outcome}"))
+    log(f"search {spec}: {name}: {outcome}")
+
+
+def _figure(found: SearchResult, name: str, budgets: list[Budget], objective: str) -> Measured:
+    """Return a measured candidate's figure on the objective, as ``choose`` reads it."""
+    choice = choose(found.records, budgets, objective)
+    return choice.objective_of(choice.by_label(name))
 
 
 def spec_framework(evaluator: Evaluator) -> str:

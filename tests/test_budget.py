@@ -113,3 +113,54 @@ def test_what_to_do_when_too_noisy() -> None:
     advice = what_to_do([check], timed_s=3.0, loosen=LOOSEN_TOLERANCE)
     assert "run on a quieter machine" in advice
     assert "--modelopt-noise" in advice
+
+
+def _speedup_checks(*intervals: tuple[float, float]) -> list[list[Check]]:
+    """One judgement per measurement: speedup >= 1.2 against each interval in turn."""
+    budget = Budget.parse("speedup", ">=1.2")
+    return [[judge(budget, Measured(sum(i) / 2, i))] for i in intervals]
+
+
+@pytest.mark.parametrize(
+    ("intervals", "policy", "again", "failed", "undecided", "fails_inconclusive"),
+    [
+        # decided at once: no second measurement
+        ([(1.5, 1.7)], "fail", 0, 0, 0, False),
+        ([(0.9, 1.1)], "fail", 0, 1, 0, False),
+        # inconclusive, then decided by the second measurement, either way
+        ([(1.1, 1.4), (1.3, 1.4)], "fail", 1, 0, 0, False),
+        ([(1.1, 1.4), (1.0, 1.1)], "fail", 1, 1, 0, False),
+        # still inconclusive after the retry: the policy says whether the test fails
+        ([(1.1, 1.4), (1.15, 1.3)], "fail", 1, 0, 1, True),
+        ([(1.1, 1.4), (1.15, 1.3)], "report", 1, 0, 1, False),
+    ],
+)
+def test_one_verdict_path_measures_again_while_undecided(
+    intervals, policy, again, failed, undecided, fails_inconclusive
+) -> None:
+    from pytest_modelopt.verdicts import decide
+
+    judgements = iter(_speedup_checks(*intervals))
+    current: list[list[Check]] = [next(judgements)]
+    log: list[str] = []
+    decision = decide(
+        lambda: current[-1],
+        measure_again=lambda: current.append(next(judgements)),
+        retries=1,
+        policy=policy,
+        log=log.append,
+        label="toy[fake]: inconclusive",
+    )
+    assert decision.measured_again == again
+    assert (len(decision.failed), len(decision.undecided)) == (failed, undecided)
+    assert decision.fails_inconclusive is fails_inconclusive
+    assert log == ["toy[fake]: inconclusive, measuring once more"] * again
+
+
+def test_without_a_way_to_measure_again_the_first_judgement_stands() -> None:
+    from pytest_modelopt.verdicts import decide
+
+    [checks] = _speedup_checks((1.1, 1.4))
+    decision = decide(lambda: checks, measure_again=None, retries=3, policy="fail")
+    assert decision.measured_again == 0
+    assert decision.fails_inconclusive

@@ -25,6 +25,7 @@ from pytest_modelopt.metrics import batch_of, counted_metrics, latency_metrics, 
 from pytest_modelopt.readable import hide_plugin_frame
 from pytest_modelopt.spec import ModelSpec
 from pytest_modelopt.variants.base import Variant
+from pytest_modelopt.verdicts import decide
 
 
 @dataclass
@@ -100,27 +101,40 @@ class VariantResult:
         """
         __tracebackhide__ = hide_plugin_frame  # a failure ends at the user's line, then the table
         budgets = self._judged(budgets)
-        checks = judge_all(budgets, self.metrics)
-        for _ in range(self.retries):
-            if not any(c.verdict is Verdict.INCONCLUSIVE for c in checks) or not self.remeasure:
-                break
-            self.log(f"{self.label}: inconclusive, measuring once more")
-            self.comparison = self.remeasure()
-            checks = judge_all(budgets, self.metrics)
+        decision = decide(
+            lambda: judge_all(budgets, self.metrics),
+            measure_again=self.measure_again if self.remeasure else None,
+            retries=self.retries,
+            policy=self.inconclusive,
+            log=self.log,
+            label=f"{self.label}: inconclusive",
+        )
+        checks = list(decision.checks)
         self.checks += checks
-        failed = [c for c in checks if c.verdict is Verdict.FAIL]
-        undecided = [c for c in checks if c.verdict is Verdict.INCONCLUSIVE]
-        if failed:
-            table = format_checks(checks, f"{self.label}: contract broken ({_names(failed)})")
+        if decision.failed:
+            table = format_checks(
+                checks, f"{self.label}: contract broken ({_names(decision.failed)})"
+            )
             raise ContractViolation(f"{table}\n{AFTER_BROKEN_BUDGET}")
-        if undecided and self.inconclusive == "fail":
+        if decision.fails_inconclusive:
             table = format_checks(
                 checks,
-                f"{self.label}: inconclusive ({_names(undecided)}): the measurements "
+                f"{self.label}: inconclusive ({_names(decision.undecided)}): the measurements "
                 "cannot decide the budget on this machine",
             )
-            raise ContractViolation(f"{table}\n{what_to_do(undecided, self.comparison.elapsed_s)}")
+            advice = what_to_do(decision.undecided, self.comparison.elapsed_s)
+            raise ContractViolation(f"{table}\n{advice}")
         return checks
+
+    def measure_again(self) -> None:
+        """Add rounds to the comparison (``remeasure``): the one place a result's timing changes.
+
+        Both verdict paths (``expect`` and the baseline gate) call it through ``decide`` when a
+        check is inconclusive.
+        """
+        if self.remeasure is None:
+            raise RuntimeError(f"{self.label} cannot be measured again: it has no remeasure")
+        self.comparison = self.remeasure()
 
     def _judged(self, budgets: Mapping[str, float | str]) -> dict[str, float | str]:
         other = {

@@ -77,12 +77,8 @@ class SessionBaselines:
             module_of,
             what_grew,
         )
-        from pytest_modelopt.budget import (
-            AFTER_REGRESSION,
-            LOOSEN_TOLERANCE,
-            Verdict,
-            what_to_do,
-        )
+        from pytest_modelopt.budget import AFTER_REGRESSION, LOOSEN_TOLERANCE, what_to_do
+        from pytest_modelopt.verdicts import decide
 
         if self.settings.save_baseline:
             self.comparisons[nodeid] = {"status": "recorded"}
@@ -94,17 +90,15 @@ class SessionBaselines:
             self.comparisons[nodeid] = {"status": "no entry" if file else "no baseline"}
             return
         same, differences = store.same_hardware(module_of(nodeid))
-        for attempt in range(2):
-            new = self.entry(result)
-            checks = compare(stored, new, tolerances, same_hardware=same)
-            undecided = [c for c in checks if c.verdict is Verdict.INCONCLUSIVE]
-            if not undecided or attempt or result.remeasure is None:
-                break
-            self.context.log(
-                f"{result.label}: inconclusive against the baseline, measuring once more"
-            )
-            result.comparison = result.remeasure()
-        failed = [c for c in checks if c.verdict is Verdict.FAIL]
+        decision = decide(
+            lambda: compare(stored, self.entry(result), tolerances, same_hardware=same),
+            measure_again=result.measure_again if result.remeasure else None,
+            retries=result.retries,
+            policy=self.settings.inconclusive,
+            log=self.context.log,
+            label=f"{result.label}: inconclusive against the baseline",
+        )
+        checks, failed, undecided = list(decision.checks), decision.failed, decision.undecided
         status = "regressed" if failed else "inconclusive" if undecided else "passed"
         self.comparisons[nodeid] = {
             "status": status,
@@ -118,7 +112,7 @@ class SessionBaselines:
             if result.meter == "wall":  # what grew, by operator: profiled now, the machine held
                 with self.timed_section(nodeid):
                     result.profile_operators()
-                new = self.entry(result)
+            new = self.entry(result)
             self.obtained[nodeid] = new
             names = ", ".join(c.metric for c in failed)
             table = format_baseline_checks(
@@ -127,7 +121,7 @@ class SessionBaselines:
             grown, rows = what_grew(stored, new, result.operators.get("unavailable"))
             self.comparisons[nodeid].update(rows)
             raise ContractViolation("\n".join(filter(None, (table, AFTER_REGRESSION, grown))))
-        if undecided and self.settings.inconclusive == "fail":
+        if decision.fails_inconclusive:
             names = ", ".join(c.metric for c in undecided)
             table = format_baseline_checks(
                 checks,

@@ -100,7 +100,7 @@ def one_engine_run(name: str, size: int, max_time: float) -> dict[str, Any]:
     from pytest_modelopt.worker import Worker
 
     spec = ModelSpec.from_timm(name, input_size=(3, size, size))
-    settings = MeasureSettings(threads=2, max_time_s=max_time)
+    settings = MeasureSettings(threads=2, max_time=max_time)
     evaluator = Evaluator(spec, settings=settings)
     eager = evaluator.build("eager")
     evaluator.evaluate("eager")  # what a session does here before timing: accuracy, memory
@@ -136,7 +136,7 @@ def one_bare_run(name: str, size: int, max_time: float) -> dict[str, Any]:
     run = fresh_model(name, size)
     loader = Loader("allocator_probe:fresh_model", {"name": name, "size": size})
     worker = Worker(loader, batch, threads=2, fallback=lambda: None, label="eager worker")
-    settings = MeasureSettings(threads=2, max_time_s=max_time)
+    settings = MeasureSettings(threads=2, max_time=max_time)
     comparison = Interleaver(worker, lambda: run(batch), settings, cross_runtime=True).run()
     return _row(comparison)
 

@@ -58,7 +58,7 @@ def probe(meter: str, cap: float, threads: int) -> dict[str, Any]:
         return timm.create_model("resnet18", pretrained=False, in_chans=1, num_classes=10)
 
     example = torch.randn(1, 1, 32, 32, generator=torch.Generator().manual_seed(1))
-    settings = MeasureSettings(threads=threads, max_time_s=cap)
+    settings = MeasureSettings(threads=threads, max_time=cap)
     results: dict[str, Any] = {}
     levels = [(t, 0.0) for t in TECHNIQUES] + [
         (t, f) for t, fractions in INJECTED.items() for f in fractions

@@ -77,7 +77,7 @@ def evaluate(name: str, threads: int, max_time: float) -> list[dict[str, Any]]:
     )
     evaluator = Evaluator(
         spec,
-        settings=MeasureSettings(threads=threads, max_time_s=max_time),
+        settings=MeasureSettings(threads=threads, max_time=max_time),
         log=lambda message: print(f"  {message}", flush=True),
     )
     rows = []

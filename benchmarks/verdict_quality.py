@@ -89,7 +89,7 @@ def main() -> None:
         pairs = [p for p in PAIRS if p[0] == "mobilenetv3_small_100"]
     torch.set_num_threads(args.threads)
     settings = MeasureSettings(
-        threads=args.threads, warmup_s=0.1, warmup_calls=10, max_time_s=args.cap, target_width=0.01
+        threads=args.threads, warmup_s=0.1, warmup_calls=10, max_time=args.cap, target_width=0.01
     )
     figures: dict[str, Any] = {"settings": vars(args)}
     rows: list[tuple[str, ...]] = []
@@ -112,14 +112,14 @@ def main() -> None:
         )
         rows += synthetic["rows"]
         real = real_pair_quality(
-            replace(settings, max_time_s=args.real_cap), args.real_trials, args.threads
+            replace(settings, max_time=args.real_cap), args.real_trials, args.threads
         )
         figures["real_pair"] = real
         rows += real["rows"]
     figures["synthetic"] = synthetic
     bias: dict[str, Any] = {"pairs": [], "max_bias": nan}
     if "d" in sections:
-        bias = ratio_bias(pairs, args.threads, max_time_s=10.0, repeats=args.bias_repeats)
+        bias = ratio_bias(pairs, args.threads, max_time=10.0, repeats=args.bias_repeats)
     figures["ratio_bias"] = bias
     for pair in bias["pairs"]:
         rows.append(
@@ -277,7 +277,7 @@ def harness_overhead_us(settings: MeasureSettings) -> tuple[float, float]:
         noop()
         bare.append(time.perf_counter() - t0)
     bare_wall = (time.perf_counter() - start) / calls
-    quick = replace(settings, max_time_s=1.0, target_width=1e-9, warmup_s=0.01)
+    quick = replace(settings, max_time=1.0, target_width=1e-9, warmup_s=0.01)
     comparison = Interleaver(noop, noop, quick).run()
     inside = statistics.median(comparison.variant.samples_s) - statistics.median(bare)
     timed = 2 * (comparison.rounds + comparison.variant.warmup_calls + 1)
@@ -448,16 +448,14 @@ def real_pair_quality(settings: MeasureSettings, trials: int, threads: int) -> d
 
 
 def ratio_bias(
-    pairs_to_run: list[tuple[str, str]], threads: int, max_time_s: float, repeats: int = 5
+    pairs_to_run: list[tuple[str, str]], threads: int, max_time: float, repeats: int = 5
 ) -> dict[str, Any]:
     """Each side timed alone in a fresh process of its own (eager, variant, eager, ...: drift
     between processes affects both), against the engine's speedup for the pair."""
     pairs = []
     for model in sorted({m for m, _ in pairs_to_run}):
         spec = timm_spec(model)
-        evaluator = Evaluator(
-            spec, settings=MeasureSettings(threads=threads, max_time_s=max_time_s)
-        )
+        evaluator = Evaluator(spec, settings=MeasureSettings(threads=threads, max_time=max_time))
         eager = evaluator.build("eager")
         assert eager.loader is not None
         for _, technique in (p for p in pairs_to_run if p[0] == model):

@@ -5,7 +5,7 @@ from torch import nn
 
 from pytest_modelopt import MeasureSettings, ModelSpec
 
-QUICK = MeasureSettings(threads=1, warmup_s=0.02, warmup_calls=3, max_time_s=0.2)
+QUICK = MeasureSettings(threads=1, warmup_s=0.02, warmup_calls=3, max_time=0.2)
 
 
 class MLP(nn.Module):

@@ -79,7 +79,7 @@ def test_both_sides_say_how_their_memory_was_handled() -> None:
     """A worker keeps freed memory for its life; the in-process side while timed; the JSON
     carries each side's place, threads and allocator beside its median."""
     worker = Worker(Loader("test_allocator:pid_runner"), None, threads=1, fallback=lambda: None)
-    settings = MeasureSettings(warmup_s=0.05, max_time_s=0.3, block_s=0.01, transition_s=0.002)
+    settings = MeasureSettings(warmup_s=0.05, max_time=0.3, block_s=0.01, transition_s=0.002)
     data = Interleaver(worker, lambda: None, settings).run().to_dict()
     for side, place in (("variant", "worker process"), ("reference", "in process")):
         assert data[side]["isolation"] == place

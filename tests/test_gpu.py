@@ -24,7 +24,7 @@ def test_cuda_work_is_timed_to_completion() -> None:
     end.record()
     torch.cuda.synchronize()
     kernel_s = start.elapsed_time(end) / 1e3
-    settings = MeasureSettings(warmup_s=0.1, max_time_s=1.0)
+    settings = MeasureSettings(warmup_s=0.1, max_time=1.0)
     comparison = Interleaver(matmul, matmul, settings, device="cuda").run()
     assert comparison.variant.summary().p50 >= 0.8 * kernel_s
     assert comparison.isolation["variant"] == "in process (CUDA events)"

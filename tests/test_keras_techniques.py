@@ -16,7 +16,7 @@ from pytest_modelopt import Evaluator, MeasureSettings, ModelSpec
 from pytest_modelopt.errors import BuildError, NotApplicable
 
 pytestmark = pytest.mark.modelopt_requires(backend=["tensorflow", "litert"])
-QUICK = MeasureSettings(threads=1, warmup_s=0.02, warmup_calls=3, max_time_s=0.2)
+QUICK = MeasureSettings(threads=1, warmup_s=0.02, warmup_calls=3, max_time=0.2)
 
 
 def tiny_regressor() -> object:

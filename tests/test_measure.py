@@ -8,7 +8,7 @@ from pytest_modelopt.budget import Verdict, judge_all
 from pytest_modelopt.measure import Comparison, Interleaver, MeasureSettings, Timing
 from pytest_modelopt.metrics import latency_metrics
 
-FAST = MeasureSettings(warmup_s=0.05, warmup_calls=5, max_time_s=1.0, min_rounds=20)
+FAST = MeasureSettings(warmup_s=0.05, warmup_calls=5, max_time=1.0, min_rounds=20)
 
 
 def sleeper(seconds: float):
@@ -44,7 +44,7 @@ def test_identical_callables_pass_a_loose_budget() -> None:
 
 
 def test_stops_once_the_interval_is_narrow_enough() -> None:
-    settings = MeasureSettings(warmup_s=0.05, max_time_s=30, target_width=0.2, min_rounds=20)
+    settings = MeasureSettings(warmup_s=0.05, max_time=30, target_width=0.2, min_rounds=20)
     start = time.perf_counter()
     comparison = Interleaver(sleeper(0.001), sleeper(0.001), settings).run()
     assert comparison.stopped_by == "precision"
@@ -52,7 +52,7 @@ def test_stops_once_the_interval_is_narrow_enough() -> None:
 
 
 def test_time_cap_is_respected() -> None:
-    settings = MeasureSettings(warmup_s=0.05, max_time_s=0.5, target_width=1e-9)
+    settings = MeasureSettings(warmup_s=0.05, max_time=0.5, target_width=1e-9)
     start = time.perf_counter()
     comparison = Interleaver(sleeper(0.001), sleeper(0.001), settings).run()
     assert comparison.stopped_by == "time cap"
@@ -60,7 +60,7 @@ def test_time_cap_is_respected() -> None:
 
 
 def test_the_time_cap_stretches_to_the_rounds_an_interval_needs() -> None:
-    settings = MeasureSettings(warmup_s=0.05, warmup_calls=2, max_time_s=0.5, target_width=1e-9)
+    settings = MeasureSettings(warmup_s=0.05, warmup_calls=2, max_time=0.5, target_width=1e-9)
     comparison = Interleaver(sleeper(0.05), sleeper(0.05), settings).run()
     assert comparison.rounds >= 11  # the fewest with a finite 99.9% signed-rank interval
     assert all(abs(bound) < float("inf") for bound in comparison.speedup_interval)
@@ -68,7 +68,7 @@ def test_the_time_cap_stretches_to_the_rounds_an_interval_needs() -> None:
 
 
 def test_the_stretch_is_bounded() -> None:
-    settings = MeasureSettings(warmup_s=0.05, warmup_calls=2, max_time_s=0.1, target_width=1e-9)
+    settings = MeasureSettings(warmup_s=0.05, warmup_calls=2, max_time=0.1, target_width=1e-9)
     comparison = Interleaver(sleeper(0.1), sleeper(0.1), settings).run()
     assert comparison.stopped_by == "time cap"
     assert comparison.rounds < 11
@@ -77,8 +77,8 @@ def test_the_stretch_is_bounded() -> None:
 
 def test_run_again_adds_rounds() -> None:
     interleaver = Interleaver(sleeper(0.001), sleeper(0.001), FAST)
-    first = interleaver.run(max_time_s=0.2).rounds
-    assert interleaver.run(max_time_s=0.2).rounds > first
+    first = interleaver.run(max_time=0.2).rounds
+    assert interleaver.run(max_time=0.2).rounds > first
 
 
 def _comparison(variant: list[float], reference: list[float]) -> Comparison:
@@ -157,7 +157,7 @@ def test_p90_is_indicative_below_64_samples() -> None:
 def test_threads_are_fixed_and_recorded() -> None:
     torch = pytest.importorskip("torch")
     before = torch.get_num_threads()
-    settings = MeasureSettings(threads=1, warmup_s=0.01, max_time_s=0.1)
+    settings = MeasureSettings(threads=1, warmup_s=0.01, max_time=0.1)
     seen = []
     comparison = Interleaver(
         lambda: seen.append(torch.get_num_threads()), lambda: None, settings
@@ -196,7 +196,7 @@ def test_a_worker_times_per_call_latencies_in_its_own_process(tmp_path) -> None:
         threads=1,
         fallback=sleeper(0.003),
     )
-    settings = MeasureSettings(warmup_s=0.05, max_time_s=1.5, block_s=0.02, transition_s=0.005)
+    settings = MeasureSettings(warmup_s=0.05, max_time=1.5, block_s=0.02, transition_s=0.005)
     comparison = Interleaver(worker, sleeper(0.0015), settings).run()
     assert comparison.isolation == {"variant": "worker process", "reference": "in process"}
     assert comparison.cross_runtime  # a worker is always timed in blocks
@@ -217,7 +217,7 @@ def test_a_worker_that_cannot_start_falls_back_with_the_reason() -> None:
         fallback=sleeper(0.001),
         label="local",
     )
-    comparison = Interleaver(broken, unpicklable, FAST).run(max_time_s=0.3)
+    comparison = Interleaver(broken, unpicklable, FAST).run(max_time=0.3)
     variant, reference = comparison.isolation["variant"], comparison.isolation["reference"]
     assert variant.startswith("in process: variant worker failed: RuntimeError: cannot load")
     assert reference.startswith("in process: local cannot be sent to a worker process")
@@ -260,7 +260,7 @@ def test_throughput_at_a_batch_the_variant_cannot_run_says_so(tmp_path) -> None:
     from pytest_modelopt.errors import BuildError
 
     spec = ModelSpec(name="fixed", factory=OneItemOnly, example_input=np.zeros((1, 4)))
-    settings = MeasureSettings(threads=1, warmup_s=0.01, warmup_calls=3, max_time_s=0.2)
+    settings = MeasureSettings(threads=1, warmup_s=0.01, warmup_calls=3, max_time=0.2)
     result = Evaluator(spec, settings=settings, workdir=tmp_path).evaluate("eager")
     assert result.throughput_at([1], seconds=0.05)[1].value > 0
     with pytest.raises(BuildError, match=r"fixed\[eager\] cannot run a batch of 4: ValueError"):

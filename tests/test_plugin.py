@@ -16,6 +16,23 @@ def test_options_in_help(pytester: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(["*--modelopt-json*", "*--modelopt-hardware*"])
 
 
+def test_the_plugin_and_the_engine_share_one_set_of_defaults() -> None:
+    """A session with no option set measures as ``MeasureSettings()`` does (issue 15: each
+    default written once), and every Settings field that is an option defaults as it does."""
+    from dataclasses import fields, replace
+
+    from pytest_modelopt.config import Settings
+    from pytest_modelopt.hardware import detect_hardware
+    from pytest_modelopt.measure import MeasureSettings
+
+    hardware = detect_hardware()
+    measured = Settings().measure_settings(hardware)
+    assert measured == replace(MeasureSettings(), threads=measured.threads)
+    defaults = {f.name: f.default for f in fields(Settings)}
+    for option in OPTIONS:
+        assert defaults[option.name] == option.default, option.name
+
+
 def test_markers_registered_and_clean_under_strict_markers(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         """

@@ -81,11 +81,11 @@ def test_marker_max_time_replaces_the_time_cap_for_that_test(project: pytest.Pyt
 
         @pytest.mark.modelopt(techniques=["fake_fast"], max_time=0.7)
         def test_given(modelopt_variant):
-            assert modelopt_variant.settings.max_time_s == 0.7
+            assert modelopt_variant.settings.max_time == 0.7
 
         @pytest.mark.modelopt(techniques=["fake_fast"])
         def test_default(modelopt_variant):
-            assert modelopt_variant.settings.max_time_s == 0.3
+            assert modelopt_variant.settings.max_time == 0.3
         """
     )
     project.runpytest("--modelopt-max-time=0.3").assert_outcomes(passed=2)

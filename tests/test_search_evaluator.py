@@ -14,7 +14,7 @@ from pytest_modelopt import Evaluator, MeasureSettings, ModelSpec, Variant
 from pytest_modelopt.cli import main
 from pytest_modelopt.registry import _REGISTRY, register_technique
 
-QUICK = MeasureSettings(threads=1, warmup_s=0.02, warmup_calls=3, max_time_s=0.3, noise_threshold=5)
+QUICK = MeasureSettings(threads=1, warmup_s=0.02, warmup_calls=3, max_time=0.3, noise_threshold=5)
 FAKES = ("sfake_fast", "sfake_faster", "sfake_lossy", "sfake_shrink", "sfake_needs_gpu")
 
 

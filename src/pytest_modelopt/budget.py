@@ -319,7 +319,7 @@ def _more_time(seconds: float) -> str:
     cap = max(1, math.ceil(seconds))
     return (
         f"max_time={cap} on the modelopt marker, --modelopt-max-time {cap} "
-        "(MeasureSettings(max_time_s=...) in Python)"
+        "(MeasureSettings(max_time=...) in Python)"
     )
 
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from pytest_modelopt import defaults
 from pytest_modelopt.budget import INCONCLUSIVE_POLICIES
 
 if TYPE_CHECKING:
@@ -132,14 +133,23 @@ OPTIONS = (
         "how variants are measured against the reference: wall (interleaved wall-clock timing) "
         "or instructions (counted under valgrind, one thread: deterministic between sessions)",
     ),
-    Option("max_time", _positive, 10.0, "seconds of timing per variant before a verdict"),
-    Option("warmup", _positive, 1.0, "minimum seconds of warm-up per variant"),
-    Option("precision", _fraction, 0.02, "stop timing once the speedup interval is this narrow"),
-    Option("confidence", _fraction, 0.999, "confidence level of intervals and verdicts"),
+    Option(
+        "max_time", _positive, defaults.MAX_TIME_S, "seconds of timing per variant before a verdict"
+    ),
+    Option("warmup", _positive, defaults.WARMUP_S, "minimum seconds of warm-up per variant"),
+    Option(
+        "precision",
+        _fraction,
+        defaults.TARGET_WIDTH,
+        "stop timing once the speedup interval is this narrow",
+    ),
+    Option(
+        "confidence", _fraction, defaults.CONFIDENCE, "confidence level of intervals and verdicts"
+    ),
     Option(
         "noise",
         _positive,
-        0.25,
+        defaults.NOISE_THRESHOLD,
         "IQR/median of the per-round speedups above which latency is too noisy to judge",
     ),
     Option(
@@ -202,27 +212,32 @@ OPTIONS = (
 )
 
 
+def _default(name: str) -> Any:
+    """Return an option's default: each is written once, in ``OPTIONS`` (or ``defaults``)."""
+    return next(option.default for option in OPTIONS if option.name == name)
+
+
 @dataclass(frozen=True)
 class Settings:
     """The session's settings, read once from the options, ini keys and environment."""
 
-    strict: bool = False
-    threads: int | None = None
-    measure: str = "wall"
-    max_time: float = 10.0
-    warmup: float = 1.0
-    precision: float = 0.02
-    confidence: float = 0.999
-    noise: float = 0.25
-    inconclusive: str = "fail"
-    machine: str | None = None
-    baseline_dir: str | None = None
-    speedup_tolerance: float = 0.10
-    size_tolerance: float = 0.01
-    accuracy_tolerance: float = 0.005
-    instructions_tolerance: float = 0.01
-    latency_tolerance: float | None = None
-    inject_slowdown: tuple[tuple[str, float], ...] = ()
+    strict: bool = _default("strict")
+    threads: int | None = _default("threads")
+    measure: str = _default("measure")
+    max_time: float = _default("max_time")
+    warmup: float = _default("warmup")
+    precision: float = _default("precision")
+    confidence: float = _default("confidence")
+    noise: float = _default("noise")
+    inconclusive: str = _default("inconclusive")
+    machine: str | None = _default("machine")
+    baseline_dir: str | None = _default("baseline_dir")
+    speedup_tolerance: float = _default("speedup_tolerance")
+    size_tolerance: float = _default("size_tolerance")
+    accuracy_tolerance: float = _default("accuracy_tolerance")
+    instructions_tolerance: float = _default("instructions_tolerance")
+    latency_tolerance: float | None = _default("latency_tolerance")
+    inject_slowdown: tuple[tuple[str, float], ...] = _default("inject_slowdown")
     json_path: Path | None = None
     save_baseline: bool = False
     prune_baselines: bool = False
@@ -296,7 +311,7 @@ class Settings:
             if self.measure == "instructions"
             else self.threads or hardware.cpu.physical_cores,
             warmup_s=self.warmup,
-            max_time_s=self.max_time,
+            max_time=self.max_time,
             target_width=self.precision,
             confidence=self.confidence,
             noise_threshold=self.noise,

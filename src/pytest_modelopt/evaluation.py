@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pytest_modelopt.budget import INCONCLUSIVE_POLICIES, METERS
+from pytest_modelopt.defaults import SEARCH_MAX_TIME_S
 from pytest_modelopt.devices import gpu_state
 from pytest_modelopt.efficiency import count_flops, measured_peak, precision_class, roofline
 from pytest_modelopt.errors import BuildError, ModeloptError, NotApplicable
@@ -161,17 +162,17 @@ class Evaluator:
         technique_name: str,
         params: Mapping[str, Any] | None = None,
         *,
-        max_time_s: float | None = None,
+        max_time: float | None = None,
         meter: str | None = None,
     ) -> VariantResult:
         """Build, measure against the reference, size and score one variant.
 
-        ``max_time_s`` replaces the settings' time cap for this variant, ``meter`` the settings'
+        ``max_time`` replaces the settings' time cap for this variant, ``meter`` the settings'
         meter (``wall`` or ``instructions``).
         """
         settings = self.settings
-        if max_time_s is not None:
-            settings = dataclasses.replace(settings, max_time_s=float(max_time_s))
+        if max_time is not None:
+            settings = dataclasses.replace(settings, max_time=float(max_time))
         meter = meter or settings.meter
         if meter not in METERS:
             raise ValueError(f"meter must be one of {', '.join(METERS)}, got {meter!r}")
@@ -202,7 +203,7 @@ class Evaluator:
         verb = "counting instructions" if meter == "instructions" else "timing"
         self.log(
             f"{self.spec.name}[{technique_name}]: {verb} against {REFERENCE} "
-            f"(up to {settings.max_time_s:g} s)"
+            f"(up to {settings.max_time:g} s)"
         )
         comparison = interleaver.run()
         ratio = "instructions ratio" if meter == "instructions" else "speedup"
@@ -235,7 +236,7 @@ class Evaluator:
         techniques: Sequence[str] | None = None,
         chains: bool = True,
         objective: str = "latency",
-        max_time: float = 600.0,
+        max_time: float = SEARCH_MAX_TIME_S,
         params: Mapping[str, Mapping[str, Any]] | None = None,
         first: Sequence[str] = (),
     ) -> SearchResult:

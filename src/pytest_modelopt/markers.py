@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from pytest_modelopt.defaults import SEARCH_MAX_TIME_S
 from pytest_modelopt.errors import ParameterError, UnknownTechniqueError
 from pytest_modelopt.registry import get_technique
 
@@ -153,7 +154,7 @@ def best_marker_problem(marker: pytest.Mark | None, uses_fixture: bool) -> str |
     spec = kwargs.get("spec", "modelopt_spec")
     if not isinstance(spec, str):
         return f"modelopt_best(spec={spec!r}): give the name of a fixture that returns a ModelSpec"
-    problem = _max_time_problem(kwargs.get("max_time", 600))
+    problem = _max_time_problem(kwargs.get("max_time", SEARCH_MAX_TIME_S))
     return f"modelopt_best: {problem}" if problem else None
 
 

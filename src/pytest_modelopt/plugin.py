@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import pytest
 
 from pytest_modelopt.config import Settings, add_options
+from pytest_modelopt.defaults import SEARCH_MAX_TIME_S
 from pytest_modelopt.errors import (
     ContractViolation,
     ModeloptError,
@@ -329,7 +330,7 @@ def modelopt_best(request: pytest.FixtureRequest, _modelopt_workdir: Any) -> Ite
             techniques=[techniques] if isinstance(techniques, str) else techniques,
             chains=kwargs.get("chains", True),
             objective=kwargs.get("objective", "latency"),
-            max_time=kwargs.get("max_time", 600),
+            max_time=kwargs.get("max_time", SEARCH_MAX_TIME_S),
             params=kwargs.get("params"),
             first=[recorded] if recorded else (),  # checked whatever the time budget
         )
@@ -372,7 +373,7 @@ def modelopt_variant(
             modelopt_technique,
             _modelopt_workdir / spec.name,
             params,
-            max_time_s=marker.kwargs.get("max_time") if marker else None,
+            max_time=marker.kwargs.get("max_time") if marker else None,
             meter=meter,
         )
     except RequirementMissing as missing:

@@ -182,5 +182,5 @@ def counting_settings(settings: MeasureSettings) -> MeasureSettings:
         min_rounds=COUNTED_ROUNDS,
         check_every=1,
         overrun=math.inf,
-        max_time_s=max(settings.max_time_s, 60.0),
+        max_time=max(settings.max_time, 60.0),
     )

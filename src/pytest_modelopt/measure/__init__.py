@@ -37,10 +37,9 @@ from pytest_modelopt.measure.comparison import Comparison, Timing
 from pytest_modelopt.measure.conditions import current_threads, fixed_threads, gc_paused
 from pytest_modelopt.measure.engine import Interleaver, time_alone
 from pytest_modelopt.measure.meters import Call, CudaEvents, Meter, Side
-from pytest_modelopt.measure.settings import OVERRUN, MeasureSettings
+from pytest_modelopt.measure.settings import MeasureSettings
 
 __all__ = [
-    "OVERRUN",
     "Call",
     "Comparison",
     "CudaEvents",

@@ -62,14 +62,14 @@ class Interleaver:
         call: Call = side
         return CudaEvents(call) if self._cuda else InProcess(call)
 
-    def run(self, max_time_s: float | None = None) -> Comparison:
+    def run(self, max_time: float | None = None) -> Comparison:
         """Warm up, then add rounds until precise enough or out of time.
 
         The time cap is stretched (up to ``settings.overrun`` times) for as many rounds as a finite
         interval needs: fewer could decide nothing, so stopping there would waste the time spent.
         """
         settings = self.settings
-        budget = settings.max_time_s if max_time_s is None else max_time_s
+        budget = settings.max_time if max_time is None else max_time
         with (
             self._started(),
             fixed_threads(settings.threads),

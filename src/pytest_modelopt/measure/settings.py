@@ -4,10 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pytest_modelopt.defaults import (
+    CONFIDENCE,
+    MAX_TIME_S,
+    NOISE_THRESHOLD,
+    OVERRUN,
+    TARGET_WIDTH,
+    WARMUP_S,
+)
 from pytest_modelopt.stats import ESTIMATORS
-
-# How far past its time cap a comparison may go to reach the rounds a finite interval needs.
-OVERRUN = 4.0
 
 
 @dataclass(frozen=True)
@@ -15,18 +20,18 @@ class MeasureSettings:
     """How the engine times a comparison: threads, warm-up, time cap, rounds and stopping rule.
 
     Timing stops once the speedup's ``confidence`` interval is narrower than ``target_width``,
-    or at ``max_time_s`` (stretched up to ``overrun`` times for the rounds a finite interval
+    or at ``max_time`` (stretched up to ``overrun`` times for the rounds a finite interval
     needs).
     """
 
     threads: int | None = None
-    warmup_s: float = 1.0
+    warmup_s: float = WARMUP_S
     warmup_calls: int = 10
-    max_time_s: float = 10.0
+    max_time: float = MAX_TIME_S
     min_rounds: int = 20
-    target_width: float = 0.02
-    confidence: float = 0.999
-    noise_threshold: float = 0.25
+    target_width: float = TARGET_WIDTH
+    confidence: float = CONFIDENCE
+    noise_threshold: float = NOISE_THRESHOLD
     seed: int = 0
     block_s: float = 0.05
     transition_s: float = 0.04

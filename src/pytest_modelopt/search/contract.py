@@ -79,7 +79,7 @@ def baseline_entry(
         },
         "settings": {
             **settings,
-            "search_max_time": finite_or_none(found.max_time_s),
+            "search_max_time": finite_or_none(found.max_time),
             "search_elapsed_s": round(found.elapsed_s, 1),
         },
         "environment": {key: str(value) for key, value in dict(environment).items()},

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pytest_modelopt.budget import Budget, Measured
+from pytest_modelopt.defaults import SEARCH_MAX_TIME_S
 from pytest_modelopt.search.candidates import REFERENCE, Candidate, _finite, _show
 from pytest_modelopt.search.choice import Choice, choose
 from pytest_modelopt.search.objective import _budgets, parse_objective
@@ -72,7 +73,7 @@ class SearchResult:
     untried: list[str] = field(default_factory=list)
     remeasured: list[tuple[str, str]] = field(default_factory=list)
     elapsed_s: float = 0.0
-    max_time_s: float = math.inf
+    max_time: float = math.inf
     hardware: Hardware | None = None
 
     @property
@@ -123,7 +124,7 @@ class SearchResult:
     def summary(self) -> str:
         """One line: time spent, what was built, and what was not."""
         return (
-            f"search of {self.choice.spec}: {self.elapsed_s:.1f} s of {self.max_time_s:g} s; "
+            f"search of {self.choice.spec}: {self.elapsed_s:.1f} s of {self.max_time:g} s; "
             f"{len(self.records)} measured, {len(self.failed)} failed to build, "
             f"{len(self.skipped)} skipped, {len(self.pruned)} chains pruned, "
             f"{len(self.untried)} untried, {len(self.remeasured)} noisy contenders remeasured"
@@ -152,7 +153,7 @@ class SearchResult:
         return {
             **choice,
             "elapsed_s": self.elapsed_s,
-            "max_time_s": _finite(self.max_time_s),
+            "max_time": _finite(self.max_time),
             "skipped": [list(entry) for entry in self.skipped],
             "failed": [list(entry) for entry in self.failed],
             "pruned": [list(entry) for entry in self.pruned],
@@ -168,7 +169,7 @@ def search(
     techniques: Sequence[str] | None = None,
     chains: bool = True,
     objective: str = "latency",
-    max_time: float = 600.0,
+    max_time: float = SEARCH_MAX_TIME_S,
     params: Mapping[str, Mapping[str, Any]] | None = None,
     first: Sequence[str] = (),
 ) -> SearchResult:
@@ -194,7 +195,7 @@ def search(
     spec, log = evaluator.spec.name, evaluator.log
     fingerprint = evaluator.hardware.fingerprint
     empty = Choice(spec, fingerprint, parse_objective(objective), parsed, [], None)
-    found = SearchResult(choice=empty, records=[], max_time_s=float(max_time))
+    found = SearchResult(choice=empty, records=[], max_time=float(max_time))
     start = time.monotonic()
     queue = []
     for name in sorted(dict.fromkeys(names), key=_priority):

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pytest_modelopt.atomic import atomic_write_text
+from pytest_modelopt.defaults import SEARCH_MAX_TIME_S
 from pytest_modelopt.readable import one_line, quiet_third_party_logs
 from pytest_modelopt.session.context import SessionContext
 
@@ -132,7 +133,7 @@ class MeasurementScheduler:
         workdir: Path,
         params: Mapping[str, Any] | None = None,
         *,
-        max_time_s: float | None = None,
+        max_time: float | None = None,
         meter: str | None = None,
     ) -> VariantResult:
         """Build and measure one variant with the timing lock held.
@@ -148,7 +149,7 @@ class MeasurementScheduler:
 
                 variant = evaluator.build(technique, params)
                 inject_slowdown(variant, slowdown, batch=spec.example_input)
-            result = evaluator.evaluate(technique, params, max_time_s=max_time_s, meter=meter)
+            result = evaluator.evaluate(technique, params, max_time=max_time, meter=meter)
         result.remeasure = self._locked(nodeid, result.remeasure)
         return result
 
@@ -162,7 +163,7 @@ class MeasurementScheduler:
         techniques: Sequence[str] | None = None,
         chains: bool = True,
         objective: str = "latency",
-        max_time: float = 600.0,
+        max_time: float = SEARCH_MAX_TIME_S,
         params: Mapping[str, Mapping[str, Any]] | None = None,
         first: Sequence[str] = (),
     ) -> SearchResult:

@@ -1,6 +1,7 @@
 """The timing protocol on synthetic workloads whose answer is known."""
 
 import time
+from dataclasses import replace
 
 import pytest
 
@@ -176,7 +177,8 @@ def sleeping_runner(seconds: float, pid_file: str | None = None):
         import os
         from pathlib import Path
 
-        Path(pid_file).write_text(str(os.getpid()))
+        with Path(pid_file).open("a") as file:  # each worker that loads it adds its pid
+            file.write(f"{os.getpid()}\n")
     return lambda batch: time.sleep(seconds)
 
 
@@ -203,7 +205,47 @@ def test_a_worker_times_per_call_latencies_in_its_own_process(tmp_path) -> None:
     assert comparison.variant.block_calls >= 2
     assert min(comparison.variant.samples_s) >= 0.003  # one sample per call, not per block
     assert comparison.speedup == pytest.approx(0.5, rel=0.2)
-    assert int(pid_file.read_text()) != os.getpid()
+    assert str(os.getpid()) not in pid_file.read_text().split()
+
+
+def test_a_worker_comparison_is_timed_in_fresh_process_pairs_its_interval_spanning_theirs(
+    tmp_path,
+) -> None:
+    """Issue 19: a pair of processes carries an effect of its own that its rounds cannot show;
+    timed in several fresh pairs, the interval spans each pair's."""
+    from pytest_modelopt.worker import Loader, Worker
+
+    pid_file = tmp_path / "pids"
+    worker = Worker(
+        Loader("test_measure:sleeping_runner", {"seconds": 0.003, "pid_file": str(pid_file)}),
+        None,
+        threads=1,
+        fallback=sleeper(0.003),
+    )
+    settings = MeasureSettings(
+        warmup_s=0.05, max_time=1.5, block_s=0.02, transition_s=0.005, process_pairs=3
+    )
+    interleaver = Interleaver(worker, sleeper(0.0015), settings)
+    comparison = interleaver.run()
+    assert len(set(pid_file.read_text().split())) == 3  # three fresh worker processes
+    pairs = comparison.process_pairs
+    assert len(pairs) == 3
+    assert sum(pair["rounds"] for pair in pairs) == comparison.rounds
+    low, high = comparison.speedup_interval
+    for pair in pairs:
+        assert pair["rounds"] >= 11  # each pair bounds an interval of its own
+        assert low <= pair["interval"][0] <= pair["interval"][1] <= high
+    assert comparison.to_dict()["process_pairs"] == pairs
+    # measuring again (an inconclusive verdict's second measurement) adds one fresh pair
+    again = interleaver.run()
+    assert len(again.process_pairs) == 4
+    assert len(set(pid_file.read_text().split())) == 4
+
+
+def test_in_process_sides_are_timed_in_one_pass() -> None:
+    comparison = Interleaver(sleeper(0.001), sleeper(0.001), replace(FAST, process_pairs=3)).run()
+    assert comparison.process_pairs == []
+    assert "process_pairs" not in comparison.to_dict()
 
 
 def test_a_worker_that_cannot_start_falls_back_with_the_reason() -> None:

@@ -49,6 +49,8 @@ class Comparison:
     meter: str = "wall"
     unit: str = "s"
     counts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Worker sides timed in several process pairs: each pair's estimate, interval and rounds.
+    process_pairs: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def noise(self) -> float:
@@ -77,6 +79,8 @@ class Comparison:
         }
         if self.counts:
             data["counts"] = self.counts
+        if self.process_pairs:
+            data["process_pairs"] = self.process_pairs
         for side in ("variant", "reference"):
             timing: Timing = getattr(self, side)
             data[side] = {

@@ -55,6 +55,7 @@ class Interleaver:
         self._elapsed = 0.0
         self._threads: int | None = None
         self._allocator = ["", ""]
+        self._segments: list[tuple[int, int]] = []  # each process pair's rounds: [begin, end)
 
     def _side(self, side: Call | Side) -> Side:
         if hasattr(side, "sample"):
@@ -67,22 +68,43 @@ class Interleaver:
 
         The time cap is stretched (up to ``settings.overrun`` times) for as many rounds as a finite
         interval needs: fewer could decide nothing, so stopping there would waste the time spent.
+        Worker sides are timed in ``settings.process_pairs`` fresh pairs of processes, one after
+        the other, each given its share of the time (a later run adds one pair).
         """
         settings = self.settings
         budget = settings.max_time if max_time is None else max_time
-        with (
-            self._started(),
-            fixed_threads(settings.threads),
-            freed_memory_kept() as allocator,
-            gc_paused(),
-        ):
-            self._allocator = [getattr(side, "allocator", allocator) for side in self._sides]
-            start = time.perf_counter()
-            self._warm_up(budget)
-            stopped_by = self._rounds(start + budget, start + settings.overrun * budget)
-            self._threads = current_threads()
-            self._elapsed += time.perf_counter() - start
+        pairs = self._process_pairs()
+        stopped_by = ""
+        for _ in range(pairs):
+            with (
+                self._started(),
+                fixed_threads(settings.threads),
+                freed_memory_kept() as allocator,
+                gc_paused(),
+            ):
+                self._allocator = [getattr(side, "allocator", allocator) for side in self._sides]
+                start = time.perf_counter()
+                share = budget / pairs
+                self._warm_up(share)
+                begin = len(self._ratios)
+                stopped_by = self._rounds(start + share, start + settings.overrun * share, begin)
+                self._segments.append((begin, len(self._ratios)))
+                self._threads = current_threads()
+                self._elapsed += time.perf_counter() - start
         return self._comparison(stopped_by)
+
+    def _process_pairs(self) -> int:
+        """How many fresh process pairs this run times in.
+
+        ``settings.process_pairs`` on the first run of a comparison with a worker side this
+        engine starts itself, else one. A pair of processes carries an effect of its own for its
+        whole life (an A/A comparison of eager against itself in two processes read 0.95-0.97 in
+        every comparison of one pair, 0.99-1.08 in another's), which the rounds of one pair cannot
+        show; timed in several pairs, that effect moves the estimate less and widens the interval.
+        """
+        starts_workers = any(isinstance(s, Worker) and not s.running for s in self._sides)
+        first = self._timings is None
+        return max(1, self.settings.process_pairs) if first and starts_workers else 1
 
     @contextlib.contextmanager
     def _started(self) -> Iterator[None]:
@@ -155,7 +177,8 @@ class Interleaver:
                 timing.discarded_calls = max(1, math.ceil(settings.transition_s / typical))
         self._log(f"warmed up: {len(warm[0])} calls each in {time.perf_counter() - start:.1f} s")
 
-    def _rounds(self, deadline: float, last_deadline: float) -> str:
+    def _rounds(self, deadline: float, last_deadline: float, begin: int = 0) -> str:
+        """Add rounds (from index ``begin`` on: this process pair's) until precise or timed out."""
         assert self._timings is not None
         variant, reference = self._timings
         settings = self.settings
@@ -180,20 +203,21 @@ class Interleaver:
             self._ratios.append(r / v if v > 0 else math.inf)
             now = time.perf_counter()
             if len(self._ratios) >= next_check and now >= next_check_time:
-                estimate, interval = self._estimate(self._ratios)
+                estimate, interval = self._estimate(self._ratios[begin:])
                 if relative_width(estimate, interval) <= settings.target_width:
                     return "precision"
-                next_check = len(self._ratios) + max(settings.check_every, len(self._ratios) // 10)
+                rounds = len(self._ratios) - begin
+                next_check = len(self._ratios) + max(settings.check_every, rounds // 10)
                 # Checks get dearer with the rounds: keep them to a few % of the time.
                 next_check_time = now + 30 * (time.perf_counter() - now)
             if now >= deadline:
-                if len(self._ratios) >= floor or now >= last_deadline:
+                if len(self._ratios) - begin >= floor or now >= last_deadline:
                     return "time cap"
                 if not stretched:
                     stretched = True
                     self._log(
-                        f"{len(self._ratios)} rounds at the time cap; going on to {floor}, the "
-                        f"fewest that bound a {settings.confidence:.1%} interval"
+                        f"{len(self._ratios) - begin} rounds at the time cap; going on to "
+                        f"{floor}, the fewest that bound a {settings.confidence:.1%} interval"
                     )
 
     def _estimate(self, ratios: list[float]) -> tuple[float, tuple[float, float]]:
@@ -228,6 +252,14 @@ class Interleaver:
         assert self._timings is not None
         ratios = list(self._ratios)
         speedup, interval = self._estimate(ratios)
+        pairs = []
+        if len(self._segments) > 1:  # the interval spans every pair's: their effects included
+            for begin, end in self._segments:
+                estimate, (low, high) = self._estimate(ratios[begin:end])
+                pairs.append({"speedup": estimate, "interval": [low, high], "rounds": end - begin})
+                # A pair cut short by the time cap bounds nothing; its rounds count in the whole.
+                if end - begin >= self._fewest_rounds():
+                    interval = (min(interval[0], low), max(interval[1], high))
         counts = {}
         for name, side, timing in zip(
             ("variant", "reference"), self._sides, self._timings, strict=True
@@ -252,6 +284,7 @@ class Interleaver:
             meter=self.settings.meter,
             unit=str(getattr(self._sides[0], "unit", "s")),
             counts=counts,
+            process_pairs=pairs,
         )
 
 

@@ -9,6 +9,7 @@ from pytest_modelopt.defaults import (
     MAX_TIME_S,
     NOISE_THRESHOLD,
     OVERRUN,
+    PROCESS_PAIRS,
     TARGET_WIDTH,
     WARMUP_S,
 )
@@ -36,6 +37,7 @@ class MeasureSettings:
     block_s: float = 0.05
     transition_s: float = 0.04
     workers: bool = True
+    process_pairs: int = PROCESS_PAIRS
     meter: str = "wall"
     settle: bool = True
     first_call: bool = True

@@ -19,7 +19,7 @@ from searchdata import digits_records, record
 # so that the fakes' speedups (10x, 1x) have bounded intervals in half a second.
 BEST_INI = """
 [pytest]
-modelopt_max_time = 0.5
+modelopt_max_time = 2
 modelopt_warmup = 0.05
 modelopt_noise = 5
 modelopt_confidence = 0.95

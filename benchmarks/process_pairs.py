@@ -11,9 +11,9 @@ process pair carries for its life from what the machine does over time. Prints, 
 time ratio in-process/worker of each comparison with its interval and both medians.
 
 With ``--engine N``: N comparisons as a cross-runtime row makes them, both sides in fresh
-workers of their own, the engine timing them in ``--pairs`` process pairs (1: the protocol before
-issue 19's fix; 3: the default). Prints each A/A speedup and interval, and how many intervals
-exclude 1.00x: at 99.9% confidence, any is a miss.
+workers of their own, the engine timing them in ``--pairs`` process pairs (1: the default; 3:
+``--modelopt-process-pairs 3``). Prints each A/A speedup and interval, each pair's estimate, the
+wall time, and how many intervals exclude 1.00x: at 99.9% confidence, any is a miss.
 
     python benchmarks/process_pairs.py --engine 8 --pairs 1
     python benchmarks/process_pairs.py --engine 8 --pairs 3

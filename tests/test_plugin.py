@@ -308,6 +308,18 @@ def test_bad_option_value_is_a_usage_error(project: pytest.Pytester) -> None:
     result = project.runpytest("--modelopt-max-time=-1")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--modelopt-max-time: expected a positive number*"])
+    result = project.runpytest("--modelopt-process-pairs=0")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--modelopt-process-pairs: expected a whole number >= 1*"])
+
+
+def test_process_pairs_reach_the_engine_and_the_record() -> None:
+    from pytest_modelopt.config import Settings
+    from pytest_modelopt.hardware import detect_hardware
+
+    settings = Settings(process_pairs=3)
+    assert settings.measure_settings(detect_hardware()).process_pairs == 3
+    assert settings.recorded_settings()["process_pairs"] == 3
 
 
 def test_results_json(project: pytest.Pytester) -> None:

@@ -67,6 +67,13 @@ def _threads(text: str) -> int | None:
     return value
 
 
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
 def _tolerance(text: str) -> float:
     value = float(text)
     if not 0 <= value < 1:
@@ -153,6 +160,13 @@ OPTIONS = (
         "IQR/median of the per-round speedups above which latency is too noisy to judge",
     ),
     Option(
+        "process_pairs",
+        _count,
+        defaults.PROCESS_PAIRS,
+        "time worker-process sides in this many fresh process pairs, the interval reaching each "
+        "pair's estimate (a pair's own effect then shows in the interval)",
+    ),
+    Option(
         "inconclusive",
         _policy,
         "fail",
@@ -229,6 +243,7 @@ class Settings:
     precision: float = _default("precision")
     confidence: float = _default("confidence")
     noise: float = _default("noise")
+    process_pairs: int = _default("process_pairs")
     inconclusive: str = _default("inconclusive")
     machine: str | None = _default("machine")
     baseline_dir: str | None = _default("baseline_dir")
@@ -293,7 +308,7 @@ class Settings:
 
     def recorded_settings(self) -> dict[str, Any]:
         """Return the settings that change a measurement, stored with each baseline entry."""
-        names = ("max_time", "warmup", "precision", "confidence", "noise")
+        names = ("max_time", "warmup", "precision", "confidence", "noise", "process_pairs")
         return {name: getattr(self, name) for name in names}
 
     def measure_settings(self, hardware: Hardware) -> MeasureSettings:
@@ -315,6 +330,7 @@ class Settings:
             target_width=self.precision,
             confidence=self.confidence,
             noise_threshold=self.noise,
+            process_pairs=self.process_pairs,
             meter=self.measure,
             profile_operators=self.save_baseline,
         )

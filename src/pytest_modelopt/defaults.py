@@ -13,6 +13,6 @@ NOISE_THRESHOLD = 0.25  # IQR/median of the per-round ratios above which nothing
 # How far past its time cap a comparison may go to reach the rounds a finite interval needs.
 OVERRUN = 4.0
 SEARCH_MAX_TIME_S = 600.0  # seconds a search (Evaluator.best, modelopt_best) may start candidates
-# Fresh pairs of worker processes a cross-runtime comparison is timed in (issue 19): a pair's own
-# effect, invisible to its rounds, then widens the interval instead of moving the estimate.
-PROCESS_PAIRS = 3
+# Fresh pairs of worker processes a cross-runtime comparison is timed in. More than one shows a
+# pair's own effect in the interval, at about twice the wall time for three (verdict-quality.md).
+PROCESS_PAIRS = 1

@@ -25,11 +25,11 @@ Two runtimes are timed each in a worker process of its own where their variants 
 there (pytest_modelopt.worker): their thread pools then never share a process. A pair of
 processes carries an effect of its own for its life (an A/A comparison of eager against itself in
 two processes read 0.95-0.97 in every comparison of one pair, 1.00-1.08 in another's), which its
-rounds cannot show; so worker sides are timed in ``process_pairs`` fresh pairs of processes, one
-after the other, each with its share of the time and its own warm-up and stopping rule, and the
-interval spans every pair's that bounds one (the estimate is over all rounds; a pair cut short by
-the time cap adds its rounds only). GPU work is timed
-with CUDA events around each call, never a host clock around asynchronous work.
+rounds cannot show; so worker sides can be timed in ``process_pairs`` fresh pairs of processes,
+one after the other, each with its share of the time and its own warm-up and stopping rule: the
+estimate is over all rounds, and the interval reaches every pair's estimate. A comparison measured
+again adds one fresh pair (with ``process_pairs=1``, its rounds pool with the first's). GPU work is
+timed with CUDA events around each call, never a host clock around asynchronous work.
 
 The engine asks each side, a *meter*, for samples: per-call figures in the meter's unit. Wall-clock
 meters (``InProcess``, ``Worker``, ``CudaEvents``) give seconds; the counting meter

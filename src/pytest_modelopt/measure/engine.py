@@ -69,28 +69,34 @@ class Interleaver:
         The time cap is stretched (up to ``settings.overrun`` times) for as many rounds as a finite
         interval needs: fewer could decide nothing, so stopping there would waste the time spent.
         Worker sides are timed in ``settings.process_pairs`` fresh pairs of processes, one after
-        the other, each given its share of the time (a later run adds one pair).
+        the other, each given its share of the time; a later run adds one fresh pair. Rounds in
+        this process only add to the rounds before.
         """
         settings = self.settings
         budget = settings.max_time if max_time is None else max_time
         pairs = self._process_pairs()
         stopped_by = ""
-        for _ in range(pairs):
+        for index in range(pairs):
             with (
                 self._started(),
                 fixed_threads(settings.threads),
                 freed_memory_kept() as allocator,
                 gc_paused(),
             ):
+                in_workers = any(isinstance(side, Worker) for side in self._sides)
+                # A side fallen back to this process has no fresh pair to come: the rest is its.
+                share = budget * (1 if in_workers else pairs - index) / pairs
                 self._allocator = [getattr(side, "allocator", allocator) for side in self._sides]
                 start = time.perf_counter()
-                share = budget / pairs
                 self._warm_up(share)
                 begin = len(self._ratios)
                 stopped_by = self._rounds(start + share, start + settings.overrun * share, begin)
-                self._segments.append((begin, len(self._ratios)))
+                if in_workers:
+                    self._segments.append((begin, len(self._ratios)))
                 self._threads = current_threads()
                 self._elapsed += time.perf_counter() - start
+            if not in_workers:
+                break
         return self._comparison(stopped_by)
 
     def _process_pairs(self) -> int:
@@ -100,7 +106,8 @@ class Interleaver:
         engine starts itself, else one. A pair of processes carries an effect of its own for its
         whole life (an A/A comparison of eager against itself in two processes read 0.95-0.97 in
         every comparison of one pair, 0.99-1.08 in another's), which the rounds of one pair cannot
-        show; timed in several pairs, that effect moves the estimate less and widens the interval.
+        show; timed in several pairs, that effect moves the estimate less and shows in the
+        interval, at the cost of each pair's start and warm-up.
         """
         starts_workers = any(isinstance(s, Worker) and not s.running for s in self._sides)
         first = self._timings is None
@@ -252,14 +259,19 @@ class Interleaver:
         assert self._timings is not None
         ratios = list(self._ratios)
         speedup, interval = self._estimate(ratios)
-        pairs = []
-        if len(self._segments) > 1:  # the interval spans every pair's: their effects included
+        pairs: list[dict[str, Any]] = []
+        estimates: list[float] = []
+        if len(self._segments) > 1:
             for begin, end in self._segments:
                 estimate, (low, high) = self._estimate(ratios[begin:end])
                 pairs.append({"speedup": estimate, "interval": [low, high], "rounds": end - begin})
-                # A pair cut short by the time cap bounds nothing; its rounds count in the whole.
-                if end - begin >= self._fewest_rounds():
-                    interval = (min(interval[0], low), max(interval[1], high))
+                if math.isfinite(estimate):
+                    estimates.append(estimate)
+        # Asked for pairs, the interval reaches every pair's estimate, so that the spread between
+        # pairs (their own effects) shows in it; not their intervals, which a pair's few rounds
+        # make wide. (A single pair measured again pools its rounds, as before.)
+        if self.settings.process_pairs > 1 and estimates:
+            interval = (min(interval[0], *estimates), max(interval[1], *estimates))
         counts = {}
         for name, side, timing in zip(
             ("variant", "reference"), self._sides, self._timings, strict=True

@@ -69,8 +69,8 @@ class Interleaver:
         The time cap is stretched (up to ``settings.overrun`` times) for as many rounds as a finite
         interval needs: fewer could decide nothing, so stopping there would waste the time spent.
         Worker sides are timed in ``settings.process_pairs`` fresh pairs of processes, one after
-        the other, each given its share of the time; a later run adds one fresh pair. Rounds in
-        this process only add to the rounds before.
+        the other, each given its share of the time; a later run adds one fresh pair, whose
+        rounds (as a later run's in this process) join those before.
         """
         settings = self.settings
         budget = settings.max_time if max_time is None else max_time
@@ -89,10 +89,12 @@ class Interleaver:
                 self._allocator = [getattr(side, "allocator", allocator) for side in self._sides]
                 start = time.perf_counter()
                 self._warm_up(share)
-                begin = len(self._ratios)
-                stopped_by = self._rounds(start + share, start + settings.overrun * share, begin)
+                first_round = len(self._ratios)
+                # Each of several pairs stops by its own rounds; one pair, by all so far.
+                own = first_round if settings.process_pairs > 1 else 0
+                stopped_by = self._rounds(start + share, start + settings.overrun * share, own)
                 if in_workers:
-                    self._segments.append((begin, len(self._ratios)))
+                    self._segments.append((first_round, len(self._ratios)))
                 self._threads = current_threads()
                 self._elapsed += time.perf_counter() - start
             if not in_workers:
@@ -185,7 +187,7 @@ class Interleaver:
         self._log(f"warmed up: {len(warm[0])} calls each in {time.perf_counter() - start:.1f} s")
 
     def _rounds(self, deadline: float, last_deadline: float, begin: int = 0) -> str:
-        """Add rounds (from index ``begin`` on: this process pair's) until precise or timed out."""
+        """Add rounds until the rounds from index ``begin`` on are precise enough, or time is up."""
         assert self._timings is not None
         variant, reference = self._timings
         settings = self.settings

@@ -21,7 +21,7 @@ BEST_INI = """
 [pytest]
 modelopt_max_time = 2
 modelopt_warmup = 0.05
-modelopt_noise = 5
+modelopt_noise = 0.5
 modelopt_confidence = 0.95
 """
 FAST_AND_SAME = """

@@ -186,18 +186,19 @@ def failing_runner():
     raise RuntimeError("cannot load this variant here")
 
 
+def sleeping_worker(pid_file):
+    """A worker process whose variant sleeps 3 ms a call, appending its pid to ``pid_file``."""
+    from pytest_modelopt.worker import Loader, Worker
+
+    loader = Loader("test_measure:sleeping_runner", {"seconds": 0.003, "pid_file": str(pid_file)})
+    return Worker(loader, None, threads=1, fallback=sleeper(0.003))
+
+
 def test_a_worker_times_per_call_latencies_in_its_own_process(tmp_path) -> None:
     import os
 
-    from pytest_modelopt.worker import Loader, Worker
-
     pid_file = tmp_path / "pid"
-    worker = Worker(
-        Loader("test_measure:sleeping_runner", {"seconds": 0.003, "pid_file": str(pid_file)}),
-        None,
-        threads=1,
-        fallback=sleeper(0.003),
-    )
+    worker = sleeping_worker(pid_file)
     settings = MeasureSettings(warmup_s=0.05, max_time=1.5, block_s=0.02, transition_s=0.005)
     comparison = Interleaver(worker, sleeper(0.0015), settings).run()
     assert comparison.isolation == {"variant": "worker process", "reference": "in process"}
@@ -213,15 +214,8 @@ def test_a_worker_comparison_is_timed_in_fresh_process_pairs_its_interval_reachi
 ) -> None:
     """Issue 19: a pair of processes carries an effect of its own that its rounds cannot show;
     timed in several fresh pairs, the interval reaches each pair's estimate."""
-    from pytest_modelopt.worker import Loader, Worker
-
     pid_file = tmp_path / "pids"
-    worker = Worker(
-        Loader("test_measure:sleeping_runner", {"seconds": 0.003, "pid_file": str(pid_file)}),
-        None,
-        threads=1,
-        fallback=sleeper(0.003),
-    )
+    worker = sleeping_worker(pid_file)
     settings = MeasureSettings(
         warmup_s=0.05, max_time=1.5, block_s=0.02, transition_s=0.005, process_pairs=3
     )

@@ -392,6 +392,26 @@ def test_store_roundtrip_and_validation(tmp_path: Path) -> None:
     assert "[not overwritten]" in report.errors[0]
 
 
+def test_a_setting_stored_under_its_old_name_reads_and_saves_under_the_new_one(
+    tmp_path: Path,
+) -> None:
+    """``precision`` (the interval width) became ``target_width``: files written before the
+    rename read as if written after it, and the next save writes the new name."""
+    from pytest_modelopt.baselines import SaveReport
+
+    store = BaselineStore(tmp_path, fake_hardware())
+    store.save({"t.py::test[a]": {**entry(), "settings": {"precision": 0.03}}}, SaveReport())
+    path = store.path_for("t.py")
+    assert '"precision": 0.03' in path.read_text()  # as an old version wrote it
+    fresh = BaselineStore(tmp_path, fake_hardware())
+    assert fresh.entry("t.py::test[a]")["settings"] == {"target_width": 0.03}
+    report = SaveReport()
+    fresh.save({"t.py::test[b]": entry()}, report)
+    assert not report.errors
+    text = path.read_text()
+    assert '"target_width": 0.03' in text and "precision" not in text
+
+
 def test_an_entry_with_a_nan_is_reported_and_the_others_are_saved(tmp_path: Path) -> None:
     from pytest_modelopt.baselines import SaveReport
 

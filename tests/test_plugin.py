@@ -313,6 +313,50 @@ def test_bad_option_value_is_a_usage_error(project: pytest.Pytester) -> None:
     result.stderr.fnmatch_lines(["*--modelopt-process-pairs: expected a whole number >= 1*"])
 
 
+TARGET_WIDTH_TEST = """
+def test_width(request):
+    from pytest_modelopt.plugin import SESSION_KEY
+
+    settings = request.config.stash[SESSION_KEY].settings
+    assert settings.target_width == 0.05
+    assert settings.recorded_settings()["target_width"] == 0.05
+"""
+
+
+@pytest.mark.parametrize(
+    ("args", "ini", "warning"),
+    [
+        (["--modelopt-target-width=0.05"], "", None),
+        ([], "modelopt_target_width = 0.05", None),
+        (
+            ["--modelopt-precision=0.05"],
+            "",
+            "--modelopt-precision is deprecated: use --modelopt-target-width*",
+        ),
+        (
+            [],
+            "modelopt_precision = 0.05",
+            "modelopt_precision is deprecated: use modelopt_target_width*",
+        ),
+        (["--modelopt-target-width=0.05"], "modelopt_precision = 0.5", None),
+    ],
+    ids=["flag", "ini", "old-flag", "old-ini", "new-name-wins"],
+)
+def test_the_interval_width_option_and_its_old_name(
+    pytester: pytest.Pytester, args: list[str], ini: str, warning: str | None
+) -> None:
+    """``--modelopt-precision`` was renamed ``--modelopt-target-width`` (``precision`` read as
+    fp32 beside the variants' precisions): the old flag and ini key still work, with a warning."""
+    pytester.makeini(f"[pytest]\n{ini}\n")
+    pytester.makepyfile(TARGET_WIDTH_TEST)
+    result = pytester.runpytest(*args)
+    result.assert_outcomes(passed=1)
+    if warning:
+        result.stdout.fnmatch_lines([f"*PytestDeprecationWarning: {warning}"])
+    else:
+        result.stdout.no_fnmatch_line("*deprecated*")
+
+
 def test_process_pairs_reach_the_engine_and_the_record() -> None:
     from pytest_modelopt.config import Settings
     from pytest_modelopt.hardware import detect_hardware

@@ -3,227 +3,27 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_modelopt import defaults
-from pytest_modelopt.budget import INCONCLUSIVE_POLICIES
+from pytest_modelopt.options import (
+    MACHINE_ENV,
+    OPTIONS,
+    STRICT_ENV,
+    add_options,
+    parse_bool,
+    read_option,
+)
 
 if TYPE_CHECKING:
     from pytest_modelopt.baselines import Tolerances
     from pytest_modelopt.hardware import Hardware
     from pytest_modelopt.measure import MeasureSettings
 
-STRICT_ENV = "MODELOPT_STRICT"
-MACHINE_ENV = "MODELOPT_MACHINE"
-
-
-@dataclass(frozen=True)
-class Option:
-    """One setting: its command-line flag, ini key, type, default and help."""
-
-    name: str
-    type: Callable[[str], Any]
-    default: Any
-    help: str
-    ini_type: str = "string"
-
-    @property
-    def flag(self) -> str:
-        """Return the option's command-line flag: ``--modelopt-`` and its name, dashed."""
-        return "--modelopt-" + self.name.replace("_", "-")
-
-    @property
-    def ini(self) -> str:
-        """Return the option's ini key: ``modelopt_`` and its name."""
-        return "modelopt_" + self.name
-
-
-def _bool(text: str) -> bool:
-    value = text.strip().lower()
-    if value in {"1", "true", "yes", "on"}:
-        return True
-    if value in {"0", "false", "no", "off", ""}:
-        return False
-    raise ValueError(f"expected true or false, got {text!r}")
-
-
-def _policy(text: str) -> str:
-    if text not in INCONCLUSIVE_POLICIES:
-        raise ValueError(f"expected one of {', '.join(INCONCLUSIVE_POLICIES)}, got {text!r}")
-    return text
-
-
-def _threads(text: str) -> int | None:
-    if text in {"", "auto"}:
-        return None
-    value = int(text)
-    if value < 1:
-        raise ValueError("threads must be >= 1 or 'auto'")
-    return value
-
-
-def _count(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise ValueError(f"expected a whole number >= 1, got {text!r}")
-    return value
-
-
-def _tolerance(text: str) -> float:
-    value = float(text)
-    if not 0 <= value < 1:
-        raise ValueError(f"expected a fraction >= 0 and < 1 (0.05 is 5%), got {text!r}")
-    return value
-
-
-def _optional_tolerance(text: str) -> float | None:
-    return None if text.strip().lower() in {"", "off", "none"} else _tolerance(text)
-
-
-def _slowdowns(text: str) -> tuple[tuple[str, float], ...]:
-    """``"technique=0.3,other=1"``: extra compute, as a fraction of each call's own time."""
-    pairs = []
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        name, sep, fraction = item.partition("=")
-        try:
-            value = float(fraction) if sep else -1.0
-        except ValueError:
-            value = -1.0
-        if not name.strip() or value <= 0:
-            raise ValueError(
-                f"expected technique=fraction (for example fake_fast=0.3), got {item!r}"
-            )
-        pairs.append((name.strip(), value))
-    return tuple(pairs)
-
-
-def _meter(text: str) -> str:
-    from pytest_modelopt.budget import METERS
-
-    if text not in METERS:
-        raise ValueError(f"expected one of {', '.join(METERS)}, got {text!r}")
-    return text
-
-
-def _positive(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise ValueError(f"expected a positive number, got {text!r}")
-    return value
-
-
-def _fraction(text: str) -> float:
-    value = float(text)
-    if not 0 < value < 1:
-        raise ValueError(f"expected a number between 0 and 1, got {text!r}")
-    return value
-
-
-OPTIONS = (
-    Option(
-        "strict",
-        _bool,
-        False,
-        f"a technique whose package is missing fails instead of skipping (also ${STRICT_ENV}=1)",
-        ini_type="bool",
-    ),
-    Option("threads", _threads, None, "threads for every runtime, or 'auto' (physical cores)"),
-    Option(
-        "measure",
-        _meter,
-        "wall",
-        "how variants are measured against the reference: wall (interleaved wall-clock timing) "
-        "or instructions (counted under valgrind, one thread: deterministic between sessions)",
-    ),
-    Option(
-        "max_time", _positive, defaults.MAX_TIME_S, "seconds of timing per variant before a verdict"
-    ),
-    Option("warmup", _positive, defaults.WARMUP_S, "minimum seconds of warm-up per variant"),
-    Option(
-        "precision",
-        _fraction,
-        defaults.TARGET_WIDTH,
-        "stop timing once the speedup interval is this narrow",
-    ),
-    Option(
-        "confidence", _fraction, defaults.CONFIDENCE, "confidence level of intervals and verdicts"
-    ),
-    Option(
-        "noise",
-        _positive,
-        defaults.NOISE_THRESHOLD,
-        "IQR/median of the per-round speedups above which latency is too noisy to judge",
-    ),
-    Option(
-        "process_pairs",
-        _count,
-        defaults.PROCESS_PAIRS,
-        "time worker-process sides in this many fresh process pairs, the interval reaching each "
-        "pair's estimate (a pair's own effect then shows in the interval)",
-    ),
-    Option(
-        "inconclusive",
-        _policy,
-        "fail",
-        "after one more measurement, an inconclusive verdict fails the test (fail) or is "
-        "reported and passes (report)",
-    ),
-    Option(
-        "machine",
-        str,
-        None,
-        f"name this machine class instead of the detected fingerprint (also ${MACHINE_ENV})",
-    ),
-    Option(
-        "baseline_dir",
-        str,
-        None,
-        "directory of the baselines, one subdirectory per fingerprint; relative paths are "
-        "relative to the rootdir",
-    ),
-    Option(
-        "speedup_tolerance",
-        _tolerance,
-        0.10,
-        "a speedup regresses when its whole interval lies below the baseline's speedup times "
-        "(1 - this)",
-    ),
-    Option(
-        "size_tolerance", _tolerance, 0.01, "a size regresses above the baseline's times (1 + this)"
-    ),
-    Option(
-        "accuracy_tolerance",
-        _tolerance,
-        0.005,
-        "accuracy and top1_agreement regress below the baseline's minus this (0.005: 0.5 points)",
-    ),
-    Option(
-        "instructions_tolerance",
-        _tolerance,
-        0.01,
-        "under the instructions meter, a variant's instructions per call regress above the "
-        "baseline's times (1 + this)",
-    ),
-    Option(
-        "latency_tolerance",
-        _optional_tolerance,
-        None,
-        "also gate absolute p50 latency against the baseline's times (1 + this), on the same "
-        "detected hardware only",
-    ),
-    Option(
-        "inject_slowdown",
-        _slowdowns,
-        (),
-        "testing aid: technique=fraction[,...] adds that fraction of each call's time as extra "
-        "compute to the named technique's calls",
-    ),
-)
+__all__ = ["MACHINE_ENV", "OPTIONS", "STRICT_ENV", "Settings", "add_options"]
 
 
 def _default(name: str) -> Any:
@@ -240,7 +40,7 @@ class Settings:
     measure: str = _default("measure")
     max_time: float = _default("max_time")
     warmup: float = _default("warmup")
-    precision: float = _default("precision")
+    target_width: float = _default("target_width")
     confidence: float = _default("confidence")
     noise: float = _default("noise")
     process_pairs: int = _default("process_pairs")
@@ -267,10 +67,7 @@ class Settings:
         """
         values: dict[str, Any] = {}
         for option in OPTIONS:
-            raw = config.getoption(option.flag)
-            source = option.flag
-            if raw is None:
-                raw, source = config.getini(option.ini), option.ini
+            raw, source = read_option(config, option)
             if raw in (None, "", []):
                 continue
             try:
@@ -278,7 +75,7 @@ class Settings:
             except ValueError as error:
                 raise pytest.UsageError(f"{source}: {error}") from None
         if os.environ.get(STRICT_ENV):
-            values["strict"] = values.get("strict", False) or _bool(os.environ[STRICT_ENV])
+            values["strict"] = values.get("strict", False) or parse_bool(os.environ[STRICT_ENV])
         if os.environ.get(MACHINE_ENV) and not values.get("machine"):
             values["machine"] = os.environ[MACHINE_ENV]
         json_path = config.getoption("--modelopt-json")
@@ -308,7 +105,7 @@ class Settings:
 
     def recorded_settings(self) -> dict[str, Any]:
         """Return the settings that change a measurement, stored with each baseline entry."""
-        names = ("max_time", "warmup", "precision", "confidence", "noise", "process_pairs")
+        names = ("max_time", "warmup", "target_width", "confidence", "noise", "process_pairs")
         return {name: getattr(self, name) for name in names}
 
     def measure_settings(self, hardware: Hardware) -> MeasureSettings:
@@ -327,7 +124,7 @@ class Settings:
             else self.threads or hardware.cpu.physical_cores,
             warmup_s=self.warmup,
             max_time=self.max_time,
-            target_width=self.precision,
+            target_width=self.target_width,
             confidence=self.confidence,
             noise_threshold=self.noise,
             process_pairs=self.process_pairs,
@@ -342,58 +139,3 @@ class Settings:
         data["rootdir"] = str(self.rootdir)
         data["inject_slowdown"] = dict(self.inject_slowdown)
         return data
-
-
-def add_options(parser: pytest.Parser) -> None:
-    """Add every ``--modelopt-*`` option and its ini twin, and the command-line-only options."""
-    group = parser.getgroup("modelopt", "model performance contracts (pytest-modelopt)")
-    for option in OPTIONS:
-        default = {
-            "threads": "auto",
-            "latency_tolerance": "off",
-            "inject_slowdown": "none",
-            "baseline_dir": "<rootdir>/baselines",
-        }.get(option.name, option.default)
-        if option.ini_type == "bool":
-            group.addoption(
-                option.flag,
-                action="store_true",
-                default=None,
-                help=f"{option.help}. Default: {default}",
-            )
-        else:
-            group.addoption(option.flag, default=None, help=f"{option.help}. Default: {default}")
-        parser.addini(
-            option.ini,
-            type=option.ini_type,  # type: ignore[arg-type]
-            default=option.default if option.ini_type == "bool" else "",
-            help=f"{option.help}. Default: {default}",
-        )
-    group.addoption(
-        "--modelopt-json",
-        metavar="PATH",
-        default=None,
-        help="write every variant's measurements and verdicts to this JSON file. Default: none",
-    )
-    group.addoption(
-        "--modelopt-save-baseline",
-        action="store_true",
-        default=False,
-        help="record this run's measurements as the baselines of this fingerprint: entries of "
-        "the tests that ran are added or replaced, all other entries are kept. Command line "
-        "only, so that CI never records baselines by accident. Default: off (compare)",
-    )
-    group.addoption(
-        "--modelopt-prune-baselines",
-        action="store_true",
-        default=False,
-        help="delete this fingerprint's baseline entries (and files left empty) of tests that "
-        "were not collected; refused unless the run is full (no -k, -m, node ids or "
-        "deselection). Default: off (unused baselines are only reported)",
-    )
-    group.addoption(
-        "--modelopt-hardware",
-        action="store_true",
-        default=False,
-        help="print this machine's full hardware detection as JSON and exit. Default: off",
-    )

@@ -151,12 +151,24 @@ def load_baseline_file(path: Path, fingerprint: str) -> dict[str, Any]:
             f"baseline {path}: holds module {data['module']!r}, whose file would be "
             f"{baseline_filename(data['module'])}"
         )
-    for test in data["entries"]:
+    for test, entry in data["entries"].items():
         if module_of(test) != data["module"]:
             raise InvalidFileError(
                 f"baseline {path}: entry {test!r} is not a test of module {data['module']!r}"
             )
+        _rename_settings(entry["settings"])
     return data
+
+
+# Settings renamed since schema 1 was written: entries read with the old name are written back
+# with the new one when their file is next saved.
+RENAMED_SETTINGS = {"precision": "target_width"}
+
+
+def _rename_settings(settings: dict[str, Any]) -> None:
+    for old, new in RENAMED_SETTINGS.items():
+        if old in settings and new not in settings:
+            settings[new] = settings.pop(old)
 
 
 def _not_finite(data: Any, where: str = "") -> str | None:

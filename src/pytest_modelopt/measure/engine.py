@@ -214,7 +214,7 @@ class Interleaver:
             if len(self._ratios) >= next_check and now >= next_check_time:
                 estimate, interval = self._estimate(self._ratios[begin:])
                 if relative_width(estimate, interval) <= settings.target_width:
-                    return "precision"
+                    return "target width"
                 rounds = len(self._ratios) - begin
                 next_check = len(self._ratios) + max(settings.check_every, rounds // 10)
                 # Checks get dearer with the rounds: keep them to a few % of the time.

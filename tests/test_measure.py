@@ -48,7 +48,7 @@ def test_stops_once_the_interval_is_narrow_enough() -> None:
     settings = MeasureSettings(warmup_s=0.05, max_time=30, target_width=0.2, min_rounds=20)
     start = time.perf_counter()
     comparison = Interleaver(sleeper(0.001), sleeper(0.001), settings).run()
-    assert comparison.stopped_by == "precision"
+    assert comparison.stopped_by == "target width"
     assert time.perf_counter() - start < 10
 
 
@@ -216,8 +216,10 @@ def test_a_worker_comparison_is_timed_in_fresh_process_pairs_its_interval_reachi
     timed in several fresh pairs, the interval reaches each pair's estimate."""
     pid_file = tmp_path / "pids"
     worker = sleeping_worker(pid_file)
+    # 1 s per pair: about 20 rounds of 0.05 s, so that each pair reaches the engine's floor of
+    # rounds even on a loaded machine (at 0.5 s a pair, a busy machine left 10)
     settings = MeasureSettings(
-        warmup_s=0.05, max_time=1.5, block_s=0.02, transition_s=0.005, process_pairs=3
+        warmup_s=0.05, max_time=3.0, block_s=0.02, transition_s=0.005, process_pairs=3
     )
     interleaver = Interleaver(worker, sleeper(0.0015), settings)
     comparison = interleaver.run()
@@ -335,7 +337,7 @@ def test_counting_settings_decide_in_three_rounds_without_a_first_call() -> None
     settings = counting_settings(MeasureSettings())
     variant, reference = Counted(1000.0), Counted(4000.0)
     comparison = Interleaver(variant, reference, settings).run()
-    assert (comparison.rounds, comparison.stopped_by) == (3, "precision")
+    assert (comparison.rounds, comparison.stopped_by) == (3, "target width")
     assert variant.calls == reference.calls == 3  # every call is a round's: none wasted
     assert comparison.speedup_interval == (4.0, 4.0)
 
@@ -347,7 +349,7 @@ def test_counts_that_wobble_get_rounds_one_at_a_time_until_they_decide() -> None
     variant = Counted(1000.0, wobble=(0.0, 0.002, -0.001, 0.001))
     comparison = Interleaver(variant, Counted(4000.0), settings).run()
     low, high = comparison.speedup_interval
-    assert comparison.stopped_by == "precision"
+    assert comparison.stopped_by == "target width"
     assert 3 < comparison.rounds < 10  # checked each round, not ten rounds at a time
     assert (high - low) / comparison.speedup <= settings.target_width
 

@@ -83,6 +83,11 @@ def probe(meter: str, cap: float, threads: int) -> dict[str, Any]:
             record["variant"] = comparison.counts["variant"]["instructions"]
             record["reference"] = comparison.counts["reference"]["instructions"]
             record["load_seconds"] = comparison.counts["variant"]["load_seconds"]
+            # wall time of a counted call under valgrind: the slowdown factor's numerator
+            record["valgrind_call_seconds"] = {
+                side: comparison.counts[side]["seconds_per_call"]
+                for side in ("variant", "reference")
+            }
         else:
             record["variant"] = comparison.variant.summary().p50
             record["reference"] = comparison.reference.summary().p50
@@ -152,10 +157,38 @@ def analyse(probes: list[dict[str, Any]]) -> list[dict[str, Any]]:
             median_speedup = statistics.median(c["speedup"] for c in clean)
             actual = [median_speedup / n["speedup"] - 1 for n in new]
         row["actual_slowdown"] = statistics.median(actual) if "+" in key else 0.0
+        row["call_seconds"] = _call_seconds(meter, new)
         row["speedup"] = statistics.median(r["speedup"] for r in new)
         row["seconds"] = statistics.median(r["seconds"] for r in new)
         rows.append(row)
     return rows
+
+
+def _call_seconds(meter: str, records: list[dict[str, Any]]) -> dict[str, float] | None:
+    """Median seconds a call of each side took: natively (wall) or under valgrind (counted)."""
+    if meter == "wall":
+        calls = records
+    else:  # probes from before the field was recorded lack it
+        calls = [r["valgrind_call_seconds"] for r in records if "valgrind_call_seconds" in r]
+    if not calls:
+        return None
+    return {side: statistics.median(c[side] for c in calls) for side in ("variant", "reference")}
+
+
+def valgrind_slowdowns(rows: list[dict[str, Any]]) -> list[str]:
+    """How much slower a counted call is than a timed one, per side of each clean pair."""
+    by_key = {(row["meter"], row["key"]): row.get("call_seconds") for row in rows}
+    lines = []
+    for technique in TECHNIQUES:
+        counted, timed = by_key.get(("instructions", technique)), by_key.get(("wall", technique))
+        if counted and timed:
+            lines.append(
+                f"(x) valgrind slowdown eager/{technique}: variant "
+                f"{counted['variant'] / timed['variant']:.0f}x "
+                f"({counted['variant'] * 1e3:.1f} ms vs {timed['variant'] * 1e3:.2f} ms a call), "
+                f"reference {counted['reference'] / timed['reference']:.0f}x"
+            )
+    return lines
 
 
 def _rate(outcomes: Iterable[bool]) -> float:

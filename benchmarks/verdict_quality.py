@@ -177,6 +177,7 @@ def cross_session(args: argparse.Namespace) -> dict[str, Any]:
         rows = probes.analyse(results)
         figures["rows"] += rows
         figures["lines"] += probes.report(rows)
+    figures["lines"] += probes.valgrind_slowdowns(figures["rows"])
     return figures
 
 

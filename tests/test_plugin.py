@@ -50,10 +50,42 @@ def test_markers_registered_and_clean_under_strict_markers(pytester: pytest.Pyte
     pytester.runpytest("--strict-markers").assert_outcomes(passed=1)
 
 
-def test_header_shows_fingerprint(project: pytest.Pytester, modelopt_hardware) -> None:
-    project.makepyfile("def test_nothing(): pass")
-    result = project.runpytest()
+def test_the_fingerprint_is_shown_once_a_test_uses_modelopt(
+    project: pytest.Pytester, modelopt_hardware
+) -> None:
+    project.makepyfile(
+        test_uses="""
+        import pytest
+
+        @pytest.mark.modelopt_requires(backend="torch")
+        def test_a():
+            pass
+        """,
+        test_plain="def test_b(): pass",
+    )
+    result = project.runpytest("test_uses.py")
+    result.stdout.fnmatch_lines(["collected 1 item", f"modelopt: {modelopt_hardware.fingerprint}"])
+    result = project.runpytest("test_plain.py")
+    result.stdout.no_fnmatch_line("modelopt: *")
+    # xdist's controller collects nothing: there the line is in the header
+    result = project.runpytest("-n", "1", "test_plain.py")
     result.stdout.fnmatch_lines([f"modelopt: {modelopt_hardware.fingerprint}"])
+
+
+def test_a_run_that_uses_no_modelopt_detects_no_hardware(pytester: pytest.Pytester) -> None:
+    """Issue 15: the plugin costs nothing where it is not used (detection caches its answer in
+    pytest's cache, so a run that detected would leave it there)."""
+    pytester.makepyfile("def test_b(): pass")
+    pytester.runpytest().assert_outcomes(passed=1)
+    assert not list(pytester.path.glob(".pytest_cache/d/modelopt/cpu-*.json"))
+    pytester.makepyfile(
+        test_uses="""
+        def test_a(modelopt_hardware):
+            assert modelopt_hardware.fingerprint
+        """
+    )
+    pytester.runpytest().assert_outcomes(passed=2)
+    assert list(pytester.path.glob(".pytest_cache/d/modelopt/cpu-*.json"))
 
 
 def test_contract_that_holds_passes(project: pytest.Pytester) -> None:
@@ -421,8 +453,14 @@ def test_hardware_option_prints_json(pytester: pytest.Pytester, modelopt_hardwar
 
 
 def test_machine_override_replaces_fingerprint(project: pytest.Pytester) -> None:
-    project.makepyfile("def test_nothing(): pass")
+    project.makepyfile(
+        """
+        def test_machine(modelopt_hardware):
+            assert modelopt_hardware.fingerprint == "ci-runner-large"
+        """
+    )
     result = project.runpytest("--modelopt-machine=CI runner (large)")
+    result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["modelopt: ci-runner-large"])
 
 
@@ -440,7 +478,6 @@ def test_plugin_load_imports_no_ml_library(pytester: pytest.Pytester) -> None:
     )
     result = pytester.runpytest_subprocess()
     result.assert_outcomes(passed=1)
-    result.stdout.fnmatch_lines(["modelopt: *"])
 
 
 def test_an_inconclusive_contract_says_what_to_do(project: pytest.Pytester) -> None:

@@ -41,6 +41,14 @@ MARKERS = (
     "latency_tolerance=None): this test's regression tolerances against its stored baseline, "
     "replacing the modelopt_*_tolerance ini keys",
 )
+MARKER_NAMES = tuple(marker.partition("(")[0] for marker in MARKERS)
+
+
+def uses_modelopt(item: pytest.Item) -> bool:
+    """Whether a collected test uses the plugin: one of its markers, or a ``modelopt_`` fixture."""
+    if any(item.get_closest_marker(name) for name in MARKER_NAMES):
+        return True
+    return any(name.startswith("modelopt") for name in getattr(item, "fixturenames", ()))
 
 
 def marker_techniques(marker: pytest.Mark) -> list[str]:

@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import pytest
 
 from pytest_modelopt.config import Settings, add_options
+from pytest_modelopt.contracts import baseline_problem, budgets_problem, search_problem
 from pytest_modelopt.defaults import SEARCH_MAX_TIME_S
 from pytest_modelopt.errors import (
-    ContractViolation,
     ModeloptError,
     PackageMissing,
     RequirementMissing,
@@ -27,6 +27,7 @@ from pytest_modelopt.markers import (
     marker_techniques,
     modelopt_marker_problem,
     technique_params,
+    uses_modelopt,
 )
 from pytest_modelopt.readable import pop_frame_policy, push_frame_policy
 from pytest_modelopt.registry import Requirements, list_techniques, register_technique
@@ -91,12 +92,26 @@ def pytest_cmdline_main(config: pytest.Config) -> int | None:
     return 0
 
 
+def pytest_report_collectionfinish(config: pytest.Config, items: list[pytest.Item]) -> list[str]:
+    """Name the machine's fingerprint once collection shows a test that uses modelopt.
+
+    A run that uses none never detects the hardware.
+    """
+    return [_machine_line(config)] if any(map(uses_modelopt, items)) else []
+
+
 def pytest_report_header(config: pytest.Config) -> list[str]:
-    """Name the machine's fingerprint in the header, with strict mode and the meter if set."""
+    """Name the machine in the header under xdist, whose controller collects nothing."""
+    distributed = getattr(config.option, "dist", "no") != "no"
+    return [_machine_line(config)] if distributed else []
+
+
+def _machine_line(config: pytest.Config) -> str:
+    """Return the fingerprint line, with strict mode and the meter if set."""
     session = config.stash[SESSION_KEY]
     strict = ", strict" if session.settings.strict else ""
     meter = ", instructions counted under valgrind" if session.settings.measure != "wall" else ""
-    return [f"modelopt: {session.hardware.fingerprint}{strict}{meter}"]
+    return f"modelopt: {session.hardware.fingerprint}{strict}{meter}"
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -173,70 +188,21 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
     (modelopt_best) is judged before the body runs, so that the body may rely on its
     recommendation.
     """
+    baselines = item.config.stash[SESSION_KEY].baselines
     found = item.stash.get(SEARCH_KEY, None)
     if found is not None:
-        _check_search(item, found)
+        _fail_on(search_problem(item.nodeid, found, baselines, item.stash[TOLERANCES_KEY]))
     outcome = yield
     result = item.stash.get(RESULT_KEY, None)
     if result is not None:
-        _check_marker_budgets(item, result)
-        session = item.config.stash[SESSION_KEY]
-        regression = None
-        try:
-            session.baselines.compare_with_baseline(item.nodeid, result, item.stash[TOLERANCES_KEY])
-        except ContractViolation as violation:
-            regression = str(violation)
-        if regression:
-            pytest.fail(regression, pytrace=False)
+        technique, budgets = item.stash.get(BUDGETS_KEY, ("", {}))
+        _fail_on(budgets_problem(item.nodeid, technique, budgets, result))
+        _fail_on(baseline_problem(item.nodeid, result, baselines, item.stash[TOLERANCES_KEY]))
     return outcome
 
 
-def _check_search(item: pytest.Item, found: SearchResult) -> None:
-    """Fail the test unless its search holds up.
-
-    The recorded choice still holds (against the baseline), a candidate meets the budgets, and
-    none that does is surely better than the recommendation.
-    """
-    session = item.config.stash[SESSION_KEY]
-    problem = None
-    try:
-        session.baselines.compare_choice(item.nodeid, found, item.stash[TOLERANCES_KEY])
-    except ContractViolation as violation:
-        problem = str(violation)
-    best = found.recommended
-    if problem is None and best is None:
-        problem = (
-            f"{item.nodeid}: no candidate meets the budgets of @pytest.mark.modelopt_best\n"
-            f"{found.table()}\n"
-            "what to do: loosen the budgets, give the search more techniques or max_time, or "
-            "see why each candidate was excluded above"
-        )
-    if problem is None and best is not None:
-        better = found.choice.surely_better_than(best)
-        if better:
-            problem = (
-                f"{item.nodeid}: the recommendation {best.label} is not the best: "
-                f"{', '.join(c.label for c in better)} meet the budgets and are surely "
-                f"better\n{found.table()}"
-            )
-    if problem is not None:
-        pytest.fail(problem, pytrace=False)
-
-
-def _check_marker_budgets(item: pytest.Item, result: VariantResult) -> None:
-    """Judge the marker's budgets for this test's technique, as ``expect`` judges them."""
-    technique, budgets = item.stash.get(BUDGETS_KEY, ("", {}))
-    if not budgets:
-        return
-    where = f"@pytest.mark.modelopt(budgets={{{technique!r}: ...}})"
-    problem = None
-    try:
-        result.expect(**budgets)
-    except ContractViolation as violation:
-        problem = f"{violation}\n(budgets from {where})"
-    except ModeloptError as error:  # a metric this variant lacks: accuracy without labels, ...
-        problem = f"{item.nodeid}: {where}: {error}"
-    if problem is not None:  # failed outside the except block: no chained traceback
+def _fail_on(problem: str | None) -> None:
+    if problem:
         pytest.fail(problem, pytrace=False)
 
 

@@ -304,7 +304,9 @@ class SessionBaselines:
                 return []
             self.store.prune(self.scope.collected, self.scope.in_scope, report)
             return []
-        if partial or not self.store.exists():
+        # no baseline directory, no unused entries: and no hardware detection in a run that
+        # never used the plugin
+        if partial or not self.settings.baseline_root.is_dir() or not self.store.exists():
             return []
         try:
             entries, files = self.store.unused(self.scope.collected, self.scope.in_scope)

@@ -409,7 +409,8 @@ def test_a_setting_stored_under_its_old_name_reads_and_saves_under_the_new_one(
     fresh.save({"t.py::test[b]": entry()}, report)
     assert not report.errors
     text = path.read_text()
-    assert '"target_width": 0.03' in text and "precision" not in text
+    assert '"target_width": 0.03' in text
+    assert "precision" not in text
 
 
 def test_an_entry_with_a_nan_is_reported_and_the_others_are_saved(tmp_path: Path) -> None:

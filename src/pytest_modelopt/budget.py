@@ -52,6 +52,14 @@ class Metric:
             return f"{value:,.0f} {self.unit}"
         return f"{value:.4g}{(' ' + self.unit) if self.unit else ''}"
 
+    def format_measured(self, measured: Measured) -> str:
+        """Return a measured value as a table shows it, its interval after it when it has one."""
+        text = self.format(measured.value)
+        if measured.interval is not None:
+            low, high = measured.interval
+            text += f" [{self.format(low)}, {self.format(high)}]"
+        return text
+
 
 METRICS: dict[str, Metric] = {
     metric.name: metric

@@ -23,6 +23,7 @@ from typing import Any
 from pytest_modelopt.atomic import atomic_write_text
 from pytest_modelopt.baselines import Tolerances
 from pytest_modelopt.errors import InvalidFileError
+from pytest_modelopt.readable import table_lines
 
 EXIT_REGRESSION = 1
 EXIT_BAD_INPUT = 2
@@ -81,16 +82,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     merge.add_argument("--html", type=Path, required=True, help="the HTML file to write")
     merge.add_argument("--title", default="pytest-modelopt: variant x hardware matrix")
-    merge.add_argument(
-        "--budget",
-        action="append",
-        default=[],
-        metavar="METRIC<=VALUE",
-        help="mark each machine's recommended variant, ties and Pareto front under this "
+    _choice_options(
+        merge,
+        budget_help="mark each machine's recommended variant, ties and Pareto front under this "
         "constraint (repeatable; as in modelopt best)",
-    )
-    merge.add_argument(
-        "--objective", default=None, help="with --budget: latency (default), throughput, size"
+        objective=None,
+        objective_help="with --budget: latency (default), throughput, size",
     )
     merge.set_defaults(command=_merge)
 
@@ -106,17 +103,12 @@ def _parser() -> argparse.ArgumentParser:
     best.add_argument(
         "runs", type=Path, nargs="+", help="results JSON files, or directories of them"
     )
-    best.add_argument(
-        "--budget",
-        action="append",
-        default=[],
-        metavar="METRIC<=VALUE",
-        help="a constraint, e.g. 'accuracy_drop<=1%%' or 'size_ratio<=0.5' (repeatable)",
-    )
-    best.add_argument(
-        "--objective",
-        default="latency",
-        help="latency (paired speedup), throughput (items/s), size (bytes), or a metric name",
+    _choice_options(
+        best,
+        budget_help="a constraint, e.g. 'accuracy_drop<=1%%' or 'size_ratio<=0.5' (repeatable)",
+        objective="latency",
+        objective_help="latency (paired speedup), throughput (items/s), size (bytes), or a "
+        "metric name",
     )
     best.add_argument("--spec", action="append", default=[], help="only this model (repeatable)")
     best.add_argument("--json", type=Path, help="also write the choices here as JSON")
@@ -138,6 +130,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     techniques.set_defaults(command=_techniques)
     return parser
+
+
+def _choice_options(
+    parser: argparse.ArgumentParser, *, budget_help: str, objective: str | None, objective_help: str
+) -> None:
+    """Add the options of a choice (``choose``): ``--budget`` (repeatable) and ``--objective``."""
+    parser.add_argument(
+        "--budget", action="append", default=[], metavar="METRIC<=VALUE", help=budget_help
+    )
+    parser.add_argument("--objective", default=objective, help=objective_help)
 
 
 def _compare(args: argparse.Namespace) -> int:
@@ -188,14 +190,14 @@ def _compare(args: argparse.Namespace) -> int:
                 (
                     test if index == 0 else "",
                     metric.name,
-                    _show(metric, check.baseline),
-                    _show(metric, check.check.measured),
+                    metric.format_measured(check.baseline),
+                    metric.format_measured(check.check.measured),
                     change,
                     str(check.check.budget),
                     verdict,
                 )
             )
-    lines += _table(rows)
+    lines += table_lines(rows)
     lines.append(
         f"{regressions} regression(s)" if same_fingerprint else "not judged: different hardware"
     )
@@ -205,28 +207,6 @@ def _compare(args: argparse.Namespace) -> int:
 
 def _detected(run: Any) -> Any:
     return run.hardware.get("detected_fingerprint", run.fingerprint)
-
-
-def _show(metric: Any, measured: Any) -> str:
-    text: str = metric.format(measured.value)
-    if measured.interval is not None:
-        low, high = measured.interval
-        text += f" [{metric.format(low)}, {metric.format(high)}]"
-    return text
-
-
-def _table(rows: list[tuple[str, ...]]) -> list[str]:
-    from pytest_modelopt.readable import one_line
-
-    rows = [tuple(one_line(cell, limit=None) for cell in row) for row in rows]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = []
-    for index, row in enumerate(rows):
-        cells = zip(row, widths, strict=True)
-        lines.append("  ".join(cell.ljust(width) for cell, width in cells).rstrip())
-        if index == 0:
-            lines.append("  ".join("-" * width for width in widths))
-    return lines
 
 
 def _report(args: argparse.Namespace) -> int:

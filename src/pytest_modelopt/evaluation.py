@@ -18,14 +18,13 @@ import hashlib
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from pytest_modelopt.budget import INCONCLUSIVE_POLICIES, METERS
-from pytest_modelopt.defaults import SEARCH_MAX_TIME_S
 from pytest_modelopt.devices import gpu_state
 from pytest_modelopt.efficiency import count_flops, measured_peak, precision_class, roofline
 from pytest_modelopt.errors import BuildError, ModeloptError, NotApplicable
@@ -34,13 +33,11 @@ from pytest_modelopt.measure import Comparison, Interleaver, MeasureSettings, Si
 from pytest_modelopt.memory import PeakMemory
 from pytest_modelopt.metrics import accuracy_metrics, to_numpy
 from pytest_modelopt.registry import get_technique
+from pytest_modelopt.search.driver import search
 from pytest_modelopt.spec import ModelSpec
 from pytest_modelopt.variant_result import VariantResult
 from pytest_modelopt.variants.base import BuildContext, Variant
 from pytest_modelopt.worker import Worker
-
-if TYPE_CHECKING:
-    from pytest_modelopt.search import SearchResult
 
 __all__ = ["REFERENCE", "Evaluator", "VariantResult"]
 
@@ -230,40 +227,8 @@ class Evaluator:
             result.profile_operators()
         return result
 
-    def best(
-        self,
-        budgets: Mapping[str, float | str] | Sequence[str] | None = None,
-        techniques: Sequence[str] | None = None,
-        chains: bool = True,
-        objective: str = "latency",
-        max_time: float = SEARCH_MAX_TIME_S,
-        params: Mapping[str, Mapping[str, Any]] | None = None,
-        first: Sequence[str] = (),
-    ) -> SearchResult:
-        """Search for the variant to ship on this machine.
-
-        Evaluate ``techniques`` (default: every registered one; those this machine or model
-        cannot run are skipped with the reason), then the chains of those that kept the quality
-        budgets (``chains``), starting no new candidate once ``max_time`` seconds are spent, and
-        rank them under ``budgets`` (``{"accuracy_drop": "<=1%"}`` or ``["accuracy_drop<=1%"]``)
-        by ``objective`` (``latency``, ``throughput``, ``size``). Progress goes to the
-        evaluator's log. The result holds the ranked candidates, ties, Pareto front and
-        recommendation, and the skipped, failed, pruned and untried techniques
-        (``pytest_modelopt.search``). ``first`` names candidates (a recorded choice) measured
-        before the rest, whatever the time.
-        """
-        from pytest_modelopt.search import search
-
-        return search(
-            self,
-            budgets,
-            techniques=techniques,
-            chains=chains,
-            objective=objective,
-            max_time=max_time,
-            params=params,
-            first=first,
-        )
+    # The search as a method: ``evaluator.best(budgets, techniques=..., max_time=...)``.
+    best = search
 
     def _side(self, variant: Variant, cross_runtime: bool) -> Callable[[], Any] | Worker:
         """Return how one side is timed: in a worker process of its own, or in this one.

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 # -- traceback ------------------------------------------------------------------------------------
@@ -74,6 +74,21 @@ def one_line(text: Any, limit: int | None = NOTE_LIMIT) -> str:
     if limit is not None and len(first) > limit:
         first = first[: limit - 1].rstrip() + "…"
     return first
+
+
+def table_lines(rows: Sequence[Sequence[Any]]) -> list[str]:
+    """Lay out ``rows`` in aligned columns, a rule under the first (the header).
+
+    Each cell is made one line (``one_line``, at any length); no line ends in spaces.
+    """
+    cells = [[one_line(cell, limit=None) for cell in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
+    lines = []
+    for index, row in enumerate(cells):
+        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+        if index == 0:
+            lines.append("  ".join("-" * width for width in widths))
+    return lines
 
 
 # -- third-party logs -----------------------------------------------------------------------------

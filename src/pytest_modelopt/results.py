@@ -1,4 +1,4 @@
-"""Results files (``--modelopt-json``) read back: validated, for comparisons and reports.
+"""Results files (``--modelopt-json``): written, read back validated for comparisons and reports.
 
 A file holds each measured variant's record (``results``) and each search's
 (``@pytest.mark.modelopt_best``) choice with its candidates' records (``searches``), in the
@@ -10,10 +10,14 @@ the session's search did.
 from __future__ import annotations
 
 import datetime as dt
+import json
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pytest_modelopt.atomic import atomic_write_text
 from pytest_modelopt.errors import InvalidFileError
 from pytest_modelopt.validate import ShapeError, check, load_json
 
@@ -142,6 +146,25 @@ def load_run(path: Path) -> Run:
         records=data["results"],
         searches=[_recorded_search(search) for search in searches],
     )
+
+
+def write_results_file(path: Path, document: Mapping[str, Any]) -> None:
+    """Write a results file (a session's, a search's) atomically, for ``load_run`` to read.
+
+    JSON has no infinity or NaN: unbounded interval sides and the like are written as null.
+    """
+    text = json.dumps(_json_ready(document), indent=2, sort_keys=True, allow_nan=False, default=str)
+    atomic_write_text(path, text + "\n")
+
+
+def _json_ready(data: Any) -> Any:
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, Mapping):
+        return {key: _json_ready(value) for key, value in data.items()}
+    if isinstance(data, list | tuple):
+        return [_json_ready(value) for value in data]
+    return data
 
 
 def _check_records(path: Path, records: list[dict[str, Any]], where: str) -> None:

@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from pytest_modelopt.readable import table_lines
+
 
 @dataclass(frozen=True)
 class TopList:
@@ -87,13 +89,8 @@ def format_top_diff(
                 ("+" if growth >= 0 else "") + kind.format(growth),
             )
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    lines = [f"what changed, by {kind.row} (- : not in that run's top 30):"]
-    for index, row in enumerate(rows):
-        lines.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
-        if index == 0:
-            lines.append("  ".join("-" * width for width in widths))
-    return "\n".join(line.rstrip() for line in lines)
+    title = f"what changed, by {kind.row} (- : not in that run's top 30):"
+    return "\n".join([title, *table_lines(rows)])
 
 
 def what_grew(

@@ -27,6 +27,7 @@ from typing import Any
 from pytest_modelopt.baselines.entries import _interval
 from pytest_modelopt.baselines.tolerances import Tolerances
 from pytest_modelopt.budget import METRICS, Budget, Check, Measured, Verdict, judge
+from pytest_modelopt.readable import table_lines
 
 ACCURACY_METRICS = ("accuracy", "top1_agreement")
 
@@ -157,27 +158,12 @@ def format_baseline_checks(checks: Iterable[BaselineCheck], title: str) -> str:
         rows.append(
             (
                 metric.name,
-                _with_interval(metric, item.baseline),
-                _with_interval(metric, item.check.measured),
+                metric.format_measured(item.baseline),
+                metric.format_measured(item.check.measured),
                 str(item.check.budget),
                 item.verdict.value,
             )
         )
         if item.check.reason:
             reasons.append(f"  {metric.name}: {item.verdict.value.lower()}: {item.check.reason}")
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = [title]
-    for index, row in enumerate(rows):
-        cells = zip(row, widths, strict=True)
-        lines.append("  ".join(cell.ljust(width) for cell, width in cells).rstrip())
-        if index == 0:
-            lines.append("  ".join("-" * width for width in widths))
-    return "\n".join(lines + reasons)
-
-
-def _with_interval(metric: Any, measured: Measured) -> str:
-    text: str = metric.format(measured.value)
-    if measured.interval is not None:
-        low, high = measured.interval
-        text += f" [{metric.format(low)}, {metric.format(high)}]"
-    return text
+    return "\n".join([title, *table_lines(rows), *reasons])

@@ -55,7 +55,7 @@ from pytest_modelopt.search.contract import (
     check_contract,
     contract_of,
 )
-from pytest_modelopt.search.driver import PRIORITY, SearchResult, search, spec_framework
+from pytest_modelopt.search.driver import PRIORITY, search, spec_framework
 from pytest_modelopt.search.driver import _params_of as _params_of
 from pytest_modelopt.search.objective import (
     COUNTED_OBJECTIVES,
@@ -66,6 +66,7 @@ from pytest_modelopt.search.objective import (
     parse_objective,
 )
 from pytest_modelopt.search.ranking import ACCURACY_AXES, SPEED_METRICS, surely_better
+from pytest_modelopt.search.result import SearchResult
 from pytest_modelopt.search.runs import choose_runs
 
 __all__ = [

@@ -206,10 +206,4 @@ def _finite(value: float) -> float | None:
 
 
 def _show(metric: Metric, measured: Measured) -> str:
-    if math.isnan(measured.value):
-        return "-"
-    text = metric.format(measured.value)
-    if measured.interval is not None:
-        low, high = measured.interval
-        text += f" [{metric.format(low)}, {metric.format(high)}]"
-    return text
+    return "-" if math.isnan(measured.value) else metric.format_measured(measured)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pytest_modelopt.budget import METRICS, Budget, Measured, judge
+from pytest_modelopt.readable import table_lines
 from pytest_modelopt.search.candidates import Candidate, _candidates, _show, _value
 from pytest_modelopt.search.objective import Objective, _budgets, parse_objective
 from pytest_modelopt.search.ranking import (
@@ -170,7 +171,7 @@ class Choice:
                     ", ".join(_marks(candidate, self.objective_of(candidate))),
                 )
             )
-        lines = [self.title(), *_table(rows)] if self.ranked else [self.title()]
+        lines = [self.title(), *table_lines(rows)] if self.ranked else [self.title()]
         lines.append(self.verdict())
         if self.note:
             lines.append(f"note: {self.note}")
@@ -270,16 +271,3 @@ def _marks(candidate: Candidate, objective: Measured) -> list[str]:
     if candidate.synthesized:
         marks.append("not measured alone")
     return marks
-
-
-def _table(rows: list[tuple[str, ...]]) -> list[str]:
-    from pytest_modelopt.readable import one_line
-
-    rows = [tuple(one_line(cell, limit=None) for cell in row) for row in rows]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = []
-    for index, row in enumerate(rows):
-        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
-        if index == 0:
-            lines.append("  ".join("-" * width for width in widths))
-    return lines

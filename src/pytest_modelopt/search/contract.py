@@ -17,7 +17,7 @@ from pytest_modelopt.search.objective import Objective
 from pytest_modelopt.search.ranking import SPEED_METRICS
 
 if TYPE_CHECKING:
-    from pytest_modelopt.search.driver import SearchResult
+    from pytest_modelopt.search.result import SearchResult
 
 
 def _better_word(objective: Objective) -> str:

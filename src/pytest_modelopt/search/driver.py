@@ -7,24 +7,20 @@ over what was measured and what was not, with why.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from pytest_modelopt.budget import Budget, Measured
 from pytest_modelopt.defaults import SEARCH_MAX_TIME_S
-from pytest_modelopt.search.candidates import REFERENCE, Candidate, _finite, _show
+from pytest_modelopt.search.candidates import REFERENCE, _show
 from pytest_modelopt.search.choice import Choice, choose
 from pytest_modelopt.search.objective import _budgets, parse_objective
 from pytest_modelopt.search.ranking import _trusted
+from pytest_modelopt.search.result import SearchResult
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from pytest_modelopt.evaluation import Evaluator
-    from pytest_modelopt.hardware import Hardware
     from pytest_modelopt.variant_result import VariantResult
 
 
@@ -53,119 +49,20 @@ PRIORITY = (
 REMEASURES = 2
 
 
-@dataclass
-class SearchResult:
-    """What ``Evaluator.best`` did and chose.
+class SearchOptions(TypedDict, total=False):
+    """The options of ``search`` after the budgets, for a caller that passes them on as given."""
 
-    The Choice over what it measured, each measured variant, and what it did not measure, with
-    why (``skipped``: this machine or model cannot run it; ``failed``: the build failed;
-    ``pruned``: a chain not built because a part broke a quality budget; ``untried``: not
-    started, the time budget being spent). ``remeasured``: the contenders measured again
-    because their objective was too noisy to decide, with what each read in the end.
-    """
-
-    choice: Choice
-    records: list[dict[str, Any]]
-    results: dict[str, VariantResult] = field(default_factory=dict)
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-    failed: list[tuple[str, str]] = field(default_factory=list)
-    pruned: list[tuple[str, str]] = field(default_factory=list)
-    untried: list[str] = field(default_factory=list)
-    remeasured: list[tuple[str, str]] = field(default_factory=list)
-    elapsed_s: float = 0.0
-    max_time: float = math.inf
-    hardware: Hardware | None = None
-
-    @property
-    def recommended(self) -> Candidate | None:
-        """Return the recommended candidate, or None when no candidate is feasible."""
-        return self.choice.recommended
-
-    def write_results(self, path: Path) -> None:
-        """Write the measured candidates as a results file (the ``--modelopt-json`` format).
-
-        ``modelopt best``, ``report`` and ``merge`` read it: the same records give the same
-        choice.
-        """
-        import dataclasses
-        import datetime as dt
-        import json
-
-        from pytest_modelopt.atomic import atomic_write_text
-        from pytest_modelopt.report import environment
-        from pytest_modelopt.results import SCHEMA
-
-        hardware: dict[str, Any] = {"cpu": {}}
-        if self.hardware is not None:
-            detected = dataclasses.replace(self.hardware, machine=None).fingerprint
-            hardware = {**self.hardware.to_dict(), "detected_fingerprint": detected}
-        document = {
-            "schema": SCHEMA,
-            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "fingerprint": self.choice.fingerprint or "unknown",
-            "hardware": hardware,
-            "environment": environment(),
-            "settings": {"search": self.to_dict() | {"candidates": None}},
-            "results": self.records,
-        }
-        text = json.dumps(_json_ready(document), indent=2, sort_keys=True, default=str)
-        atomic_write_text(path, text + "\n")
-
-    @property
-    def ranked(self) -> list[Candidate]:
-        """Return the feasible candidates, in rank order."""
-        return self.choice.ranked
-
-    @property
-    def front(self) -> list[Candidate]:
-        """Return the feasible candidates on the Pareto front."""
-        return self.choice.front
-
-    def summary(self) -> str:
-        """One line: time spent, what was built, and what was not."""
-        return (
-            f"search of {self.choice.spec}: {self.elapsed_s:.1f} s of {self.max_time:g} s; "
-            f"{len(self.records)} measured, {len(self.failed)} failed to build, "
-            f"{len(self.skipped)} skipped, {len(self.pruned)} chains pruned, "
-            f"{len(self.untried)} untried, {len(self.remeasured)} noisy contenders remeasured"
-        )
-
-    def table(self) -> str:
-        """Format the choice's table, the summary line, and what was skipped, failed or pruned."""
-        lines = [self.choice.table(), self.summary()]
-        for title, entries in (
-            ("skipped", self.skipped),
-            ("failed", self.failed),
-            ("pruned", self.pruned),
-            ("remeasured", self.remeasured),
-        ):
-            if entries:
-                lines.append(f"{title}:")
-                lines += [f"  {name}: {why}" for name, why in entries]
-        if self.untried:
-            lines.append(f"untried (time budget spent): {', '.join(self.untried)}")
-        return "\n".join(lines)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the search's choice and what it did not measure, as JSON-ready values."""
-        # a search's own choice: "search" and "note" describe a later reading of its records
-        choice = {k: v for k, v in self.choice.to_dict().items() if k not in ("search", "note")}
-        return {
-            **choice,
-            "elapsed_s": self.elapsed_s,
-            "max_time": _finite(self.max_time),
-            "skipped": [list(entry) for entry in self.skipped],
-            "failed": [list(entry) for entry in self.failed],
-            "pruned": [list(entry) for entry in self.pruned],
-            "untried": self.untried,
-            "remeasured": [list(entry) for entry in self.remeasured],
-        }
+    techniques: Sequence[str] | None
+    chains: bool
+    objective: str
+    max_time: float
+    params: Mapping[str, Mapping[str, Any]] | None
+    first: Sequence[str]
 
 
 def search(
     evaluator: Evaluator,
     budgets: Iterable[str] | Mapping[str, float | str] | None = None,
-    *,
     techniques: Sequence[str] | None = None,
     chains: bool = True,
     objective: str = "latency",
@@ -173,12 +70,17 @@ def search(
     params: Mapping[str, Mapping[str, Any]] | None = None,
     first: Sequence[str] = (),
 ) -> SearchResult:
-    """Search for the variant to ship: build, measure and choose among the techniques.
+    """Search for the variant to ship on this machine: ``Evaluator.best``.
 
-    Build and measure the techniques that apply to the evaluator's spec on this machine, then
-    the chains of the ones that kept the quality budgets, within ``max_time`` seconds for the
-    whole search, and choose among them (``choose``). See ``Evaluator.best``. ``first`` (a
-    recorded choice, chains included) is measured before anything else and whatever the time
+    Evaluate ``techniques`` (default: every registered one; those this machine or model
+    cannot run are skipped with the reason), then the chains of those that kept the quality
+    budgets (``chains``), starting no new candidate once ``max_time`` seconds are spent, and
+    rank them under ``budgets`` (``{"accuracy_drop": "<=1%"}`` or ``["accuracy_drop<=1%"]``)
+    by ``objective`` (``latency``, ``throughput``, ``size``), as ``choose`` does. ``params``
+    holds each technique's parameters (``{technique: {...}}``). Progress goes to the
+    evaluator's log. The result holds the ranked candidates, ties, Pareto front and
+    recommendation, and the skipped, failed, pruned and untried techniques. ``first`` names
+    candidates (a recorded choice, chains included) measured before the rest, whatever the time
     budget: a later run must never fail to check a choice because its search ran out of time
     before reaching it.
     """
@@ -400,14 +302,3 @@ def _chains(
 
     pairs = sorted(((a, b) for a in firsts for b in seconds), key=promise)
     return [f"{a}+{b}" for a, b in pairs if f"{a}+{b}" not in asked]
-
-
-def _json_ready(data: Any) -> Any:
-    """JSON has no infinity or NaN: written as null."""
-    if isinstance(data, float):
-        return data if math.isfinite(data) else None
-    if isinstance(data, Mapping):
-        return {key: _json_ready(value) for key, value in data.items()}
-    if isinstance(data, list | tuple):
-        return [_json_ready(value) for value in data]
-    return data

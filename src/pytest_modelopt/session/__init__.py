@@ -61,13 +61,8 @@ class ModeloptSession:
 
     def record(self, nodeid: str, result: VariantResult) -> None:
         """Record a measured variant, with its timed sections and its baseline comparison."""
-        self.report.record(
-            nodeid,
-            result,
-            timed_sections=self.scheduler.sections.get(nodeid, []),
-            lock_wait_s=self.scheduler.waits.get(nodeid, 0.0),
-            baseline=self.baselines.comparison_of(nodeid, result.meter),
-        )
+        baseline = self.baselines.comparison_of(nodeid, result.meter)
+        self.report.record(self._header(nodeid, baseline), result)
 
     def record_search(self, nodeid: str, found: SearchResult) -> None:
         """Record a search's choice (modelopt_best) for the results JSON and the summary.
@@ -75,12 +70,16 @@ class ModeloptSession:
         With --modelopt-save-baseline it also becomes the test's baseline entry.
         """
         self.baselines.record_choice(nodeid, found)
-        self.report.record_search(
+        baseline = self.baselines.comparison_of_choice(nodeid)
+        self.report.record_search(self._header(nodeid, baseline), found)
+
+    def _header(self, nodeid: str, baseline: dict[str, Any]) -> dict[str, Any]:
+        """Return the test's record header: its timed sections, lock wait and baseline."""
+        return self.report.header(
             nodeid,
-            found,
             timed_sections=self.scheduler.sections.get(nodeid, []),
             lock_wait_s=self.scheduler.waits.get(nodeid, 0.0),
-            baseline=self.baselines.comparison_of_choice(nodeid),
+            baseline=baseline,
         )
 
     @pytest.hookimpl(optionalhook=True)

@@ -7,15 +7,12 @@ the results JSON (``--modelopt-json``).
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_modelopt.atomic import atomic_write_text
 from pytest_modelopt.hardware import Hardware
 from pytest_modelopt.readable import one_line
 from pytest_modelopt.session.baselines import SessionBaselines
@@ -45,51 +42,28 @@ class SessionReport:
         self.searches: list[dict[str, Any]] = []  # the results JSON's "searches" (modelopt_best)
         self.messages: list[tuple[str, dict[str, bool]]] = []  # last lines of the summary
 
-    def record(
-        self,
-        nodeid: str,
-        result: VariantResult,
-        *,
-        timed_sections: list[list[float]],
-        lock_wait_s: float,
-        baseline: dict[str, Any],
-    ) -> None:
-        """Record a measured variant for the summary and the results JSON.
+    def record(self, header: dict[str, Any], result: VariantResult) -> None:
+        """Record a measured variant for the summary and the results JSON, after its ``header``.
 
         A wall-clock result also becomes an entry in pytest-benchmark's format.
         """
         from pytest_modelopt.report import benchmark_entry
 
-        self.records.append(
-            {**self._header(nodeid, timed_sections, lock_wait_s, baseline), **result.to_dict()}
-        )
+        self.records.append({**header, **result.to_dict()})
         if result.meter == "wall":  # pytest-benchmark's schema holds seconds, not counts
-            self.benchmarks.append(benchmark_entry(nodeid, result))
+            self.benchmarks.append(benchmark_entry(header["test"], result))
 
-    def record_search(
-        self,
-        nodeid: str,
-        found: SearchResult,
-        *,
-        timed_sections: list[list[float]],
-        lock_wait_s: float,
-        baseline: dict[str, Any],
-    ) -> None:
-        """Record a search's choice and what it measured.
+    def record_search(self, header: dict[str, Any], found: SearchResult) -> None:
+        """Record a search's choice and what it measured, after its ``header``.
 
         Each candidate's record is in the format of ``results``, so ``search.choose`` reads them
         back to the same choice.
         """
         self.searches.append(
-            {
-                **self._header(nodeid, timed_sections, lock_wait_s, baseline),
-                "summary": found.summary(),
-                **found.to_dict(),
-                "records": found.records,
-            }
+            {**header, "summary": found.summary(), **found.to_dict(), "records": found.records}
         )
 
-    def _header(
+    def header(
         self,
         nodeid: str,
         timed_sections: list[list[float]],
@@ -195,6 +169,7 @@ class SessionReport:
     def write_json(self, path: Path) -> None:
         """Write the results JSON to ``path``: pytest-benchmark's fields and ours, atomically."""
         from pytest_modelopt.report import benchmark_header, environment
+        from pytest_modelopt.results import write_results_file
 
         hardware = self.context.hardware
         created = utc_now()
@@ -212,8 +187,7 @@ class SessionReport:
             "results": self.records,
             "searches": self.searches,
         }
-        text = json.dumps(_finite(document), indent=2, sort_keys=True, allow_nan=False, default=str)
-        atomic_write_text(path, text + "\n")
+        write_results_file(path, document)
 
     # -- xdist: workers record, the controller reports ---------------------------------------
 
@@ -226,17 +200,6 @@ class SessionReport:
         self.records += data["records"]
         self.benchmarks += data["benchmarks"]
         self.searches += data.get("searches", [])
-
-
-def _finite(data: Any) -> Any:
-    """JSON has no infinity: unbounded interval sides and the like are written as null."""
-    if isinstance(data, float):
-        return data if math.isfinite(data) else None
-    if isinstance(data, dict):
-        return {key: _finite(value) for key, value in data.items()}
-    if isinstance(data, list | tuple):
-        return [_finite(value) for value in data]
-    return data
 
 
 def _detected(hardware: Hardware) -> dict[str, str]:

@@ -16,21 +16,23 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pytest_modelopt.atomic import atomic_write_text
-from pytest_modelopt.defaults import SEARCH_MAX_TIME_S
 from pytest_modelopt.readable import one_line, quiet_third_party_logs
 from pytest_modelopt.session.context import SessionContext
 
 if TYPE_CHECKING:
+    from typing import Unpack
+
     from filelock import FileLock
 
     from pytest_modelopt.evaluation import Evaluator
     from pytest_modelopt.measure import Comparison
     from pytest_modelopt.search import SearchResult
+    from pytest_modelopt.search.driver import SearchOptions
     from pytest_modelopt.spec import ModelSpec
     from pytest_modelopt.variant_result import VariantResult
 
@@ -159,13 +161,7 @@ class MeasurementScheduler:
         spec: ModelSpec,
         workdir: Path,
         budgets: Any = None,
-        *,
-        techniques: Sequence[str] | None = None,
-        chains: bool = True,
-        objective: str = "latency",
-        max_time: float = SEARCH_MAX_TIME_S,
-        params: Mapping[str, Mapping[str, Any]] | None = None,
-        first: Sequence[str] = (),
+        **options: Unpack[SearchOptions],
     ) -> SearchResult:
         """Run ``Evaluator.best`` for the modelopt_best fixture, in one timed section.
 
@@ -177,26 +173,20 @@ class MeasurementScheduler:
         from pytest_modelopt.search import _params_of
 
         evaluator = self.evaluator(spec, workdir)
+        techniques = options.get("techniques")
         with self.timed_section(nodeid):
             for technique, fraction in self.context.settings.inject_slowdown:
                 if techniques is not None and technique not in techniques:
                     continue
                 try:
-                    variant = evaluator.build(technique, _params_of(params, technique))
+                    params = _params_of(options.get("params"), technique)
+                    variant = evaluator.build(technique, params)
                 except ModeloptError:  # the search skips it or reports the failure
                     continue
                 from pytest_modelopt.testing import inject_slowdown
 
                 inject_slowdown(variant, fraction, batch=spec.example_input)
-            return evaluator.best(
-                budgets,
-                techniques=techniques,
-                chains=chains,
-                objective=objective,
-                max_time=max_time,
-                params=params,
-                first=first,
-            )
+            return evaluator.best(budgets, **options)
 
     def _locked(
         self, nodeid: str, remeasure: Callable[[], Comparison] | None

@@ -47,7 +47,7 @@ def build_clustered(ctx: BuildContext) -> Variant:
     import torch
     from torch import nn
 
-    from pytest_modelopt.variants.torch_eager import eager_runner
+    from pytest_modelopt.variants.torch_eager import saved_variant
 
     clusters = int(ctx.params["clusters"])
     if not 2 <= clusters <= 256:
@@ -72,15 +72,13 @@ def build_clustered(ctx: BuildContext) -> Variant:
             f"clustered: {ctx.spec.name} has no Linear or Conv weight of at least "
             f"{ctx.params['min_params']} values to cluster"
         )
-    path = ctx.workdir / "model.clustered.pt"
-    torch.save(_packed_state(model, clustered, clusters), path)
-
     index_bits = 4 if clusters <= 16 else 8
-    return Variant(
+    return saved_variant(
+        ctx,
         "clustered",
-        eager_runner(model),
-        (path,),
-        runtime=f"torch {torch.__version__}",
+        model,
+        _packed_state(model, clustered, clusters),
+        filename="model.clustered.pt",
         precision="fp32, weight-shared",
         details={
             "clusters": clusters,

@@ -291,9 +291,7 @@ def build_compile(ctx: BuildContext) -> Variant:
 
     What ships is the fp32 state dict: the compiled kernels are rebuilt where it runs.
     """
-    import torch
-
-    from pytest_modelopt.torchtools import call_model
+    from pytest_modelopt.variants.torch_eager import saved_variant
 
     model = ctx.model.eval()
     compiled, details, notes, prepare = compile_now(
@@ -303,18 +301,13 @@ def build_compile(ctx: BuildContext) -> Variant:
         freezing=ctx.params["freezing"],
         max_autotune=ctx.params["max_autotune"],
     )
-    path = ctx.workdir / "model.pt"
-    torch.save(model.state_dict(), path)  # what ships is the fp32 weights; kernels are rebuilt
-
-    def run(batch: object) -> object:
-        with torch.inference_mode():  # as compile_now compiled it: no recompilation
-            return call_model(compiled, batch)
-
-    return Variant(
+    # run under inference mode (eager_runner), as compile_now compiled it: no recompilation
+    return saved_variant(
+        ctx,
         "compile",
-        run,
-        (path,),
-        runtime=f"torch.compile {torch.__version__}",
+        compiled,
+        model.state_dict(),
+        runtime="torch.compile",
         precision="fp32",
         details=details,
         notes=notes,

@@ -108,6 +108,11 @@ def ort_variant(
     active = session.get_providers()
     on_gpu = active[0] != "CPUExecutionProvider"
     run = bound_runner(session) if on_gpu else plain_runner(session)
+    # A CPU session can be rebuilt from its file in a worker process, to run or to profile it; a
+    # GPU one is timed here, where its device buffers live.
+    where = {"path": str(path), "threads": ctx.threads}
+    runner = "pytest_modelopt.variants.ort_sessions:ort_runner"
+    profiler = "pytest_modelopt.variants.ort_sessions:ort_profiler"
     return Variant(
         technique,
         run,
@@ -124,21 +129,8 @@ def ort_variant(
             **extra,
         },
         notes=notes,
-        # A CPU session can be rebuilt from its file in a worker process; a GPU one is timed
-        # here, where its device buffers live.
-        loader=None
-        if on_gpu
-        else Loader(
-            "pytest_modelopt.variants.ort_sessions:ort_runner",
-            {"path": str(path), "threads": ctx.threads},
-            numpy_inputs=True,
-        ),
-        profiler=None
-        if on_gpu
-        else Loader(
-            "pytest_modelopt.variants.ort_sessions:ort_profiler",
-            {"path": str(path), "threads": ctx.threads},
-        ),
+        loader=None if on_gpu else Loader(runner, where, numpy_inputs=True),
+        profiler=None if on_gpu else Loader(profiler, where),
     )
 
 

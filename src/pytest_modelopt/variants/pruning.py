@@ -32,19 +32,14 @@ def torch_variant(
     It is saved as its state dict or (when its layers were rebuilt, so the original class cannot
     load it) as the whole module.
     """
-    import torch
-
-    from pytest_modelopt.variants.torch_eager import eager_runner
+    from pytest_modelopt.variants.torch_eager import saved_variant
 
     model = model.eval()
-    path = ctx.workdir / "model.pt"
-    torch.save(model if whole_module else model.state_dict(), path)
-
-    return Variant(
+    return saved_variant(
+        ctx,
         technique,
-        eager_runner(model),
-        (path,),
-        runtime=f"torch {torch.__version__}",
+        model,
+        model if whole_module else model.state_dict(),
         precision="fp32",
         details=details,
         notes=notes or [],

@@ -26,8 +26,11 @@ if TYPE_CHECKING:
     from pytest_modelopt.hardware import Hardware
 
 
-def quantized_engine(hardware: Hardware) -> str:
-    """Return the quantized kernel library for this CPU: x86 (fbgemm/onednn) or qnnpack on ARM."""
+def use_quantized_engine(hardware: Hardware) -> str:
+    """Select the quantized kernel library for this CPU, and return it.
+
+    x86 (fbgemm/onednn), or qnnpack on ARM.
+    """
     import torch
 
     supported = torch.backends.quantized.supported_engines
@@ -36,8 +39,29 @@ def quantized_engine(hardware: Hardware) -> str:
     )
     for engine in preferred:
         if engine in supported:
+            torch.backends.quantized.engine = engine
             return engine
     raise BuildError(f"no quantized engine for {hardware.cpu.arch}; torch offers {supported}")
+
+
+def prepare_fx_int8(
+    ctx: BuildContext, technique: str, model: nn.Module, engine: str, *, qat: bool = False
+) -> Any:
+    """Prepare ``model`` for FX graph mode int8, with the engine's default qconfig mapping.
+
+    For calibration, or for fine-tuning with fake quantization when ``qat``. A model FX cannot
+    trace is the BuildError of ``fx_trace_error``, which says what to do.
+    """
+    from torch.ao.quantization import get_default_qat_qconfig_mapping, get_default_qconfig_mapping
+    from torch.ao.quantization.quantize_fx import prepare_fx, prepare_qat_fx
+
+    example = positional_args(ctx.spec.example_input)
+    try:
+        if qat:
+            return prepare_qat_fx(model, get_default_qat_qconfig_mapping(engine), example)
+        return prepare_fx(model, get_default_qconfig_mapping(engine), example)
+    except Exception as error:
+        raise fx_trace_error(model, ctx.spec.name, technique, error) from error
 
 
 @dataclass(frozen=True)
@@ -79,8 +103,7 @@ def _dynamic_int8_torch_ao(ctx: BuildContext) -> Variant:
     import torch
     from torch import nn
 
-    engine = quantized_engine(ctx.hardware)
-    torch.backends.quantized.engine = engine
+    engine = use_quantized_engine(ctx.hardware)
     model = ctx.model.eval()
     targets: set[type[nn.Module]] = {nn.Linear, nn.LSTM, nn.GRU}
     notes = treat_equivalent_subclasses_as_base(model, targets)
@@ -159,19 +182,13 @@ def quantized_variant(
 
     ``state`` defaults to the model's state dict, ``run_model`` to the model.
     """
-    import torch
+    from pytest_modelopt.variants.torch_eager import saved_variant
 
-    from pytest_modelopt.variants.torch_eager import eager_runner
-
-    path = ctx.workdir / "model.pt"
-    torch.save(model.state_dict() if state is None else state, path)
-    runner = run_model if run_model is not None else model
-
-    return Variant(
+    return saved_variant(
+        ctx,
         technique,
-        eager_runner(runner),
-        (path,),
-        runtime=f"torch {torch.__version__}",
+        run_model if run_model is not None else model,
+        model.state_dict() if state is None else state,
         precision=precision,
         details=details,
         notes=notes,
@@ -197,25 +214,18 @@ def build_qat_int8(ctx: BuildContext) -> Variant:
 
     No fine-tuning step, or no layer quantized, is a NoEffectError.
     """
-    import torch
     from torch import nn
 
     from pytest_modelopt.torchtools import fine_tune, training_batches
 
     batches = training_batches(ctx.spec, "qat_int8")
-    engine = quantized_engine(ctx.hardware)
-    torch.backends.quantized.engine = engine
+    engine = use_quantized_engine(ctx.hardware)
     model = ctx.model.train()
     notes = treat_equivalent_subclasses_as_base(model, {nn.Linear, nn.Conv2d})
     with WarningsToNotes() as recorded:
-        from torch.ao.quantization import get_default_qat_qconfig_mapping
-        from torch.ao.quantization.quantize_fx import convert_fx, prepare_qat_fx
+        from torch.ao.quantization.quantize_fx import convert_fx
 
-        example = positional_args(ctx.spec.example_input)
-        try:
-            prepared = prepare_qat_fx(model, get_default_qat_qconfig_mapping(engine), example)
-        except Exception as error:
-            raise fx_trace_error(model, ctx.spec.name, "qat_int8", error) from error
+        prepared = prepare_fx_int8(ctx, "qat_int8", model, engine, qat=True)
         ctx.log(f"{ctx.spec.name}: quantization-aware fine-tuning, {ctx.params['steps']} steps")
         steps = fine_tune(prepared, batches, steps=int(ctx.params["steps"]), lr=ctx.params["lr"])
         quantized = convert_fx(prepared.eval())

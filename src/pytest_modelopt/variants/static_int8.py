@@ -17,7 +17,6 @@ from pytest_modelopt.registry import register_technique
 from pytest_modelopt.variants.base import BuildContext, Variant, WarningsToNotes
 from pytest_modelopt.variants.int8_inspection import (
     count_quantized_modules,
-    fx_trace_error,
     graph_coverage,
     graph_state,
     int8_coverage,
@@ -25,9 +24,9 @@ from pytest_modelopt.variants.int8_inspection import (
     treat_equivalent_subclasses_as_base,
 )
 from pytest_modelopt.variants.quantization import (
-    positional_args,
-    quantized_engine,
+    prepare_fx_int8,
     quantized_variant,
+    use_quantized_engine,
 )
 
 
@@ -92,19 +91,13 @@ def _static_int8_fx(ctx: BuildContext, batches: list[Any]) -> Variant:
 
     from pytest_modelopt.torchtools import call_model
 
-    engine = quantized_engine(ctx.hardware)
-    torch.backends.quantized.engine = engine
+    engine = use_quantized_engine(ctx.hardware)
     model = ctx.model.eval()
     notes = treat_equivalent_subclasses_as_base(model, {nn.Linear, nn.Conv2d})
     with WarningsToNotes() as recorded, torch.no_grad():
-        from torch.ao.quantization import get_default_qconfig_mapping
-        from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+        from torch.ao.quantization.quantize_fx import convert_fx
 
-        example = positional_args(ctx.spec.example_input)
-        try:
-            prepared = prepare_fx(model, get_default_qconfig_mapping(engine), example)
-        except Exception as error:
-            raise fx_trace_error(model, ctx.spec.name, "static_int8", error) from error
+        prepared = prepare_fx_int8(ctx, "static_int8", model, engine)
         for batch in batches:
             call_model(prepared, batch)
         quantized = convert_fx(prepared)

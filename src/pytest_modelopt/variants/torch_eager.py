@@ -41,19 +41,46 @@ def build_eager(ctx: BuildContext) -> Variant:
             ),
         )
 
-    import torch
-
     model = ctx.model.eval()
-    path = ctx.workdir / "model.pt"
-    torch.save(model.state_dict(), path)
-    return Variant(
+    return saved_variant(
+        ctx,
         "eager",
-        eager_runner(model),
-        (path,),
-        runtime=f"torch {torch.__version__}",
+        model,
+        model.state_dict(),
         precision="fp32",
         # A worker gets the module itself (pickled: its class must be importable).
         loader=Loader("pytest_modelopt.variants.torch_eager:eager_runner", {"model": model}),
+    )
+
+
+def saved_variant(
+    ctx: BuildContext,
+    technique: str,
+    run_module: Any,
+    saved: Any,
+    *,
+    precision: str,
+    runtime: str = "torch",
+    filename: str = "model.pt",
+    **fields: Any,
+) -> Variant:
+    """Build a variant that runs ``run_module`` eagerly and ships ``saved`` (``torch.save``).
+
+    ``saved`` (a state dict, a module, or another picklable form) goes to ``filename`` in the
+    workdir; the runtime is ``runtime`` and torch's version; ``fields`` are the Variant's
+    others (details, notes, model, loader, prepare).
+    """
+    import torch
+
+    path = ctx.workdir / filename
+    torch.save(saved, path)
+    return Variant(
+        technique,
+        eager_runner(run_module),
+        (path,),
+        runtime=f"{runtime} {torch.__version__}",
+        precision=precision,
+        **fields,
     )
 
 

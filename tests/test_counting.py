@@ -20,8 +20,9 @@ from pytest_modelopt.counting import (
     estimated_cycles,
     parse_callgrind,
     single_threaded,
+    total_instructions,
 )
-from pytest_modelopt.worker import Loader
+from pytest_modelopt.worker import Loader, WorkerUnavailable
 
 needs_valgrind = pytest.mark.skipif(
     shutil.which("valgrind") is None, reason="valgrind is not installed (apt-get install valgrind)"
@@ -55,7 +56,7 @@ import pytest
 from pathlib import Path
 
 from pytest_modelopt import ModelSpec, Variant, register_technique
-from pytest_modelopt.worker import Loader
+from pytest_modelopt.worker import Loader, WorkerUnavailable
 from toymodel import Toy
 
 
@@ -150,6 +151,21 @@ def test_a_dump_reads_as_totals_and_self_costs(tmp_path: Path) -> None:
         "helper": 500,
         "0x00000000001a2b30 in libstripped.so.1": 50,
     }
+
+
+def test_the_calibration_reads_a_dump_total_from_its_ends_only(tmp_path: Path) -> None:
+    """The worker's own calibration reads only a dump's header and last lines (a full parse
+    allocates enough to move the counts of the calls counted after it), and agrees with it."""
+    path = tmp_path / "callgrind.out.1"
+    middle = "".join(f"fn=f{i}\n{i} 1 0 0 0 0 0 0 0 0\n" for i in range(5000))  # > 2 edges
+    path.write_text(DUMP.replace("fl=loop.c\n", "fl=loop.c\n" + middle))
+    assert path.stat().st_size > 20_000
+    assert total_instructions(path) == 1550
+    path.write_text(DUMP.replace("totals:", "summary:"))  # callgrind's header form
+    assert total_instructions(path) == parse_callgrind(path).instructions == 1550
+    path.write_text(DUMP.split("totals:")[0])
+    with pytest.raises(WorkerUnavailable, match="no totals"):
+        total_instructions(path)
 
 
 def test_estimated_cycles_follow_the_stated_model() -> None:

@@ -24,6 +24,7 @@ from pytest_modelopt.counting.counts import (
     estimated_cycles,
     parse_callgrind,
     per_call,
+    total_instructions,
 )
 from pytest_modelopt.counting.sides import (
     COUNTED_ROUNDS,
@@ -76,5 +77,6 @@ __all__ = [
     "per_call",
     "shared_worker",
     "single_threaded",
+    "total_instructions",
     "valgrind_version",
 ]

@@ -58,6 +58,33 @@ def estimated_cycles(events: Mapping[str, float]) -> float:
     return (accesses - l1_misses) + 5 * (l1_misses - ll_misses) + 35 * ll_misses
 
 
+def total_instructions(path: Path) -> float:
+    """Read only the instructions total of a callgrind dump: its header and its last lines.
+
+    For the counting worker's own calibration, where parsing the whole dump would allocate
+    enough to change what the calls counted after it cost (allocator state).
+    """
+    with path.open("rb") as dump:
+        head = dump.read(_EDGE)
+        dump.seek(max(0, path.stat().st_size - _EDGE))
+        tail = dump.read()
+    names: list[bytes] = []
+    summary: list[bytes] = []
+    for line in head.splitlines():
+        if line.startswith(b"events:"):
+            names = line.split()[1:]
+        elif line.startswith(b"summary:"):
+            summary = line.split()[1:]
+    totals = [line.split()[1:] for line in tail.splitlines() if line.startswith(b"totals:")]
+    values = totals[-1] if totals else summary
+    if b"Ir" not in names or len(values) <= names.index(b"Ir"):
+        raise WorkerUnavailable(f"callgrind dump {path} has no totals: valgrind failed to write it")
+    return float(values[names.index(b"Ir")])
+
+
+_EDGE = 8192  # bytes read from each end of a dump: the header and the totals line
+
+
 def parse_callgrind(path: Path, top: int = TOP_FUNCTIONS) -> Counts:
     """Read the totals of a callgrind dump and its ``top`` functions by self instructions.
 

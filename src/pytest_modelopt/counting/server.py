@@ -25,7 +25,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from pytest_modelopt.counting.counts import parse_callgrind
+from pytest_modelopt.counting.counts import total_instructions
 from pytest_modelopt.counting.valgrind import ClientRequests
 from pytest_modelopt.worker import Loader, _fix_torch_threads
 
@@ -127,7 +127,7 @@ class _Served:
             thunk()
             self.requests.toggle_collect()
             path = self.directory / f"callgrind.out.{self._dump('calibration')}"
-            counts.append(parse_callgrind(path, top=0).instructions)
+            counts.append(total_instructions(path))
             path.unlink()
         return max(0.0, counts[0] - counts[1])
 

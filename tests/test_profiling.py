@@ -91,6 +91,11 @@ def test_the_diff_ranks_what_changed_most_for_functions_and_operators() -> None:
     assert "+300" in table
     assert "gemm" not in table
 
+    # a baseline from before counted functions named their stripped library
+    stored = {"0x191eff0": 2_493_984.0, "_PyEval_EvalFrameDefault": 90_000.0}
+    new = {"0x191eff0 in libonnxruntime.so": 2_493_984.0, "_PyEval_EvalFrameDefault": 180_000.0}
+    assert top_diff(stored, new) == [("_PyEval_EvalFrameDefault", 90_000.0, 180_000.0)]
+
     stored_ms = {"Conv": 0.5, "Gemm": 0.2, OUTSIDE: 0.01}
     new_ms = {"Conv": 0.5004, "Gemm": 0.9, OUTSIDE: 0.01}
     table = format_top_diff(stored_ms, new_ms, OPERATORS)

@@ -62,6 +62,7 @@ def top_diff(
     Each list is the top 30 of its run. Rows are (name, baseline, measured); None where a name is
     not in that list.
     """
+    stored = _with_libraries(stored, new)
     names = set(stored) | set(new)
 
     def change(name: str) -> float:
@@ -69,6 +70,20 @@ def top_diff(
 
     ranked = sorted(names, key=lambda name: (-change(name), name))[:rows]
     return [(name, stored.get(name), new.get(name)) for name in ranked if change(name) > 0]
+
+
+def _with_libraries(stored: Mapping[str, float], new: Mapping[str, float]) -> dict[str, float]:
+    """Name a stored function of a stripped library as the new run names it.
+
+    Baselines recorded before counted functions named their library hold a bare address
+    (``0x1a2b30``) where the new run has ``0x1a2b30 in libfoo.so``: the same function.
+    """
+    renamed = {}
+    for name in new:
+        address, separator, _ = name.partition(" in ")
+        if separator and address in stored and name not in stored:
+            renamed[address] = name
+    return {renamed.get(name, name): figure for name, figure in stored.items()}
 
 
 def format_top_diff(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import TYPE_CHECKING, Any
 
 from pytest_modelopt.budget import Budget, Measured
 from pytest_modelopt.defaults import SEARCH_MAX_TIME_S
@@ -47,17 +47,6 @@ PRIORITY = (
 )
 # How many fresh measurements a contender too noisy to decide gets at the end of a search.
 REMEASURES = 2
-
-
-class SearchOptions(TypedDict, total=False):
-    """The options of ``search`` after the budgets, for a caller that passes them on as given."""
-
-    techniques: Sequence[str] | None
-    chains: bool
-    objective: str
-    max_time: float
-    params: Mapping[str, Mapping[str, Any]] | None
-    first: Sequence[str]
 
 
 def search(

@@ -150,9 +150,12 @@ def single_threaded(loader: Loader) -> Loader:
 
     ONNX Runtime's ``threads``, OpenVINO's ``INFERENCE_NUM_THREADS``: valgrind runs threads one
     at a time, and a pool's spinning would add instructions that differ from one process to the
-    next.
+    next. A loader that wraps another (the testing aid's slowed run) has the one it wraps set too.
     """
-    kwargs = dict(loader.kwargs)
+    kwargs = {
+        name: single_threaded(value) if isinstance(value, Loader) else value
+        for name, value in loader.kwargs.items()
+    }
     if "threads" in kwargs:
         kwargs["threads"] = 1
     config = kwargs.get("config")

@@ -111,7 +111,7 @@ class Evaluator:
         start = time.perf_counter()
         try:
             with PeakMemory() as build_memory:
-                variant = technique.build(context)
+                variant = technique.build_variant(context)
         except ModeloptError:
             raise
         except Exception as error:

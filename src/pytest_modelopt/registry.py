@@ -173,6 +173,22 @@ class Technique:
                     )
         return {**defaults, **params}
 
+    def build_variant(self, ctx: BuildContext) -> Variant:
+        """Build the variant with ``ctx`` and name it after this technique.
+
+        The build function gets ``ctx`` with ``technique`` set to this name and leaves the
+        variant's name out: the registration names it. A build that names it otherwise is
+        overruled, and a note on the variant says so.
+        """
+        variant = self.build(dataclasses.replace(ctx, technique=self.name))
+        if variant.technique and variant.technique != self.name:
+            variant.notes.append(
+                f"its build named it {variant.technique!r}; it is registered as {self.name!r}, "
+                "the name it keeps"
+            )
+        variant.technique = self.name
+        return variant
+
     def unmet(self, hardware: Hardware) -> RequirementMissing | None:
         """Return why this technique cannot run on ``hardware`` (its name first), or None."""
         try:
@@ -205,6 +221,12 @@ def register_technique(
     parameters: a default for every field, its type, and ``metadata={"help": ...}`` saying what
     it means. ``defaults`` (a dict of name to default) is the older, untyped form: the names are
     checked, the values are not.
+
+    The build function returns its :class:`~pytest_modelopt.variants.base.Variant` without a
+    name: the registry names it ``name`` (a chain's, ``a+b``), and passes the name to the build
+    as ``ctx.technique`` for its messages. A build that still names its variant keeps working;
+    where that name differs from ``name``, ``name`` wins and a note on the variant records the
+    other.
     """
     requires = Requirements.from_marker(gpu=gpu, backend=backend, isa=isa, packages=packages)
     if params is not None and defaults is not None:
@@ -282,7 +304,7 @@ def _chain(parts: list[Technique]) -> Technique:
             )
             step.workdir.mkdir(parents=True, exist_ok=True)
             ctx.log(f"{ctx.spec.name}[{name}]: step {index + 1}/{len(parts)}: {part.name}")
-            variant = part.build(step)
+            variant = part.build_variant(step)
             notes += [f"{part.name}: {note}" for note in variant.notes]
             details[part.name] = variant.details
             if index < len(parts) - 1:
@@ -292,7 +314,8 @@ def _chain(parts: list[Technique]) -> Technique:
                         "to start from; put it last in the chain"
                     )
                 model = variant.model
-        variant.technique, variant.details, variant.notes = name, details, notes
+        # The last part's variant, left unnamed: build_variant names it after the whole chain.
+        variant.technique, variant.details, variant.notes = "", details, notes
         return variant
 
     return Technique(

@@ -26,6 +26,8 @@ class BuildContext:
     Files the variant needs go under ``workdir``; ``log`` reports progress to the user.
     ``threads`` is the harness's thread count: runtimes with their own pools use it too.
     ``cache_dir`` is a directory kept between sessions (pytest's cache), for compiler caches.
+    ``technique`` is the name the technique is registered under, set by the registry (in a chain,
+    the step's own name): for messages, never to be repeated as a literal.
     """
 
     spec: ModelSpec
@@ -36,6 +38,7 @@ class BuildContext:
     threads: int | None = None
     cache_dir: Path | None = None
     log: Callable[[str], None] = lambda message: None
+    technique: str = ""
 
 
 @dataclass

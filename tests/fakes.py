@@ -24,38 +24,38 @@ class Toy:
         return [[float(x), 2.0 * x]]
 
 
-def _variant(ctx, technique, work, size=10):
+def _variant(ctx, work, size=10):
     path = Path(ctx.workdir) / "model.bin"
     path.write_bytes(b"w" * size)
-    return Variant(technique, Toy(work), (path,), runtime="python", precision="fp32")
+    return Variant(Toy(work), (path,), runtime="python", precision="fp32")
 
 
 @register_technique("fake_fast", frameworks=("python",))
 def build_fast(ctx):
     """Does a tenth of the reference's work."""
-    return _variant(ctx, "fake_fast", ctx.model.work // 10)
+    return _variant(ctx, ctx.model.work // 10)
 
 
 @register_technique("fake_slow", frameworks=("python",))
 def build_slow(ctx):
     """Does three times the reference's work."""
-    return _variant(ctx, "fake_slow", ctx.model.work * 3)
+    return _variant(ctx, ctx.model.work * 3)
 
 
 @register_technique("fake_same", frameworks=("python",))
 def build_same(ctx):
     """Does exactly the reference's work: a true speedup of 1.0."""
-    return _variant(ctx, "fake_same", ctx.model.work)
+    return _variant(ctx, ctx.model.work)
 
 
 @register_technique("fake_needs_package", frameworks=("python",), packages="no_such_pkg_zz")
 def build_needs_package(ctx):
-    return _variant(ctx, "fake_needs_package", ctx.model.work)
+    return _variant(ctx, ctx.model.work)
 
 
 @register_technique("fake_needs_gpu", frameworks=("python",), gpu=True)
 def build_needs_gpu(ctx):
-    return _variant(ctx, "fake_needs_gpu", ctx.model.work)
+    return _variant(ctx, ctx.model.work)
 
 
 @register_technique("fake_crashes", frameworks=("python",))
@@ -64,7 +64,7 @@ def build_crashes(ctx):
     def run(x):
         raise ValueError("shape mismatch in layer 3")
 
-    variant = _variant(ctx, "fake_crashes", ctx.model.work)
+    variant = _variant(ctx, ctx.model.work)
     variant.run = run
     return variant
 

@@ -67,7 +67,7 @@ def build_fast(ctx):
     path = Path(ctx.workdir) / "model.bin"
     path.write_bytes(b"w" * 10)
     return Variant(
-        "toy_fast", Toy(work), (path,), runtime="python", precision="fp32",
+        Toy(work), (path,), runtime="python", precision="fp32",
         loader=Loader("toymodel:toy_runner", {"work": work}),
     )
 
@@ -77,7 +77,7 @@ def build_local(ctx):
     """No loader: runs in this process only, so it cannot be counted."""
     path = Path(ctx.workdir) / "model.bin"
     path.write_bytes(b"w" * 10)
-    return Variant("toy_local", Toy(100), (path,), runtime="python", precision="fp32")
+    return Variant(Toy(100), (path,), runtime="python", precision="fp32")
 
 
 @pytest.fixture(scope="module")

@@ -58,7 +58,7 @@ ADDED = """
 def pytest_modelopt_add_techniques(register):
     @register("hooked_fast", frameworks=("python",), description="a technique from a hook")
     def build(ctx):
-        return _variant(ctx, "hooked_fast", ctx.model.work // 10)
+        return _variant(ctx, ctx.model.work // 10)
 """
 
 

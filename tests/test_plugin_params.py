@@ -17,7 +17,7 @@ class ScaledParams:
 
 @register_technique("fake_scaled", frameworks=("python",), params=ScaledParams)
 def build_scaled(ctx):
-    variant = _variant(ctx, "fake_scaled", ctx.model.work // ctx.params["factor"])
+    variant = _variant(ctx, ctx.model.work // ctx.params["factor"])
     variant.details["factor"] = ctx.params["factor"]
     return variant
 """

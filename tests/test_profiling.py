@@ -59,7 +59,9 @@ def test_each_runtime_names_its_operators_with_their_times(evaluator, technique)
 
 
 def test_a_runtime_without_a_profiler_gets_none_and_says_why(tmp_path) -> None:
-    variant = Variant("tflite_int8", lambda batch: batch, (), runtime="litert 2.1", precision="i8")
+    variant = Variant(
+        lambda batch: batch, (), runtime="litert 2.1", precision="i8", technique="tflite_int8"
+    )
     assert operator_profile(variant, 1.0) == {}
     assert why_none(variant) == "no operator profiler for litert 2.1 variants"
     new = {"top_operators": {}, "size_bytes": 1}

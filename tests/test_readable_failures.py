@@ -40,7 +40,7 @@ def build_swapped(ctx):
             logger.setLevel(level)
             logger.propagate = propagate
     logging.getLogger("myapp").debug("the user's own record")
-    variant = _variant(ctx, "fake_swapped", ctx.model.work)
+    variant = _variant(ctx, ctx.model.work)
     variant.run = Swapped(ctx.model.work)
     variant.notes.append("\\x1b[96mThis is step 1/3\\x1b[0m of the export\\nand a second line")
     return variant

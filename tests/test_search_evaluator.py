@@ -33,11 +33,10 @@ class Toy:
         return [scores[::-1] if self.flipped else scores]
 
 
-def _variant(ctx, name: str, model: Toy, size: int, *, yields: bool = False) -> Variant:
+def _variant(ctx, model: Toy, size: int, *, yields: bool = False) -> Variant:
     path = Path(ctx.workdir) / "model.bin"
     path.write_bytes(b"w" * size)
     return Variant(
-        name,
         model,
         (path,),
         runtime="python",
@@ -54,19 +53,19 @@ def fakes() -> Iterator[None]:
 
     @register_technique("sfake_fast", frameworks=("python",))
     def fast(ctx):
-        return _variant(ctx, "sfake_fast", Toy(ctx.model.work // 10), 20)
+        return _variant(ctx, Toy(ctx.model.work // 10), 20)
 
     @register_technique("sfake_faster", frameworks=("python",))
     def faster(ctx):
-        return _variant(ctx, "sfake_faster", Toy(ctx.model.work // 20), 200)  # too large
+        return _variant(ctx, Toy(ctx.model.work // 20), 200)  # too large
 
     @register_technique("sfake_lossy", frameworks=("python",))
     def lossy(ctx):
-        return _variant(ctx, "sfake_lossy", Toy(ctx.model.work // 40, flipped=True), 10)
+        return _variant(ctx, Toy(ctx.model.work // 40, flipped=True), 10)
 
     @register_technique("sfake_shrink", frameworks=("python",))
     def shrink(ctx):
-        return _variant(ctx, "sfake_shrink", Toy(ctx.model.work // 2), 30, yields=True)
+        return _variant(ctx, Toy(ctx.model.work // 2), 30, yields=True)
 
     @register_technique("sfake_needs_gpu", frameworks=("python",), gpu=True)
     def needs_gpu(ctx):
@@ -200,7 +199,7 @@ class Disturbed(Toy):
 def noisy_fake() -> Iterator[None]:
     @register_technique("sfake_noisy", frameworks=("python",))
     def noisy(ctx):
-        return _variant(ctx, "sfake_noisy", Disturbed(ctx.model.work // 10), 20)
+        return _variant(ctx, Disturbed(ctx.model.work // 10), 20)
 
     Disturbed.disturbed = True
     yield

@@ -57,9 +57,10 @@ class Variant:
     as they run, other runtimes not at all; see ``pytest_modelopt.profiling``). ``prepare``, where
     set, runs before each measurement the calls that compiled the variant, so that a compilation
     lost since the build happens there and not in a timed call; it returns notes on what it did.
+    ``technique`` is the name it was built under: the registry sets it from the registration, so
+    a build function leaves it out.
     """
 
-    technique: str
     run: Callable[[Any], Any]
     files: tuple[Path, ...]
     runtime: str
@@ -74,6 +75,7 @@ class Variant:
     loader: Loader | None = None
     profiler: Loader | None = None
     prepare: Callable[[], list[str]] | None = field(default=None, repr=False)
+    technique: str = field(default="", kw_only=True)
 
     @property
     def runtime_family(self) -> str:

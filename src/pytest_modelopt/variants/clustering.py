@@ -75,7 +75,6 @@ def build_clustered(ctx: BuildContext) -> Variant:
     index_bits = 4 if clusters <= 16 else 8
     return saved_variant(
         ctx,
-        "clustered",
         model,
         _packed_state(model, clustered, clusters),
         filename="model.clustered.pt",

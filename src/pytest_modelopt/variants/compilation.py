@@ -65,7 +65,7 @@ def build_export(ctx: BuildContext) -> Variant:
     from pytest_modelopt.torchtools import call_model
 
     with WarningsToNotes() as recorded:
-        program = export_program(ctx.model, ctx.spec.example_input, "export", ctx.spec.name)
+        program = export_program(ctx.model, ctx.spec.example_input, ctx.technique, ctx.spec.name)
         path = ctx.workdir / "model.pt2"
         torch.export.save(program, str(path))
         module = torch.export.load(str(path)).module()  # run what was shipped
@@ -78,7 +78,6 @@ def build_export(ctx: BuildContext) -> Variant:
             return call_model(module, batch)
 
     return Variant(
-        "export",
         run,
         (path,),
         runtime=f"torch.export {torch.__version__}",
@@ -304,7 +303,6 @@ def build_compile(ctx: BuildContext) -> Variant:
     # run under inference mode (eager_runner), as compile_now compiled it: no recompilation
     return saved_variant(
         ctx,
-        "compile",
         compiled,
         model.state_dict(),
         runtime="torch.compile",

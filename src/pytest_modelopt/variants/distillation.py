@@ -65,7 +65,7 @@ def build_distilled(ctx: BuildContext) -> Variant:
     from pytest_modelopt.torchtools import fine_tune, parameter_count, training_batches
     from pytest_modelopt.variants.pruning import torch_variant
 
-    batches = training_batches(ctx.spec, "distilled")
+    batches = training_batches(ctx.spec, ctx.technique)
     teacher = ctx.model.eval()
     student, origin = make_student(ctx, teacher)
     teacher_params, student_params = parameter_count(teacher), parameter_count(student)
@@ -107,7 +107,6 @@ def build_distilled(ctx: BuildContext) -> Variant:
         raise NoEffectError("distilled: the student took no training step")
     return torch_variant(
         ctx,
-        "distilled",
         student,
         whole_module=True,
         details={

@@ -64,10 +64,9 @@ def build_lowrank(ctx: BuildContext) -> Variant:
             f"least {ctx.params['min_features']} features shrinks at rank ratio {ratio}"
             + (f" / energy {energy}" if energy is not None else "")
         )
-    steps = maybe_fine_tune(ctx, model, "lowrank")
+    steps = maybe_fine_tune(ctx, model)
     return torch_variant(
         ctx,
-        "lowrank",
         model,
         whole_module=True,
         details={

@@ -88,7 +88,6 @@ def onnx_files(path: Path) -> tuple[Path, ...]:
 
 
 def ort_variant(
-    technique: str,
     path: Path,
     ctx: BuildContext,
     providers: list[str] | None = None,
@@ -114,7 +113,6 @@ def ort_variant(
     runner = "pytest_modelopt.variants.ort_sessions:ort_runner"
     profiler = "pytest_modelopt.variants.ort_sessions:ort_profiler"
     return Variant(
-        technique,
         run,
         onnx_files(path),
         runtime=f"onnxruntime {onnxruntime.__version__}",
@@ -142,7 +140,7 @@ def ort_variant(
 def build_onnxruntime(ctx: BuildContext) -> Variant:
     """Export to ONNX and run it in ONNX Runtime with all graph optimizations."""
     path, details, notes = export_onnx(ctx)
-    return ort_variant("onnxruntime", path, ctx, notes=notes, **details)
+    return ort_variant(path, ctx, notes=notes, **details)
 
 
 @register_technique(
@@ -166,7 +164,6 @@ def build_onnxruntime_dynamic_int8(ctx: BuildContext) -> Variant:
             str(source), str(path), weight_type=QuantType.QInt8, reduce_range=reduce_range
         )
     return ort_variant(
-        "onnxruntime_dynamic_int8",
         path,
         ctx,
         precision="int8 weights, dynamic int8 activations",
@@ -240,7 +237,6 @@ def build_onnxruntime_static_int8(ctx: BuildContext) -> Variant:
     for leftover in (*quant_dir.glob("prepared.onnx*"), *quant_dir.glob("embedded.onnx*")):
         leftover.unlink()
     return ort_variant(
-        "onnxruntime_static_int8",
         path,
         ctx,
         precision="int8 (QDQ, uint8 activations, per-channel int8 weights)",
@@ -261,9 +257,8 @@ def build_onnxruntime_fp16(ctx: BuildContext) -> Variant:
     source, details, notes = export_onnx(ctx)
     path = _quantized_dir(ctx) / "model.onnx"
     convert_to_fp16(source, path)
-    providers = require_provider(CUDA, "onnxruntime_fp16")
+    providers = require_provider(CUDA, ctx.technique)
     return ort_variant(
-        "onnxruntime_fp16",
         path,
         ctx,
         providers=providers,
@@ -293,10 +288,9 @@ def build_tensorrt(ctx: BuildContext) -> Variant:
     A session in which ORT dropped the TensorRT provider is a PackageMissing, not a CPU run.
     """
     source, details, notes = export_onnx(ctx)
-    providers = require_provider(TENSORRT, "tensorrt")
+    providers = require_provider(TENSORRT, ctx.technique)
     fp16 = bool(ctx.params["fp16"])
     variant = ort_variant(
-        "tensorrt",
         source,
         ctx,
         providers=providers,

@@ -85,7 +85,6 @@ def convert(ctx: BuildContext) -> tuple[Any, dict[str, Any], list[str]]:
 
 def openvino_variant(
     ctx: BuildContext,
-    technique: str,
     *,
     precision_hint: str | None = None,
     hint: str = "LATENCY",
@@ -100,17 +99,17 @@ def openvino_variant(
 
     from pytest_modelopt.worker import Loader
 
-    precision_hint = precision_hint or _pinned_precision(ctx, technique)
+    precision_hint = precision_hint or _pinned_precision(ctx)
     model, details, notes = convert(ctx)
     if quantize:
-        model = nncf_quantize(ctx, technique, model)
+        model = nncf_quantize(ctx, model)
     core = ov.Core()
     device = "GPU" if ctx.hardware.gpus and "GPU" in core.available_devices else "CPU"
     config: dict[str, Any] = {"PERFORMANCE_HINT": hint}
     if ctx.threads and device == "CPU":
         config["INFERENCE_NUM_THREADS"] = ctx.threads
     if device == "CPU":
-        precision_hint = _precision_the_cap_allows(ctx, core, technique, precision_hint, notes)
+        precision_hint = _precision_the_cap_allows(ctx, core, precision_hint, notes)
     if precision_hint:
         config["INFERENCE_PRECISION_HINT"] = precision_hint
     models = ShapeCompiled(core, model, device, config)
@@ -119,7 +118,7 @@ def openvino_variant(
         compiled = models.compiled(None if hint == "THROUGHPUT" else example_shapes)
     except Exception as error:  # OpenVINO raises plain RuntimeErrors and its own types
         raise BuildError(
-            f"{technique}: OpenVINO could not compile {ctx.spec.name} for {device}: "
+            f"{ctx.technique}: OpenVINO could not compile {ctx.spec.name} for {device}: "
             f"{first_line(error)}"
         ) from error
     execution_precision = _type_name(compiled.get_property("INFERENCE_PRECISION_HINT"))
@@ -136,7 +135,6 @@ def openvino_variant(
             f"{execution_precision} elsewhere"
         )
     return Variant(
-        technique,
         run,
         (xml, xml.with_suffix(".bin")),
         runtime=f"openvino {ov.get_version()}",
@@ -165,13 +163,13 @@ def openvino_variant(
     )
 
 
-def nncf_quantize(ctx: BuildContext, technique: str, model: Any) -> Any:
+def nncf_quantize(ctx: BuildContext, model: Any) -> Any:
     """NNCF post-training quantization of an OpenVINO model on the spec's calibration data."""
     import nncf
 
     if not ctx.spec.calibration_data:
         raise BuildError(
-            f"{technique} needs calibration data: give ModelSpec {ctx.spec.name!r} "
+            f"{ctx.technique} needs calibration data: give ModelSpec {ctx.spec.name!r} "
             "calibration_data (a few representative batches)"
         )
 
@@ -180,7 +178,7 @@ def nncf_quantize(ctx: BuildContext, technique: str, model: Any) -> Any:
         return [item.numpy() if hasattr(item, "numpy") else item for item in items]
 
     batches = list(ctx.spec.calibration_data)
-    ctx.log(f"{ctx.spec.name}[{technique}]: NNCF quantization on {len(batches)} batches")
+    ctx.log(f"{ctx.spec.name}[{ctx.technique}]: NNCF quantization on {len(batches)} batches")
     # NNCF draws progress bars on stdout: the harness's log says what happens instead.
     with WarningsToNotes(), contextlib.redirect_stdout(io.StringIO()):
         return nncf.quantize(
@@ -191,12 +189,12 @@ def nncf_quantize(ctx: BuildContext, technique: str, model: Any) -> Any:
         )
 
 
-def _pinned_precision(ctx: BuildContext, technique: str) -> str | None:
+def _pinned_precision(ctx: BuildContext) -> str | None:
     """Return the ``inference_precision`` parameter, checked: None keeps the device's default."""
     pinned = ctx.params.get("inference_precision")
     if pinned is not None and pinned not in PRECISIONS:
         raise BuildError(
-            f"{technique}: inference_precision {pinned!r} for {ctx.spec.name}: choose one of "
+            f"{ctx.technique}: inference_precision {pinned!r} for {ctx.spec.name}: choose one of "
             f"{', '.join(PRECISIONS)}, or None for the device's default"
         )
     return str(pinned) if pinned else None
@@ -210,7 +208,7 @@ def _pinned_precision(ctx: BuildContext, technique: str) -> str | None:
 )
 def build_openvino(ctx: BuildContext) -> Variant:
     """Compile for OpenVINO (LATENCY hint) at the device's default execution precision, stated."""
-    return openvino_variant(ctx, "openvino")
+    return openvino_variant(ctx)
 
 
 @register_technique(
@@ -221,7 +219,7 @@ def build_openvino(ctx: BuildContext) -> Variant:
 )
 def build_openvino_fp32(ctx: BuildContext) -> Variant:
     """Compile for OpenVINO (LATENCY hint) with execution forced to fp32."""
-    return openvino_variant(ctx, "openvino_fp32", precision_hint="f32")
+    return openvino_variant(ctx, precision_hint="f32")
 
 
 @register_technique(
@@ -232,7 +230,7 @@ def build_openvino_fp32(ctx: BuildContext) -> Variant:
 )
 def build_openvino_int8(ctx: BuildContext) -> Variant:
     """Quantize to int8 with NNCF on the calibration data, then compile for OpenVINO."""
-    return openvino_variant(ctx, "openvino_int8", quantize=True)
+    return openvino_variant(ctx, quantize=True)
 
 
 @register_technique(
@@ -243,7 +241,7 @@ def build_openvino_int8(ctx: BuildContext) -> Variant:
 )
 def build_openvino_throughput(ctx: BuildContext) -> Variant:
     """Compile for OpenVINO with the THROUGHPUT hint: the batch split across parallel streams."""
-    return openvino_variant(ctx, "openvino_throughput", hint="THROUGHPUT")
+    return openvino_variant(ctx, hint="THROUGHPUT")
 
 
 def _shapes_used(models: ShapeCompiled, hint: str) -> str:
@@ -255,7 +253,7 @@ def _shapes_used(models: ShapeCompiled, hint: str) -> str:
 
 
 def _precision_the_cap_allows(
-    ctx: BuildContext, core: Any, technique: str, pinned: str | None, notes: list[str]
+    ctx: BuildContext, core: Any, pinned: str | None, notes: list[str]
 ) -> str | None:
     """Return the precision to pin on the CPU, as far as an ISA cap allows.
 
@@ -273,14 +271,14 @@ def _precision_the_cap_allows(
         return pinned  # allowed, or a CPU without it: the plugin then runs f32 and says so
     if pinned:
         raise HardwareMissing(
-            f"{technique}: inference_precision {pinned!r} for {ctx.spec.name} needs "
+            f"{ctx.technique}: inference_precision {pinned!r} for {ctx.spec.name} needs "
             f"{' or '.join(forbidden)}, which the ISA cap ({cap.describe()}) forbids; OpenVINO "
             "would run it outside the cap. Pin f32, or lift the cap"
         )
     notes.append(
-        f"{technique}: f32 execution pinned: the CPU plugin's default here is {precision}, whose "
-        f"instructions the ISA cap ({cap.describe()}) forbids, and OpenVINO does not apply the "
-        "cap to its choice of precision"
+        f"{ctx.technique}: f32 execution pinned: the CPU plugin's default here is {precision}, "
+        f"whose instructions the ISA cap ({cap.describe()}) forbids, and OpenVINO does not apply "
+        "the cap to its choice of precision"
     )
     return "f32"
 

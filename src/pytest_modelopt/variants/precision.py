@@ -11,10 +11,10 @@ from pytest_modelopt.registry import register_technique
 from pytest_modelopt.variants.base import BuildContext, Variant, WarningsToNotes
 
 
-def cast_model(ctx: BuildContext, dtype: Any, device: str, technique: str) -> Variant:
+def cast_model(ctx: BuildContext, dtype: Any, device: str, *, precision: str) -> Variant:
     """Build a variant of the model with its floating-point weights cast to ``dtype`` on ``device``.
 
-    Inputs are cast to follow.
+    Inputs are cast to follow; ``precision`` is the variant's (``fp16``, ``bf16``).
     """
     import torch
 
@@ -24,8 +24,8 @@ def cast_model(ctx: BuildContext, dtype: Any, device: str, technique: str) -> Va
     dtypes = {str(p.dtype) for p in model.parameters() if p.is_floating_point()}
     if dtypes != {str(dtype)}:
         raise NoEffectError(
-            f"{technique}: {ctx.spec.name} still holds {sorted(dtypes)} weights after casting to "
-            f"{dtype}"
+            f"{ctx.technique}: {ctx.spec.name} still holds {sorted(dtypes)} weights after "
+            f"casting to {dtype}"
         )
     path = ctx.workdir / "model.pt"
     torch.save(model.state_dict(), path)
@@ -43,11 +43,10 @@ def cast_model(ctx: BuildContext, dtype: Any, device: str, technique: str) -> Va
             return call_model(model, convert(batch))
 
     return Variant(
-        technique,
         run,
         (path,),
         runtime=f"torch {torch.__version__}",
-        precision=technique,
+        precision=precision,
         device=device,
         details={"weight_dtypes": sorted(dtypes)},
         model=model,
@@ -74,14 +73,14 @@ def build_fp16(ctx: BuildContext) -> Variant:
     import torch
 
     if torch.cuda.is_available():
-        return cast_model(ctx, torch.float16, "cuda", "fp16")
+        return cast_model(ctx, torch.float16, "cuda", precision="fp16")
     if not ctx.params["allow_cpu"]:
         raise HardwareMissing(
             "fp16: needs a CUDA GPU, none available; CPUs emulate fp16 (measured: resnet18 34x "
             "slower than fp32); pass params={'fp16': {'allow_cpu': True}} to measure it anyway"
         )
     with WarningsToNotes() as recorded:
-        variant = cast_model(ctx, torch.float16, "cpu", "fp16")
+        variant = cast_model(ctx, torch.float16, "cpu", precision="fp16")
     variant.precision = "fp16 (emulated on CPU)"
     variant.notes += [
         *recorded.notes,
@@ -101,6 +100,6 @@ def build_bf16(ctx: BuildContext) -> Variant:
     import torch
 
     with WarningsToNotes() as recorded:
-        variant = cast_model(ctx, torch.bfloat16, "cpu", "bf16")
+        variant = cast_model(ctx, torch.bfloat16, "cpu", precision="bf16")
     variant.notes += recorded.notes
     return variant

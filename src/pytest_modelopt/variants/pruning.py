@@ -20,7 +20,6 @@ if TYPE_CHECKING:
 
 def torch_variant(
     ctx: BuildContext,
-    technique: str,
     model: nn.Module,
     *,
     whole_module: bool,
@@ -37,7 +36,6 @@ def torch_variant(
     model = model.eval()
     return saved_variant(
         ctx,
-        technique,
         model,
         model if whole_module else model.state_dict(),
         precision="fp32",
@@ -47,15 +45,15 @@ def torch_variant(
     )
 
 
-def maybe_fine_tune(ctx: BuildContext, model: nn.Module, technique: str) -> int:
+def maybe_fine_tune(ctx: BuildContext, model: nn.Module) -> int:
     """Fine-tune for ``params['steps']`` steps on the spec's train_data (none by default)."""
     from pytest_modelopt.torchtools import fine_tune, training_batches
 
     steps = int(ctx.params["steps"])
     if steps <= 0:
         return 0
-    batches = training_batches(ctx.spec, technique)
-    ctx.log(f"{ctx.spec.name}[{technique}]: fine-tuning {steps} steps")
+    batches = training_batches(ctx.spec, ctx.technique)
+    ctx.log(f"{ctx.spec.name}[{ctx.technique}]: fine-tuning {steps} steps")
     return fine_tune(model, batches, steps=steps, lr=float(ctx.params["lr"]))
 
 
@@ -97,7 +95,7 @@ def build_pruned_unstructured(ctx: BuildContext) -> Variant:
     if not layers:
         raise NoEffectError(f"pruned_unstructured: {ctx.spec.name} has no Linear or Conv layer")
     prune.global_unstructured(layers, pruning_method=prune.L1Unstructured, amount=sparsity)
-    steps = maybe_fine_tune(ctx, model, "pruned_unstructured")  # masks stay applied meanwhile
+    steps = maybe_fine_tune(ctx, model)  # masks stay applied meanwhile
     for module, name in layers:
         prune.remove(module, name)
     pruned = sum(int((module.weight == 0).sum()) for module, _ in layers)
@@ -112,7 +110,6 @@ def build_pruned_unstructured(ctx: BuildContext) -> Variant:
     params, nonzero = parameter_counts(model)
     return torch_variant(
         ctx,
-        "pruned_unstructured",
         model,
         whole_module=False,
         details={
@@ -185,10 +182,9 @@ def build_pruned_structured(ctx: BuildContext) -> Variant:
             f"pruned_structured removed no channel of {ctx.spec.name} ({before} parameters "
             "before and after): every prunable layer is ignored or coupled to the output"
         )
-    steps = maybe_fine_tune(ctx, model, "pruned_structured")
+    steps = maybe_fine_tune(ctx, model)
     return torch_variant(
         ctx,
-        "pruned_structured",
         model,
         whole_module=True,
         details={

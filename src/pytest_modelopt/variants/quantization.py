@@ -44,9 +44,7 @@ def use_quantized_engine(hardware: Hardware) -> str:
     raise BuildError(f"no quantized engine for {hardware.cpu.arch}; torch offers {supported}")
 
 
-def prepare_fx_int8(
-    ctx: BuildContext, technique: str, model: nn.Module, engine: str, *, qat: bool = False
-) -> Any:
+def prepare_fx_int8(ctx: BuildContext, model: nn.Module, engine: str, *, qat: bool = False) -> Any:
     """Prepare ``model`` for FX graph mode int8, with the engine's default qconfig mapping.
 
     For calibration, or for fine-tuning with fake quantization when ``qat``. A model FX cannot
@@ -61,7 +59,7 @@ def prepare_fx_int8(
             return prepare_qat_fx(model, get_default_qat_qconfig_mapping(engine), example)
         return prepare_fx(model, get_default_qconfig_mapping(engine), example)
     except Exception as error:
-        raise fx_trace_error(model, ctx.spec.name, technique, error) from error
+        raise fx_trace_error(model, ctx.spec.name, ctx.technique, error) from error
 
 
 @dataclass(frozen=True)
@@ -122,10 +120,9 @@ def _dynamic_int8_torch_ao(ctx: BuildContext) -> Variant:
             f"nn.GRU layer that quantize_dynamic can replace{hint}. Use a technique that "
             "quantizes convolutions (static_int8) for this model."
         )
-    coverage, coverage_note = int8_coverage("dynamic_int8", model, quantized)
+    coverage, coverage_note = int8_coverage(ctx.technique, model, quantized)
     return quantized_variant(
         ctx,
-        "dynamic_int8",
         quantized,
         precision="int8 weights, dynamic int8 activations",
         details={
@@ -159,7 +156,6 @@ def _dynamic_int8_torchao(ctx: BuildContext) -> Variant:
         )
     return quantized_variant(
         ctx,
-        "dynamic_int8",
         model,
         precision="int8 weights, dynamic int8 activations",
         details={"path": "torchao.quantization.quantize_", "quantized_layers": len(changed)},
@@ -169,7 +165,6 @@ def _dynamic_int8_torchao(ctx: BuildContext) -> Variant:
 
 def quantized_variant(
     ctx: BuildContext,
-    technique: str,
     model: Any,
     *,
     precision: str,
@@ -186,7 +181,6 @@ def quantized_variant(
 
     return saved_variant(
         ctx,
-        technique,
         run_model if run_model is not None else model,
         model.state_dict() if state is None else state,
         precision=precision,
@@ -218,14 +212,14 @@ def build_qat_int8(ctx: BuildContext) -> Variant:
 
     from pytest_modelopt.torchtools import fine_tune, training_batches
 
-    batches = training_batches(ctx.spec, "qat_int8")
+    batches = training_batches(ctx.spec, ctx.technique)
     engine = use_quantized_engine(ctx.hardware)
     model = ctx.model.train()
     notes = treat_equivalent_subclasses_as_base(model, {nn.Linear, nn.Conv2d})
     with WarningsToNotes() as recorded:
         from torch.ao.quantization.quantize_fx import convert_fx
 
-        prepared = prepare_fx_int8(ctx, "qat_int8", model, engine, qat=True)
+        prepared = prepare_fx_int8(ctx, model, engine, qat=True)
         ctx.log(f"{ctx.spec.name}: quantization-aware fine-tuning, {ctx.params['steps']} steps")
         steps = fine_tune(prepared, batches, steps=int(ctx.params["steps"]), lr=ctx.params["lr"])
         quantized = convert_fx(prepared.eval())
@@ -234,10 +228,9 @@ def build_qat_int8(ctx: BuildContext) -> Variant:
         raise NoEffectError(
             f"qat_int8 on {ctx.spec.name}: {steps} fine-tuning steps, {count} quantized layers"
         )
-    coverage, coverage_note = int8_coverage("qat_int8", model, quantized)
+    coverage, coverage_note = int8_coverage(ctx.technique, model, quantized)
     return quantized_variant(
         ctx,
-        "qat_int8",
         quantized,
         precision="int8 weights, static int8 activations",
         details={

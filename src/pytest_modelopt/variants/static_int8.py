@@ -64,23 +64,23 @@ def build_static_int8(ctx: BuildContext) -> Variant:
     x86 = ctx.hardware.cpu.arch.lower() in {"x86_64", "amd64", "x86"}
     if path == "auto":
         path = "pt2e" if importlib.util.find_spec("torchao") and x86 else "fx"
-    batches = calibration_batches(ctx, "static_int8")
+    batches = calibration_batches(ctx)
     if path == "pt2e":
         return _static_int8_pt2e(ctx, batches)
     return _static_int8_fx(ctx, batches)
 
 
-def calibration_batches(ctx: BuildContext, technique: str) -> list[Any]:
+def calibration_batches(ctx: BuildContext) -> list[Any]:
     """Return the first ``calibration_batches`` of the spec's calibration data.
 
-    A spec without calibration data is a SpecError: ``technique`` calibrates activation ranges.
+    A spec without calibration data is a SpecError: the technique calibrates activation ranges.
     """
     count = int(ctx.params["calibration_batches"])
     batches = list(ctx.spec.calibration_data)[:count]
     if not batches:
         raise SpecError(
-            f"{technique} calibrates activation ranges, and the ModelSpec {ctx.spec.name!r} has "
-            "no calibration_data: pass a few representative input batches"
+            f"{ctx.technique} calibrates activation ranges, and the ModelSpec {ctx.spec.name!r} "
+            "has no calibration_data: pass a few representative input batches"
         )
     return batches
 
@@ -97,7 +97,7 @@ def _static_int8_fx(ctx: BuildContext, batches: list[Any]) -> Variant:
     with WarningsToNotes() as recorded, torch.no_grad():
         from torch.ao.quantization.quantize_fx import convert_fx
 
-        prepared = prepare_fx_int8(ctx, "static_int8", model, engine)
+        prepared = prepare_fx_int8(ctx, model, engine)
         for batch in batches:
             call_model(prepared, batch)
         quantized = convert_fx(prepared)
@@ -107,10 +107,9 @@ def _static_int8_fx(ctx: BuildContext, batches: list[Any]) -> Variant:
             f"static_int8 (FX) quantized no layer of {ctx.spec.name}: no Conv or Linear matched "
             f"the {engine} qconfig mapping"
         )
-    coverage, coverage_note = int8_coverage("static_int8", model, quantized)
+    coverage, coverage_note = int8_coverage(ctx.technique, model, quantized)
     return quantized_variant(
         ctx,
-        "static_int8",
         quantized,
         precision="int8 weights, static int8 activations",
         details={
@@ -134,7 +133,7 @@ def _static_int8_pt2e(ctx: BuildContext, batches: list[Any]) -> Variant:
     from pytest_modelopt.variants.torch_eager import eager_runner
 
     with WarningsToNotes() as recorded, torch.no_grad():
-        program = export_program(ctx.model, ctx.spec.example_input, "static_int8", ctx.spec.name)
+        program = export_program(ctx.model, ctx.spec.example_input, ctx.technique, ctx.spec.name)
         quantizer = x86.X86InductorQuantizer()
         quantizer.set_global(x86.get_default_x86_inductor_quantization_config())
         prepared = prepare_pt2e(program.module(), quantizer)
@@ -165,7 +164,6 @@ def _static_int8_pt2e(ctx: BuildContext, batches: list[Any]) -> Variant:
     coverage, coverage_note = graph_coverage(state)
     variant = quantized_variant(
         ctx,
-        "static_int8",
         converted,
         precision="int8 weights, static int8 activations",
         details={

@@ -57,7 +57,6 @@ def keras_reference(ctx: BuildContext) -> Variant:
             f"threads; the harness asked for {ctx.threads}"
         )
     return Variant(
-        "eager",
         run,
         (path,),
         runtime=f"tensorflow {tf.__version__}",
@@ -69,7 +68,6 @@ def keras_reference(ctx: BuildContext) -> Variant:
 
 def tflite_variant(
     ctx: BuildContext,
-    technique: str,
     precision: str,
     configure: Callable[[Any, Any], None] = lambda converter, tf: None,
 ) -> Variant:
@@ -80,7 +78,7 @@ def tflite_variant(
     tf = load_tensorflow()
     converter = tf.lite.TFLiteConverter.from_keras_model(ctx.model)
     configure(converter, tf)
-    ctx.log(f"{ctx.spec.name}[{technique}]: converting to TFLite")
+    ctx.log(f"{ctx.spec.name}[{ctx.technique}]: converting to TFLite")
     # The converter exports a SavedModel first and Keras prints its signature: kept out of the
     # user's terminal.
     with WarningsToNotes() as recorded, contextlib.redirect_stdout(io.StringIO()):
@@ -88,7 +86,7 @@ def tflite_variant(
             flatbuffer = converter.convert()
         except Exception as error:
             raise BuildError(
-                f"{technique}: the TFLite converter failed on {ctx.spec.name}: "
+                f"{ctx.technique}: the TFLite converter failed on {ctx.spec.name}: "
                 f"{type(error).__name__}: {str(error).splitlines()[0][:300]}"
             ) from error
     path = ctx.workdir / "model.tflite"
@@ -123,7 +121,6 @@ def tflite_variant(
     import ai_edge_litert
 
     return Variant(
-        technique,
         run,
         (path,),
         runtime=f"litert {getattr(ai_edge_litert, '__version__', '')}".strip(),
@@ -152,13 +149,13 @@ def _scale_granularity(tensors: list[dict[str, Any]]) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
-def representative_dataset(ctx: BuildContext, technique: str) -> Callable[[], Iterator[Any]]:
+def representative_dataset(ctx: BuildContext) -> Callable[[], Iterator[Any]]:
     """Return the spec's calibration batches, one sample at a time, as the converter expects."""
     import numpy as np
 
     if not ctx.spec.calibration_data:
         raise BuildError(
-            f"{technique} needs calibration data: give ModelSpec {ctx.spec.name!r} "
+            f"{ctx.technique} needs calibration data: give ModelSpec {ctx.spec.name!r} "
             "calibration_data (a few representative batches)"
         )
 
@@ -178,7 +175,7 @@ def representative_dataset(ctx: BuildContext, technique: str) -> Callable[[], It
 )
 def build_tflite(ctx: BuildContext) -> Variant:
     """Convert the Keras model to TFLite as it is (fp32), run by LiteRT."""
-    return tflite_variant(ctx, "tflite", "fp32")
+    return tflite_variant(ctx, "fp32")
 
 
 @register_technique(
@@ -193,9 +190,7 @@ def build_tflite_dynamic(ctx: BuildContext) -> Variant:
     def configure(converter: Any, tf: Any) -> None:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
 
-    return tflite_variant(
-        ctx, "tflite_dynamic", "int8 weights, fp32 activations (dynamic range)", configure
-    )
+    return tflite_variant(ctx, "int8 weights, fp32 activations (dynamic range)", configure)
 
 
 @register_technique(
@@ -211,7 +206,7 @@ def build_tflite_fp16(ctx: BuildContext) -> Variant:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [tf.float16]
 
-    return tflite_variant(ctx, "tflite_fp16", "fp16 weights, dequantized to fp32 on CPU", configure)
+    return tflite_variant(ctx, "fp16 weights, dequantized to fp32 on CPU", configure)
 
 
 @register_technique(
@@ -222,7 +217,7 @@ def build_tflite_fp16(ctx: BuildContext) -> Variant:
 )
 def build_tflite_int8(ctx: BuildContext) -> Variant:
     """Convert to full-integer TFLite, calibrated: int8 ops, int8 input and output."""
-    dataset = representative_dataset(ctx, "tflite_int8")
+    dataset = representative_dataset(ctx)
 
     def configure(converter: Any, tf: Any) -> None:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -231,9 +226,7 @@ def build_tflite_int8(ctx: BuildContext) -> Variant:
         converter.inference_input_type = tf.int8
         converter.inference_output_type = tf.int8
 
-    variant = tflite_variant(
-        ctx, "tflite_int8", "int8 (full integer, int8 input and output)", configure
-    )
+    variant = tflite_variant(ctx, "int8 (full integer, int8 input and output)", configure)
     variant.details["calibration_batches"] = len(ctx.spec.calibration_data)
     return variant
 
@@ -249,18 +242,13 @@ def build_tflite_int8_fallback(ctx: BuildContext) -> Variant:
 
     Input and output stay float.
     """
-    dataset = representative_dataset(ctx, "tflite_int8_fallback")
+    dataset = representative_dataset(ctx)
 
     def configure(converter: Any, tf: Any) -> None:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = dataset
 
-    variant = tflite_variant(
-        ctx,
-        "tflite_int8_fallback",
-        "int8 ops with float fallback, fp32 input and output",
-        configure,
-    )
+    variant = tflite_variant(ctx, "int8 ops with float fallback, fp32 input and output", configure)
     variant.details["calibration_batches"] = len(ctx.spec.calibration_data)
     return variant
 

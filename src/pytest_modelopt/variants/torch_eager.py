@@ -30,7 +30,6 @@ def build_eager(ctx: BuildContext) -> Variant:
         path = ctx.workdir / "model.pkl"
         path.write_bytes(pickle.dumps(ctx.model))
         return Variant(
-            "eager",
             ctx.model,
             (path,),
             runtime="python",
@@ -44,7 +43,6 @@ def build_eager(ctx: BuildContext) -> Variant:
     model = ctx.model.eval()
     return saved_variant(
         ctx,
-        "eager",
         model,
         model.state_dict(),
         precision="fp32",
@@ -55,7 +53,6 @@ def build_eager(ctx: BuildContext) -> Variant:
 
 def saved_variant(
     ctx: BuildContext,
-    technique: str,
     run_module: Any,
     saved: Any,
     *,
@@ -75,7 +72,6 @@ def saved_variant(
     path = ctx.workdir / filename
     torch.save(saved, path)
     return Variant(
-        technique,
         eager_runner(run_module),
         (path,),
         runtime=f"{runtime} {torch.__version__}",

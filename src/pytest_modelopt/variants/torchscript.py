@@ -62,7 +62,6 @@ def build_torchscript(ctx: BuildContext) -> Variant:
             return optimized(*batch) if isinstance(batch, tuple) else optimized(batch)
 
     return Variant(
-        "torchscript",
         run,
         (path,),
         runtime=f"torch.jit {torch.__version__}",

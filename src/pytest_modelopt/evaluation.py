@@ -32,6 +32,7 @@ from pytest_modelopt.hardware import Hardware, detect_hardware
 from pytest_modelopt.measure import Comparison, Interleaver, MeasureSettings, Side
 from pytest_modelopt.memory import PeakMemory
 from pytest_modelopt.metrics import accuracy_metrics, to_numpy
+from pytest_modelopt.reference import REFERENCE, reference_for
 from pytest_modelopt.registry import get_technique
 from pytest_modelopt.search.driver import search
 from pytest_modelopt.spec import ModelSpec
@@ -40,8 +41,6 @@ from pytest_modelopt.variants.base import BuildContext, Variant
 from pytest_modelopt.worker import Worker
 
 __all__ = ["REFERENCE", "Evaluator", "VariantResult"]
-
-REFERENCE = "eager"
 
 
 class Evaluator:
@@ -254,15 +253,14 @@ class Evaluator:
     def _start_counting_worker(self, technique_name: str) -> None:
         """Start the session's counting worker importing the runtimes this comparison needs.
 
-        Those are torch and the technique's packages, imported there while the variants are
-        built here.
+        Those are the packages of the reference (its framework's) and of the technique, imported
+        there while the variants are built here.
         """
         from pytest_modelopt.counting import shared_worker
-        from pytest_modelopt.registry import get_technique
 
+        reference = reference_for(self.spec.framework).requires.packages
         packages = get_technique(technique_name).requires.packages
-        frameworks = ("torch",) if self.spec.framework == "torch" else ()
-        shared_worker(1).start(preload=tuple(dict.fromkeys(frameworks + packages)))
+        shared_worker(1).start(preload=tuple(dict.fromkeys(reference + packages)))
 
     def _counted_sides(self, variant: Variant, reference: Variant) -> tuple[Side, Side]:
         """Return both sides, counted under valgrind in one worker process.

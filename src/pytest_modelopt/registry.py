@@ -245,12 +245,7 @@ def register_technique(
             parameters=parameters,
         )
         previous = _REGISTRY.get(name)
-        if previous is not None and _origin(previous.build) != _origin(build):
-            warnings.warn(
-                f"technique {name!r} from {_origin(previous.build)} is replaced by "
-                f"{_origin(build)}",
-                stacklevel=2,
-            )
+        warn_if_replaced(f"technique {name!r}", previous.build if previous else None, build)
         _REGISTRY[name] = technique
         return build
 
@@ -350,6 +345,18 @@ def _load_builtins() -> None:
         importlib.import_module(module)
     for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         entry_point.load()
+
+
+def warn_if_replaced(what: str, previous: BuildFunction | None, build: BuildFunction) -> None:
+    """Warn that ``what``, registered by ``previous``, is replaced by ``build`` from elsewhere.
+
+    Nothing is said where nothing was registered, or where the same function registers again
+    (a module imported twice).
+    """
+    if previous is not None and _origin(previous) != _origin(build):
+        warnings.warn(
+            f"{what} from {_origin(previous)} is replaced by {_origin(build)}", stacklevel=3
+        )
 
 
 def _origin(function: Callable[..., Any]) -> str:

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from pytest_modelopt.errors import BuildError
+from pytest_modelopt.reference import register_reference
 from pytest_modelopt.registry import register_technique
 from pytest_modelopt.spec import load_tensorflow
 from pytest_modelopt.variants.base import BuildContext, Variant, WarningsToNotes
@@ -23,6 +24,7 @@ from pytest_modelopt.variants.base import BuildContext, Variant, WarningsToNotes
 TFLITE_BACKENDS = ("tensorflow", "litert")
 
 
+@register_reference("keras", backend="tensorflow")
 def keras_reference(ctx: BuildContext) -> Variant:
     """Build the Keras reference: the model as written, called eagerly, saved as ``.keras``.
 

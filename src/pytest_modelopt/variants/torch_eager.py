@@ -1,44 +1,18 @@
-"""The reference: the model as written, in fp32, run eagerly."""
+"""The reference of torch models: the module as written, in fp32, run eagerly; and its helpers."""
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Callable
 from typing import Any
 
-from pytest_modelopt.registry import register_technique
+from pytest_modelopt.reference import register_reference
 from pytest_modelopt.variants.base import BuildContext, Variant
 
 
-@register_technique(
-    "eager",
-    frameworks=("torch", "keras", "python"),
-    description="the fp32 model as written, run eagerly: the reference of every comparison",
-)
-def build_eager(ctx: BuildContext) -> Variant:
-    """Build the reference: the model as written, run eagerly; every variant is compared to it.
-
-    A Keras model gets its own reference; a plain Python model is pickled for worker processes.
-    """
-    if ctx.spec.framework == "keras":
-        from pytest_modelopt.variants.tflite import keras_reference
-
-        return keras_reference(ctx)
+@register_reference("torch", backend="torch")
+def build_torch_reference(ctx: BuildContext) -> Variant:
+    """Build the reference of a torch model: the module in eval mode, run under inference mode."""
     from pytest_modelopt.worker import Loader
-
-    if ctx.spec.framework != "torch":
-        path = ctx.workdir / "model.pkl"
-        path.write_bytes(pickle.dumps(ctx.model))
-        return Variant(
-            ctx.model,
-            (path,),
-            runtime="python",
-            precision="fp32",
-            # A worker unpickles the model: its class must be importable there.
-            loader=Loader(
-                "pytest_modelopt.variants.torch_eager:pickled_runner", {"path": str(path)}
-            ),
-        )
 
     model = ctx.model.eval()
     return saved_variant(
@@ -91,10 +65,3 @@ def eager_runner(model: Any) -> Callable[[Any], Any]:
             return call_model(model, batch)
 
     return run
-
-
-def pickled_runner(path: str) -> Callable[[Any], Any]:
-    """``run(batch)`` of a plain Python model pickled at ``path`` (a worker's loader)."""
-    with open(path, "rb") as file:
-        model: Callable[[Any], Any] = pickle.load(file)
-    return model

@@ -66,6 +66,7 @@ def evaluator(keras_spec: ModelSpec, tmp_path_factory) -> Evaluator:
 def test_the_reference_is_the_keras_model(evaluator: Evaluator) -> None:
     assert evaluator.spec.framework == "keras"
     reference = evaluator.build("eager")
+    assert reference.technique == "eager"  # keras_reference leaves its name to the registry
     assert reference.runtime.startswith("tensorflow ")
     assert [path.suffix for path in reference.files] == [".keras"]
     # Saved without the optimizer's state: about the size of the fp32 weights.

@@ -1,11 +1,13 @@
 import dataclasses
 import pkgutil
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
 import pytest
 
 import pytest_modelopt.variants
+from pytest_modelopt import Evaluator, ModelSpec, Variant
 from pytest_modelopt.backends import install_hint
 from pytest_modelopt.errors import (
     HardwareMissing,
@@ -15,6 +17,7 @@ from pytest_modelopt.errors import (
 )
 from pytest_modelopt.hardware import CPU, Hardware
 from pytest_modelopt.registry import (
+    _REGISTRY,
     Requirements,
     builtin_modules,
     get_technique,
@@ -187,3 +190,85 @@ def test_builtin_modules_are_found_in_the_variants_package() -> None:
     found = {m.name for m in pkgutil.iter_modules(pytest_modelopt.variants.__path__)}
     assert builtin_modules() == sorted(f"pytest_modelopt.variants.{name}" for name in found)
     assert "pytest_modelopt.variants.openvino" in builtin_modules()
+
+
+class Toy:
+    """A plain Python model: doubles its input."""
+
+    def __call__(self, x: float) -> list[list[float]]:
+        return [[2.0 * x]]
+
+
+@pytest.fixture
+def toy_evaluator(tmp_path) -> Iterator[Evaluator]:
+    """An Evaluator of a plain Python model; the techniques a test registers are removed after."""
+    registered = set(_REGISTRY)
+    cpu = CPU("Test CPU", "x86_64", "GenuineIntel", 6, 1, 1, 1, ("avx2",))
+    spec = ModelSpec(name="toy", factory=Toy, example_input=3.0)
+    yield Evaluator(spec, hardware=Hardware(cpu=cpu), workdir=tmp_path)
+    for name in set(_REGISTRY) - registered:
+        del _REGISTRY[name]
+
+
+def _unnamed_variant(ctx, **fields) -> Variant:
+    path = ctx.workdir / "model.bin"
+    path.write_bytes(b"w")
+    return Variant(ctx.model, (path,), runtime="python", precision="fp32", **fields)
+
+
+def test_the_registry_names_the_variant_its_build_leaves_unnamed(toy_evaluator) -> None:
+    seen = []
+
+    @register_technique("test_registry_unnamed", frameworks=("python",))
+    def build(ctx):
+        seen.append(ctx.technique)
+        return _unnamed_variant(ctx)
+
+    variant = toy_evaluator.build("test_registry_unnamed")
+    assert variant.technique == "test_registry_unnamed"
+    assert seen == ["test_registry_unnamed"]  # the build reads its name from the context
+    assert variant.notes == []
+
+
+def test_a_build_that_names_its_variant_otherwise_is_overruled_with_a_note(toy_evaluator) -> None:
+    @register_technique("test_registry_renamed", frameworks=("python",))
+    def build(ctx):
+        return _unnamed_variant(ctx, technique="old_name")
+
+    variant = toy_evaluator.build("test_registry_renamed")
+    assert variant.technique == "test_registry_renamed"
+    assert variant.notes == [
+        "its build named it 'old_name'; it is registered as 'test_registry_renamed', the name "
+        "it keeps"
+    ]
+
+
+def test_a_build_that_repeats_its_own_name_gets_no_note(toy_evaluator) -> None:
+    @register_technique("test_registry_repeats", frameworks=("python",))
+    def build(ctx):
+        return _unnamed_variant(ctx, technique="test_registry_repeats")
+
+    assert toy_evaluator.build("test_registry_repeats").notes == []
+
+
+def test_a_chain_names_its_variant_and_each_step_its_own(toy_evaluator) -> None:
+    seen = []
+
+    @register_technique("test_registry_first", frameworks=("python",))
+    def first(ctx):
+        seen.append(ctx.technique)
+        return _unnamed_variant(ctx, model=ctx.model, technique="misnamed")
+
+    @register_technique("test_registry_second", frameworks=("python",))
+    def second(ctx):
+        seen.append(ctx.technique)
+        return _unnamed_variant(ctx, notes=["a note"])
+
+    variant = toy_evaluator.build("test_registry_first+test_registry_second")
+    assert variant.technique == "test_registry_first+test_registry_second"
+    assert seen == ["test_registry_first", "test_registry_second"]
+    assert variant.notes == [
+        "test_registry_first: its build named it 'misnamed'; it is registered as "
+        "'test_registry_first', the name it keeps",
+        "test_registry_second: a note",
+    ]

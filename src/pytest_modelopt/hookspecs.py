@@ -41,5 +41,5 @@ def pytest_modelopt_add_techniques(register: Callable[..., Callable[[Any], Any]]
     ``register`` is :func:`pytest_modelopt.register_technique`: call it as the decorator of a
     build function. A technique registered here can be named in markers, in ``Evaluator``
     calls and in searches like the built-in ones; a name already taken is replaced, with a
-    warning naming both.
+    warning naming both. As there, the registry names the variant a build returns.
     """

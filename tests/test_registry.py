@@ -272,3 +272,11 @@ def test_a_chain_names_its_variant_and_each_step_its_own(toy_evaluator) -> None:
         "'test_registry_first', the name it keeps",
         "test_registry_second: a note",
     ]
+
+
+def test_a_variant_built_the_old_way_says_what_changed() -> None:
+    """Builds used to pass their technique's name first: that now fails with what to do."""
+    from pytest_modelopt.variants.base import Variant
+
+    with pytest.raises(TypeError, match=r"run must be callable, got .mine.\. A build function"):
+        Variant("mine", lambda batch: batch, (), "python", "fp32")  # type: ignore[arg-type]

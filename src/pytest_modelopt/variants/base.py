@@ -77,6 +77,15 @@ class Variant:
     prepare: Callable[[], list[str]] | None = field(default=None, repr=False)
     technique: str = field(default="", kw_only=True)
 
+    def __post_init__(self) -> None:
+        """Say what went wrong when a build passes its name first, as builds used to."""
+        if not callable(self.run):
+            raise TypeError(
+                f"Variant(run, files, runtime=..., precision=...): run must be callable, got "
+                f"{self.run!r}. A build function no longer passes its technique's name first: "
+                "the registry names the variant after the technique's registration."
+            )
+
     @property
     def runtime_family(self) -> str:
         """Variants of one family share thread pools (``torch`` and ``torch.jit``, say)."""

@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pytest_modelopt.errors import BuildError, PackageMissing
 from pytest_modelopt.parameters import param
@@ -20,9 +20,6 @@ from pytest_modelopt.variants.ort_sessions import (
     require_provider,
     session_for,
 )
-
-if TYPE_CHECKING:
-    pass
 
 
 def export_onnx(ctx: BuildContext) -> tuple[Path, dict[str, Any], list[str]]:

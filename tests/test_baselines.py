@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from pytest_modelopt.baselines import (
+    BaselineEntry,
     BaselineStore,
     Tolerances,
     baseline_filename,
@@ -306,7 +307,31 @@ def entry(speedup=(10.0, 9.0, 11.0), p50=(1.0, 0.9, 1.1), size=100, accuracy=0.9
 
 
 def verdicts(stored: dict, new: dict, tolerances: Tolerances, same: bool = True) -> dict:
-    return {c.metric: c.verdict for c in compare(stored, new, tolerances, same_hardware=same)}
+    old, measured = BaselineEntry.from_json(stored), BaselineEntry.from_json(new)
+    return {c.metric: c.verdict for c in compare(old, measured, tolerances, same_hardware=same)}
+
+
+def test_every_committed_baseline_entry_reads_and_writes_back_unchanged() -> None:
+    """The typed entry holds everything a baseline file holds: nothing is lost on a re-save."""
+    committed = Path(__file__).parents[1] / "baselines"
+    files = [p for p in committed.rglob("*.json") if not p.name.endswith(".obtained.json")]
+    entries = [
+        entry
+        for path in files
+        for entry in json.loads(path.read_text())["entries"].values()
+        if "choice" not in entry  # a search's recorded choice, not a variant's entry
+    ]
+    assert len(entries) > 100
+    kinds = {BaselineEntry.from_json(e).meter for e in entries}
+    assert kinds == {"wall", "instructions"}
+    for stored in entries:
+        assert BaselineEntry.from_json(stored).to_json() == stored
+
+
+def test_an_entry_that_is_not_a_variants_says_where_it_is() -> None:
+    broken = {k: v for k, v in entry().items() if k != "size_bytes"}
+    with pytest.raises(InvalidFileError, match=r"^b.json: t::x is not a variant's baseline entry"):
+        BaselineEntry.from_json(broken, "b.json: t::x")
 
 
 def test_speedup_fails_only_when_the_whole_interval_is_below_the_limit() -> None:

@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pytest_modelopt.baselines import (
+    BaselineEntry,
     BaselineStore,
     SaveReport,
     Tolerances,
@@ -166,7 +167,8 @@ def test_fuzzed_baseline_is_a_clear_error_or_fully_usable(text: str) -> None:
             assert error.startswith(f"baseline {path}: ")
             return
         for stored in document["entries"].values():  # accepted: then every rule can use it
-            compare(stored, entry(), Tolerances(latency=0.1), same_hardware=True)
+            typed = BaselineEntry.from_json(stored), BaselineEntry.from_json(entry())
+            compare(*typed, Tolerances(latency=0.1), same_hardware=True)
 
 
 @FUZZ

@@ -11,6 +11,7 @@ from pytest_modelopt.baselines import (
     FUNCTIONS,
     NO_STORED_PROFILE,
     OPERATORS,
+    BaselineEntry,
     Tolerances,
     compare,
     format_top_diff,
@@ -125,13 +126,21 @@ def test_a_regression_explained_by_both_sides_operators() -> None:
 
 
 def test_an_old_entry_without_a_profile_still_compares_and_says_to_rerecord() -> None:
-    old = {"speedup": {"value": 2.0, "interval": [1.9, 2.1]}, "size_bytes": 100, "accuracy": {}}
+    old = {
+        "spec": "toy",
+        "technique": "t",
+        "recorded": "2026-01-01T00:00:00+00:00",
+        "speedup": {"value": 2.0, "interval": [1.9, 2.1]},
+        "size_bytes": 100,
+        "accuracy": {},
+    }
     new = {
         **old,
         "speedup": {"value": 0.5, "interval": [0.45, 0.55]},
         "top_operators": {"Conv": 0.9, OUTSIDE: 0.1},
     }
-    checks = compare(old, new, Tolerances(), same_hardware=True)
+    typed = BaselineEntry.from_json(old), BaselineEntry.from_json(new)
+    checks = compare(*typed, Tolerances(), same_hardware=True)
     assert [c.verdict for c in checks] == [Verdict.FAIL, Verdict.PASS]
     text, rows = what_grew(old, new, {})
     assert NO_STORED_PROFILE in text

@@ -2,7 +2,8 @@
 
 - ``store``: the files (``<root>/<fingerprint>/<module>-<hash>.json``), read and validated,
   saved and pruned under the fingerprint directory's lock (``BaselineStore``);
-- ``entries``: an entry made from a result record, and the records too disturbed to store;
+- ``entries``: the typed entry (``BaselineEntry``), made from a result record, and the records
+  too disturbed to store;
 - ``tolerances``: how far each metric may move (``Tolerances``, the marker's overrides);
 - ``gate``: the regression rules (``compare``) and the table of a comparison;
 - ``changes``: what a failure says grew (``what_grew``, a diff of top lists).
@@ -22,6 +23,8 @@ from pytest_modelopt.baselines.changes import (
 )
 from pytest_modelopt.baselines.entries import (
     DISTURBED_FACTOR,
+    BaselineEntry,
+    StoredValue,
     disturbed_records,
     entry_from_record,
 )
@@ -60,8 +63,10 @@ __all__ = [
     "REFERENCE_OPERATORS",
     "SCHEMA",
     "BaselineCheck",
+    "BaselineEntry",
     "BaselineStore",
     "SaveReport",
+    "StoredValue",
     "Tolerances",
     "TopList",
     "baseline_filename",

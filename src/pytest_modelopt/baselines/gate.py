@@ -20,40 +20,16 @@ Regression rules (each a :class:`~pytest_modelopt.budget.Budget` judged by the e
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from pytest_modelopt.baselines.entries import _interval
+from pytest_modelopt.baselines.entries import BaselineEntry, _interval
 from pytest_modelopt.baselines.tolerances import Tolerances
 from pytest_modelopt.budget import METRICS, Budget, Check, Measured, Verdict, judge
 from pytest_modelopt.readable import table_lines
 
 ACCURACY_METRICS = ("accuracy", "top1_agreement")
-
-
-def _can_gate(stored: Mapping[str, Any]) -> bool:
-    """Return whether a stored speedup may set a limit.
-
-    Not one the engine found too noisy to judge or left unbounded when it was recorded (a
-    3-round 18.5x [-inf, inf] on a loaded machine would fail every honest run below 14.8x).
-    """
-    interval = stored.get("interval")
-    bounded = interval is not None and None not in interval
-    return bounded and not stored.get("undecidable")
-
-
-def _measured(data: Mapping[str, Any], keep_reason: bool) -> Measured:
-    interval = data.get("interval")
-    bounds = None
-    if interval is not None:
-        low, high = interval
-        bounds = (
-            float("-inf") if low is None else low,
-            float("inf") if high is None else high,
-        )
-    reason = data.get("undecidable") if keep_reason else None
-    return Measured(data["value"], bounds, reason)
 
 
 @dataclass(frozen=True)
@@ -88,8 +64,8 @@ class BaselineCheck:
 
 
 def compare(
-    stored: Mapping[str, Any],
-    new: Mapping[str, Any],
+    stored: BaselineEntry,
+    new: BaselineEntry,
     tolerances: Tolerances,
     *,
     same_hardware: bool,
@@ -101,50 +77,54 @@ def compare(
         budget = Budget(METRICS[metric], op, threshold)
         checks.append(BaselineCheck(judge(budget, measured), old))
 
-    if "speedup" in stored and "speedup" in new and _can_gate(stored["speedup"]):
-        old_speedup = _measured(stored["speedup"], keep_reason=False)
+    if stored.speedup is not None and new.speedup is not None and stored.speedup.can_gate:
+        old_speedup = stored.speedup.measured(keep_reason=False)
         add(
             "speedup",
             ">=",
             old_speedup.value * (1 - tolerances.speedup),
             old_speedup,
-            _measured(new["speedup"], keep_reason=True),
+            new.speedup.measured(keep_reason=True),
         )
-    if "instructions_per_call" in stored and "instructions_per_call" in new:
-        old_count = Measured(stored["instructions_per_call"]["value"])
+    if stored.instructions_per_call is not None and new.instructions_per_call is not None:
+        old_count = Measured(stored.instructions_per_call.value)
         add(
             "instructions_per_call",
             "<=",
             old_count.value * (1 + tolerances.instructions),
             old_count,
-            Measured(new["instructions_per_call"]["value"]),
+            Measured(new.instructions_per_call.value),
         )
-    if tolerances.latency is not None and same_hardware and "latency_p50_ms" in stored:
-        old_p50 = _measured(stored["latency_p50_ms"], keep_reason=False)
+    if (
+        tolerances.latency is not None
+        and same_hardware
+        and stored.latency_p50_ms is not None
+        and new.latency_p50_ms is not None
+    ):
+        old_p50 = stored.latency_p50_ms.measured(keep_reason=False)
         add(
             "latency_p50_ms",
             "<=",
             old_p50.value * (1 + tolerances.latency),
             old_p50,
-            _measured(new["latency_p50_ms"], keep_reason=True),
+            new.latency_p50_ms.measured(keep_reason=True),
         )
-    old_size = stored["size_bytes"]
     add(
         "size_bytes",
         "<=",
-        old_size * (1 + tolerances.size),
-        Measured(old_size),
-        Measured(new["size_bytes"]),
+        stored.size_bytes * (1 + tolerances.size),
+        Measured(stored.size_bytes),
+        Measured(new.size_bytes),
     )
     for metric in ACCURACY_METRICS:
-        if metric in stored["accuracy"] and metric in new["accuracy"]:
-            old = stored["accuracy"][metric]
+        if metric in stored.accuracy and metric in new.accuracy:
+            old = stored.accuracy[metric]
             add(
                 metric,
                 ">=",
                 old - tolerances.accuracy,
                 Measured(old),
-                Measured(new["accuracy"][metric]),
+                Measured(new.accuracy[metric]),
             )
     return checks
 

@@ -18,7 +18,7 @@ from pytest_modelopt.session.context import SessionContext, utc_now
 from pytest_modelopt.session.scope import RunScope
 
 if TYPE_CHECKING:
-    from pytest_modelopt.baselines import BaselineStore, SaveReport, Tolerances
+    from pytest_modelopt.baselines import BaselineEntry, BaselineStore, SaveReport, Tolerances
     from pytest_modelopt.search import SearchResult
     from pytest_modelopt.variant_result import VariantResult
 
@@ -72,6 +72,7 @@ class SessionBaselines:
     ) -> None:
         """Judge the result against its stored entry; raise ContractViolation on a regression."""
         from pytest_modelopt.baselines import (
+            BaselineEntry,
             compare,
             format_baseline_checks,
             module_of,
@@ -84,11 +85,14 @@ class SessionBaselines:
             self.comparisons[nodeid] = {"status": "recorded"}
             return
         store = self.store_for(result.meter)
-        stored = store.entry(nodeid)
-        if stored is None:  # a new test in a module that has a baseline: "no entry"
+        stored_json = store.entry(nodeid)
+        if stored_json is None:  # a new test in a module that has a baseline: "no entry"
             file = store.load(module_of(nodeid))
             self.comparisons[nodeid] = {"status": "no entry" if file else "no baseline"}
             return
+        stored = BaselineEntry.from_json(
+            stored_json, f"{store.path_for(module_of(nodeid))}: the entry of {nodeid}"
+        )
         same, differences = store.same_hardware(module_of(nodeid))
         decision = decide(
             lambda: compare(stored, self.entry(result), tolerances, same_hardware=same),
@@ -112,13 +116,13 @@ class SessionBaselines:
             if result.meter == "wall":  # what grew, by operator: profiled now, the machine held
                 with self.timed_section(nodeid):
                     result.profile_operators()
-            new = self.entry(result)
+            new = self.entry(result).to_json()
             self.obtained[nodeid] = new
             names = ", ".join(c.metric for c in failed)
             table = format_baseline_checks(
                 checks, f"{result.label}: regression against {where} ({names})"
             )
-            grown, rows = what_grew(stored, new, result.operators.get("unavailable"))
+            grown, rows = what_grew(stored_json, new, result.operators.get("unavailable"))
             self.comparisons[nodeid].update(rows)
             raise ContractViolation("\n".join(filter(None, (table, AFTER_REGRESSION, grown))))
         if decision.fails_inconclusive:
@@ -199,7 +203,7 @@ class SessionBaselines:
             return self.comparisons[nodeid]
         return {"status": "recorded" if self.settings.save_baseline else "not compared"}
 
-    def entry(self, result: VariantResult) -> dict[str, Any]:
+    def entry(self, result: VariantResult) -> BaselineEntry:
         """Return the baseline entry of a measured variant, stamped with now and the settings."""
         from pytest_modelopt.baselines import entry_from_record
         from pytest_modelopt.report import environment
@@ -268,7 +272,7 @@ class SessionBaselines:
                     recorded=created,
                     settings=self.settings.recorded_settings(),
                     environment=env,
-                )
+                ).to_json()
             )
         for nodeid, entry in self.choices.items():
             by_meter.setdefault(entry.get("meter", "wall"), {})[nodeid] = entry

@@ -61,7 +61,11 @@ def benchmark_entry(nodeid: str, result: VariantResult) -> dict[str, Any]:
             "size_bytes": result.sizes["variant_bytes"],
             "verdict": result.verdict.value if result.verdict else None,
         },
-        "options": {"timer": "perf_counter", "disable_gc": True, "interleaved_with": "eager"},
+        "options": {
+            "timer": "perf_counter",
+            "disable_gc": True,
+            "interleaved_with": result.reference.technique,
+        },
         "stats": {**stats.as_dict(), "iterations": 1},
     }
 

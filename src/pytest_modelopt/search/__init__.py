@@ -47,7 +47,8 @@ one made from the variants' records (speedup exactly 1, no drop, the reference's
 accuracy), so that "no variant is measurably better than fp32" can be the answer.
 """
 
-from pytest_modelopt.search.candidates import QUALITY_METRICS, REFERENCE, Candidate
+from pytest_modelopt.reference import REFERENCE
+from pytest_modelopt.search.candidates import QUALITY_METRICS, Candidate
 from pytest_modelopt.search.choice import Choice, choose
 from pytest_modelopt.search.contract import (
     ContractCheck,

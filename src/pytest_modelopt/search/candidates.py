@@ -14,9 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pytest_modelopt.budget import METRICS, Check, Measured, Metric, Verdict
-
-REFERENCE = "eager"
-
+from pytest_modelopt.reference import REFERENCE
 
 # Constraints on what a later step of a chain can only make worse: a variant that breaks one of
 # these is not chained further (``Evaluator.best``).

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from pytest_modelopt.budget import Budget, Measured
 from pytest_modelopt.defaults import SEARCH_MAX_TIME_S
-from pytest_modelopt.search.candidates import REFERENCE, _show
+from pytest_modelopt.reference import REFERENCE
+from pytest_modelopt.search.candidates import _show
 from pytest_modelopt.search.choice import Choice, choose
 from pytest_modelopt.search.objective import _budgets, parse_objective
 from pytest_modelopt.search.ranking import _trusted

@@ -52,6 +52,7 @@ class Settings:
     accuracy_tolerance: float = _default("accuracy_tolerance")
     instructions_tolerance: float = _default("instructions_tolerance")
     latency_tolerance: float | None = _default("latency_tolerance")
+    build_cache: bool = _default("build_cache")
     inject_slowdown: tuple[tuple[str, float], ...] = _default("inject_slowdown")
     json_path: Path | None = None
     save_baseline: bool = False

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from pytest_modelopt.budget import INCONCLUSIVE_POLICIES, METERS
+from pytest_modelopt.buildcache import BuildCache, Unhashable, build_key, spec_digest
 from pytest_modelopt.devices import gpu_state
 from pytest_modelopt.efficiency import count_flops, measured_peak, precision_class, roofline
 from pytest_modelopt.errors import BuildError, ModeloptError, NotApplicable
@@ -33,7 +34,7 @@ from pytest_modelopt.measure import Comparison, Interleaver, MeasureSettings, Si
 from pytest_modelopt.memory import PeakMemory
 from pytest_modelopt.metrics import accuracy_metrics, to_numpy
 from pytest_modelopt.reference import REFERENCE, reference_for
-from pytest_modelopt.registry import get_technique
+from pytest_modelopt.registry import Technique, get_technique
 from pytest_modelopt.search.driver import search
 from pytest_modelopt.spec import ModelSpec
 from pytest_modelopt.variant_result import VariantResult
@@ -56,6 +57,7 @@ class Evaluator:
         inconclusive: str = "fail",
         retries: int = 1,
         cache_dir: Path | None = None,
+        reuse_builds: bool = True,
         log: Callable[[str], None] = lambda message: None,
     ) -> None:
         if inconclusive not in INCONCLUSIVE_POLICIES:
@@ -68,8 +70,12 @@ class Evaluator:
         self.retries = retries
         self.log = log
         self.cache_dir = cache_dir
+        self.build_cache = (
+            BuildCache(cache_dir / "builds", log=log) if cache_dir and reuse_builds else None
+        )
         self._variants: dict[str, Variant] = {}
         self._reference_outputs: list[np.ndarray] | None = None
+        self._spec_hash: str | None = None  # "" once it is known that the spec cannot be hashed
 
     def build(self, technique_name: str, params: Mapping[str, Any] | None = None) -> Variant:
         """Build a variant, once per technique and parameters.
@@ -106,7 +112,31 @@ class Evaluator:
             cache_dir=self.cache_dir,
             log=self.log,
         )
-        self.log(f"{self.spec.name}[{technique_name}]: building")
+        label = f"{self.spec.name}[{technique_name}]"
+        cache_key = self._cache_key(technique, merged)
+        variant = self._restored(cache_key, context, technique.name, label)
+        if variant is None:
+            variant = self._built(technique, context, label)
+        try:
+            self._first_call(variant)
+        except Exception as error:  # a variant that builds but cannot run is that build's failure
+            raise BuildError(
+                f"{technique_name} built a variant of {self.spec.name} that fails on the example "
+                f"input: {type(error).__name__}: {error}"
+            ) from error
+        if cache_key is not None and self.build_cache is not None and not variant.build_cache:
+            variant.build_cache = self.build_cache.keep(*cache_key, variant, self.workdir)
+        if variant.build_cache.startswith("reused"):
+            self.log(f"{label}: reused from the build cache in {variant.build_seconds:.1f} s")
+        else:
+            kept = " (kept in the build cache)" if variant.build_cache.startswith("kept") else ""
+            self.log(f"{label}: built in {variant.build_seconds:.1f} s{kept}")
+        self._variants[key] = variant
+        return variant
+
+    def _built(self, technique: Technique, context: BuildContext, label: str) -> Variant:
+        """Build the variant, timing the build and its peak memory."""
+        self.log(f"{label}: building")
         start = time.perf_counter()
         try:
             with PeakMemory() as build_memory:
@@ -115,20 +145,58 @@ class Evaluator:
             raise
         except Exception as error:
             raise BuildError(
-                f"{technique_name} failed on {self.spec.name}: {type(error).__name__}: {error}"
+                f"{technique.name} failed on {self.spec.name}: {type(error).__name__}: {error}"
             ) from error
         variant.build_seconds = time.perf_counter() - start
         variant.memory["build_peak_mb"] = build_memory.host_mb
-        try:
-            self._first_call(variant)
-        except Exception as error:  # a variant that builds but cannot run is that build's failure
-            raise BuildError(
-                f"{technique_name} built a variant of {self.spec.name} that fails on the example "
-                f"input: {type(error).__name__}: {error}"
-            ) from error
-        self.log(f"{self.spec.name}[{technique_name}]: built in {variant.build_seconds:.1f} s")
-        self._variants[key] = variant
         return variant
+
+    def _restored(
+        self,
+        cache_key: tuple[str, dict[str, Any]] | None,
+        context: BuildContext,
+        technique_name: str,
+        label: str,
+    ) -> Variant | None:
+        """Return the variant the build cache keeps under ``cache_key``, or None.
+
+        ``build_seconds`` is then the time it took to restore it (the original build's time is
+        in ``build_cache``).
+        """
+        if cache_key is None or self.build_cache is None:
+            return None
+        start = time.perf_counter()
+        context = dataclasses.replace(context, technique=technique_name)
+        variant = self.build_cache.restore(cache_key[0], context, label)
+        if variant is not None:
+            variant.technique = technique_name
+            variant.build_seconds = time.perf_counter() - start
+        return variant
+
+    def _cache_key(
+        self, technique: Technique, params: Mapping[str, Any]
+    ) -> tuple[str, dict[str, Any]] | None:
+        """Return the build's cache key and what it is made of; None when nothing is cached.
+
+        The reference is not cached: it is the spec's own model.
+        """
+        if self.build_cache is None or technique.name == REFERENCE:
+            return None
+        if self._spec_hash is None:
+            try:
+                self._spec_hash = spec_digest(self.spec)
+            except Unhashable as error:
+                self._spec_hash = ""
+                self.log(f"{self.spec.name}: builds are not cached: {error}")
+        if not self._spec_hash:
+            return None
+        return build_key(
+            self._spec_hash,
+            technique,
+            params,
+            fingerprint=self.hardware.fingerprint,
+            threads=self.settings.threads,
+        )
 
     def _prepare(self, variant: Variant) -> None:
         """Run the variant's ``prepare`` before it is measured; log and note what it redid."""

@@ -224,6 +224,14 @@ OPTIONS = (
         "detected hardware only",
     ),
     Option(
+        "build_cache",
+        parse_bool,
+        True,
+        "reuse variants built by an earlier session, kept in pytest's cache directory and keyed "
+        "on the model, its data, the technique, its parameters, library versions and this "
+        "machine; off builds every variant again (--cache-clear empties it)",
+    ),
+    Option(
         "inject_slowdown",
         _slowdowns,
         (),

@@ -68,6 +68,7 @@ class MeasurementScheduler:
                 workdir=workdir,
                 inconclusive=settings.inconclusive,
                 cache_dir=self.context.cache_dir(),
+                reuse_builds=settings.build_cache,
                 log=self.context.log,
             )
             self._evaluators[key] = (spec, evaluator)  # the spec is kept so its id stays unique

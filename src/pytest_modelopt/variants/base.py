@@ -41,6 +41,23 @@ class BuildContext:
     technique: str = ""
 
 
+@dataclass(frozen=True)
+class Restore:
+    """How a later session makes a variant again from its kept files, without building it.
+
+    ``function`` is an importable ``"module:name"`` called as ``function(ctx, **kwargs,
+    **objects)`` that returns the Variant. ``ctx`` is a BuildContext whose ``workdir``'s parent
+    (the directory of all the spec's builds, where an export may be shared) holds the variant's
+    files again, at the paths they had. ``kwargs`` must be JSON (file names, flags); ``objects``
+    are torch objects (a module whose class is code, such as a pruned graph) that the build
+    cache saves with ``torch.save``, checks that they load back, and passes back.
+    """
+
+    function: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    objects: dict[str, Any] = field(default_factory=dict, repr=False)
+
+
 @dataclass
 class Variant:
     """A built variant of a model.
@@ -58,7 +75,8 @@ class Variant:
     set, runs before each measurement the calls that compiled the variant, so that a compilation
     lost since the build happens there and not in a timed call; it returns notes on what it did.
     ``technique`` is the name it was built under: the registry sets it from the registration, so
-    a build function leaves it out.
+    a build function leaves it out. ``restore`` says how the build cache makes it again in a
+    later session (None: it is built every session); ``build_cache`` what the cache did with it.
     """
 
     run: Callable[[Any], Any]
@@ -76,6 +94,8 @@ class Variant:
     profiler: Loader | None = None
     prepare: Callable[[], list[str]] | None = field(default=None, repr=False)
     technique: str = field(default="", kw_only=True)
+    restore: Restore | None = field(default=None, kw_only=True, repr=False)
+    build_cache: str = field(default="", kw_only=True)
 
     def __post_init__(self) -> None:
         """Say what went wrong when a build passes its name first, as builds used to."""
@@ -117,6 +137,7 @@ class Variant:
             "details": self.details,
             "notes": [one_line(note) for note in self.notes],
             "build_seconds": round(self.build_seconds, 4),
+            "build_cache": self.build_cache,
             "first_call_seconds": round(self.first_call_seconds, 6),
             "memory": self.memory,
         }

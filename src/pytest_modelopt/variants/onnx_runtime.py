@@ -97,6 +97,7 @@ def ort_variant(
     """
     import onnxruntime
 
+    from pytest_modelopt.variants.base import Restore
     from pytest_modelopt.worker import Loader
 
     session = session_for(path, ctx, providers)
@@ -126,7 +127,21 @@ def ort_variant(
         notes=notes,
         loader=None if on_gpu else Loader(runner, where, numpy_inputs=True),
         profiler=None if on_gpu else Loader(profiler, where),
+        restore=Restore(
+            "pytest_modelopt.variants.onnx_runtime:restore_ort",
+            {"path": str(path.relative_to(ctx.workdir.parent)), "providers": providers},
+        )
+        if path.is_relative_to(ctx.workdir.parent)
+        else None,
     )
+
+
+def restore_ort(ctx: BuildContext, *, path: str, providers: list[str] | None) -> Variant:
+    """Open the ONNX model a build left under ``ctx.workdir.parent`` again (its Restore).
+
+    ``path`` is relative to the directory of all the spec's builds: the plain export is shared.
+    """
+    return ort_variant(ctx.workdir.parent / path, ctx, providers)
 
 
 @register_technique(

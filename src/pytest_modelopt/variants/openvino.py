@@ -97,12 +97,45 @@ def openvino_variant(
     """
     import openvino as ov
 
-    from pytest_modelopt.worker import Loader
-
     precision_hint = precision_hint or _pinned_precision(ctx)
     model, details, notes = convert(ctx)
     if quantize:
         model = nncf_quantize(ctx, model)
+    variant = compiled_variant(ctx, model, precision_hint, hint, quantize, details, notes)
+    # Weights kept as they are on disk (fp32, or int8 after NNCF): the size is then comparable
+    # with the reference's; OpenVINO's default fp16 compression of the IR is a separate choice.
+    ov.save_model(model, str(ctx.workdir / "model.xml"), compress_to_fp16=False)
+    return variant
+
+
+def restore_openvino(
+    ctx: BuildContext, *, precision_hint: str | None, hint: str, quantize: bool
+) -> Variant:
+    """Compile the IR a build saved in ``ctx.workdir`` again (the build cache's Restore)."""
+    import openvino as ov
+
+    model = ov.Core().read_model(str(ctx.workdir / "model.xml"))
+    return compiled_variant(ctx, model, precision_hint, hint, quantize, {}, [])
+
+
+def compiled_variant(
+    ctx: BuildContext,
+    model: Any,
+    precision_hint: str | None,
+    hint: str,
+    quantize: bool,
+    details: dict[str, Any],
+    notes: list[str],
+) -> Variant:
+    """Compile ``model`` for the best device with ``hint``: the variant that runs the IR.
+
+    Its files are ``model.xml`` and its weights in ``ctx.workdir``, which the caller writes.
+    """
+    import openvino as ov
+
+    from pytest_modelopt.variants.base import Restore
+    from pytest_modelopt.worker import Loader
+
     core = ov.Core()
     device = "GPU" if ctx.hardware.gpus and "GPU" in core.available_devices else "CPU"
     config: dict[str, Any] = {"PERFORMANCE_HINT": hint}
@@ -123,9 +156,6 @@ def openvino_variant(
         ) from error
     execution_precision = _type_name(compiled.get_property("INFERENCE_PRECISION_HINT"))
     xml = ctx.workdir / "model.xml"
-    # Weights kept as they are on disk (fp32, or int8 after NNCF): the size is then comparable
-    # with the reference's; OpenVINO's default fp16 compression of the IR is a separate choice.
-    ov.save_model(model, str(xml), compress_to_fp16=False)
     streams = int(compiled.get_property("NUM_STREAMS"))
     run = runner(models)
     kernels = runtime_precisions(compiled)
@@ -159,6 +189,10 @@ def openvino_variant(
         profiler=Loader(
             "pytest_modelopt.variants.openvino_runtime:openvino_profiler",
             {"xml": str(xml), "device": device, "config": config},
+        ),
+        restore=Restore(
+            "pytest_modelopt.variants.openvino:restore_openvino",
+            {"precision_hint": precision_hint, "hint": hint, "quantize": quantize},
         ),
     )
 

@@ -180,4 +180,7 @@ def _static_int8_pt2e(ctx: BuildContext, batches: list[Any]) -> Variant:
     )
     variant.runtime = f"torch.compile {torch.__version__}"
     variant.prepare = prepare
+    # Not kept by the build cache: torch.export's module wrappers make the calibrated graph
+    # unpicklable (torch 2.14). A rebuild still loads inductor's compiled kernels from its cache.
+    variant.restore = None
     return variant

@@ -40,17 +40,41 @@ def saved_variant(
     ``saved`` (a state dict, a module, or another picklable form) goes to ``filename`` in the
     workdir; the runtime is ``runtime`` and torch's version; ``fields`` are the Variant's
     others (details, notes, model, loader, prepare).
+
+    The build cache keeps ``run_module`` (and ``model``) to restore it, except for a variant
+    with a ``prepare`` (a compiled module: its code lives in the compiler's own cache) or a
+    ``loader`` (the reference).
     """
     import torch
 
+    from pytest_modelopt.variants.base import Restore
+
     path = ctx.workdir / filename
     torch.save(saved, path)
+    restore = None
+    if not {"prepare", "loader"} & fields.keys():
+        restore = Restore(
+            "pytest_modelopt.variants.torch_eager:restore_saved",
+            {"filename": filename},
+            {"run_module": run_module, "model": fields.get("model")},
+        )
     return Variant(
         eager_runner(run_module),
         (path,),
         runtime=f"{runtime} {torch.__version__}",
         precision=precision,
+        restore=restore,
         **fields,
+    )
+
+
+def restore_saved(ctx: BuildContext, *, filename: str, run_module: Any, model: Any) -> Variant:
+    """Run a module the build cache kept, shipping the file a build saved (its Restore).
+
+    The runtime, precision, details and notes are the build's, which the cache sets.
+    """
+    return Variant(
+        eager_runner(run_module), (ctx.workdir / filename,), runtime="", precision="", model=model
     )
 
 

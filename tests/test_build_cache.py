@@ -133,7 +133,9 @@ def only_entry(cache: Path) -> Path:
 def test_an_entry_whose_file_changed_is_rebuilt_never_loaded(tmp_path) -> None:
     cache = tmp_path / "cache"
     evaluator(tmp_path, cache).build("openvino_fp32")
-    weights = only_entry(cache) / "files" / "openvino_fp32" / "model.bin"
+    entry = only_entry(cache)
+    recorded = json.loads((entry / "manifest.json").read_text())["files"]["model.bin"]
+    weights = entry / "files" / recorded["stored_as"]
     data = bytearray(weights.read_bytes())
     data[len(data) // 2] ^= 0xFF
     weights.write_bytes(bytes(data))
@@ -154,6 +156,36 @@ def test_a_cut_short_manifest_is_rebuilt(tmp_path) -> None:
     again = evaluator(tmp_path, cache)
     assert again.build("pruned_structured").build_cache == "kept"
     assert any("JSONDecodeError" in line for line in again.lines)
+
+
+def test_a_chain_starts_from_the_step_its_technique_kept_and_is_kept_whole(tmp_path) -> None:
+    cache = tmp_path / "cache"
+    evaluator(tmp_path, cache).build("pruned_structured")
+    chain = "pruned_structured+openvino_fp32"
+    second_session = evaluator(tmp_path, cache)
+    built = second_session.build(chain)
+    assert "convnet[pruned_structured]: reused from the build cache" in "\n".join(
+        second_session.lines
+    )
+    assert built.build_cache == "kept"
+    third_session = evaluator(tmp_path, cache)
+    again = third_session.build(chain)
+    assert again.build_cache.startswith("reused")
+    assert again.technique == chain
+    spec = third_session.spec
+    np.testing.assert_array_equal(output(again, spec), output(built, spec))
+
+
+def test_a_later_chain_step_is_keyed_on_the_step_before(tmp_path) -> None:
+    cache = tmp_path / "cache"
+    chain = "pruned_structured+clustered+openvino_fp32"
+    assert evaluator(tmp_path, cache).build(chain).build_cache == "kept"
+    same = evaluator(tmp_path, cache)
+    same.build(chain, {"openvino_fp32": {"source": "onnx"}})
+    assert "convnet[clustered]: reused" in "\n".join(same.lines)
+    other = evaluator(tmp_path, cache)
+    other.build(chain, {"pruned_structured": {"ratio": 0.5}})
+    assert "convnet[clustered]: reused" not in "\n".join(other.lines)  # another pruned model
 
 
 class Planted:
@@ -181,12 +213,12 @@ def test_no_partial_entry_is_left_and_a_racing_writer_keeps_the_first(tmp_path) 
     cache = tmp_path / "cache"
     first = evaluator(tmp_path, cache)
     variant = first.build("onnxruntime")
-    key, keyed_on = first._cache_key(get_technique("onnxruntime"), {})
+    key, keyed_on = first.builder._cache_key(get_technique("onnxruntime"), {})
     entry = only_entry(cache)
     before = (entry / "manifest.json").read_text()
-    assert BuildCache(cache / "builds").keep(key, keyed_on, variant, first.workdir) == (
-        "kept (by another process)"
-    )
+    workdir = first.workdir / "onnxruntime"
+    kept_again = BuildCache(cache / "builds").keep(key, keyed_on, variant, workdir, first.workdir)
+    assert kept_again == "kept (by another process)"
     assert (entry / "manifest.json").read_text() == before
     assert not [p for p in (cache / "builds").iterdir() if p.name.startswith(".")]
 
@@ -225,7 +257,7 @@ def test_a_plain_python_model_is_built_each_time_and_the_log_says_why(tmp_path) 
     spec = ModelSpec("double", Doubler, np.ones(3))
     session = evaluator(tmp_path, tmp_path / "cache", spec)
     session.build("eager")
-    assert session._cache_key(get_technique("openvino_fp32"), {}) is None
+    assert session.builder._cache_key(get_technique("openvino_fp32"), {}) is None
     assert any("builds are not cached" in line for line in session.lines)
 
 
@@ -234,7 +266,7 @@ def test_reuse_builds_off_builds_again(tmp_path) -> None:
     evaluator(tmp_path, cache).build("pruned_structured")
     again = evaluator(tmp_path, cache, reuse_builds=False)
     assert again.build("pruned_structured").build_cache == ""
-    assert again.build_cache is None
+    assert again.builder.cache is None
 
 
 @pytest.mark.parametrize("off", [False, True])

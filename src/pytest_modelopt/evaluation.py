@@ -11,13 +11,9 @@ holds are computed in :mod:`pytest_modelopt.metrics`.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import functools
-import hashlib
-import sys
 import tempfile
-import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -25,20 +21,19 @@ from typing import Any
 import numpy as np
 
 from pytest_modelopt.budget import INCONCLUSIVE_POLICIES, METERS
-from pytest_modelopt.buildcache import BuildCache, Unhashable, build_key, spec_digest
+from pytest_modelopt.building import Builder
 from pytest_modelopt.devices import gpu_state
 from pytest_modelopt.efficiency import count_flops, measured_peak, precision_class, roofline
-from pytest_modelopt.errors import BuildError, ModeloptError, NotApplicable
+from pytest_modelopt.errors import NotApplicable
 from pytest_modelopt.hardware import Hardware, detect_hardware
 from pytest_modelopt.measure import Comparison, Interleaver, MeasureSettings, Side
-from pytest_modelopt.memory import PeakMemory
 from pytest_modelopt.metrics import accuracy_metrics, to_numpy
 from pytest_modelopt.reference import REFERENCE, reference_for
-from pytest_modelopt.registry import Technique, get_technique
+from pytest_modelopt.registry import get_technique
 from pytest_modelopt.search.driver import search
 from pytest_modelopt.spec import ModelSpec
 from pytest_modelopt.variant_result import VariantResult
-from pytest_modelopt.variants.base import BuildContext, Variant
+from pytest_modelopt.variants.base import Variant
 from pytest_modelopt.worker import Worker
 
 __all__ = ["REFERENCE", "Evaluator", "VariantResult"]
@@ -70,133 +65,24 @@ class Evaluator:
         self.retries = retries
         self.log = log
         self.cache_dir = cache_dir
-        self.build_cache = (
-            BuildCache(cache_dir / "builds", log=log) if cache_dir and reuse_builds else None
+        self.builder = Builder(
+            spec,
+            self.hardware,
+            self.workdir,
+            threads=self.settings.threads,
+            cache_dir=cache_dir,
+            reuse_builds=reuse_builds,
+            log=log,
         )
-        self._variants: dict[str, Variant] = {}
         self._reference_outputs: list[np.ndarray] | None = None
-        self._spec_hash: str | None = None  # "" once it is known that the spec cannot be hashed
 
     def build(self, technique_name: str, params: Mapping[str, Any] | None = None) -> Variant:
-        """Build a variant, once per technique and parameters.
+        """Build a variant (or restore it from the build cache), once per technique and params.
 
         Raises RequirementMissing if it cannot run here, ParameterError for a parameter the
         technique does not take.
         """
-        technique = get_technique(technique_name)
-        merged = technique.resolve_params(params)
-        key = f"{technique_name} {sorted(merged.items())!r}" if params else technique_name
-        if key in self._variants:
-            return self._variants[key]
-        missing = technique.unmet(self.hardware)
-        if missing is not None:
-            raise missing
-        framework = self.spec.framework
-        if framework not in technique.frameworks:
-            raise NotApplicable(
-                f"{technique_name}: applies to {'/'.join(technique.frameworks)} models; "
-                f"{self.spec.name} is a {framework} model"
-            )
-        # One directory per technique and parameters: a second build with other parameters must
-        # not overwrite the files (size, worker reload) of the first.
-        suffix = f"-{hashlib.sha256(key.encode()).hexdigest()[:8]}" if params else ""
-        workdir = self.workdir / _safe(technique_name + suffix)
-        workdir.mkdir(parents=True, exist_ok=True)
-        context = BuildContext(
-            spec=self.spec,
-            model=copy.deepcopy(self.spec.load()),
-            workdir=workdir,
-            hardware=self.hardware,
-            params=merged,
-            threads=self.settings.threads,
-            cache_dir=self.cache_dir,
-            log=self.log,
-        )
-        label = f"{self.spec.name}[{technique_name}]"
-        cache_key = self._cache_key(technique, merged)
-        variant = self._restored(cache_key, context, technique.name, label)
-        if variant is None:
-            variant = self._built(technique, context, label)
-        try:
-            self._first_call(variant)
-        except Exception as error:  # a variant that builds but cannot run is that build's failure
-            raise BuildError(
-                f"{technique_name} built a variant of {self.spec.name} that fails on the example "
-                f"input: {type(error).__name__}: {error}"
-            ) from error
-        if cache_key is not None and self.build_cache is not None and not variant.build_cache:
-            variant.build_cache = self.build_cache.keep(*cache_key, variant, self.workdir)
-        if variant.build_cache.startswith("reused"):
-            self.log(f"{label}: reused from the build cache in {variant.build_seconds:.1f} s")
-        else:
-            kept = " (kept in the build cache)" if variant.build_cache.startswith("kept") else ""
-            self.log(f"{label}: built in {variant.build_seconds:.1f} s{kept}")
-        self._variants[key] = variant
-        return variant
-
-    def _built(self, technique: Technique, context: BuildContext, label: str) -> Variant:
-        """Build the variant, timing the build and its peak memory."""
-        self.log(f"{label}: building")
-        start = time.perf_counter()
-        try:
-            with PeakMemory() as build_memory:
-                variant = technique.build_variant(context)
-        except ModeloptError:
-            raise
-        except Exception as error:
-            raise BuildError(
-                f"{technique.name} failed on {self.spec.name}: {type(error).__name__}: {error}"
-            ) from error
-        variant.build_seconds = time.perf_counter() - start
-        variant.memory["build_peak_mb"] = build_memory.host_mb
-        return variant
-
-    def _restored(
-        self,
-        cache_key: tuple[str, dict[str, Any]] | None,
-        context: BuildContext,
-        technique_name: str,
-        label: str,
-    ) -> Variant | None:
-        """Return the variant the build cache keeps under ``cache_key``, or None.
-
-        ``build_seconds`` is then the time it took to restore it (the original build's time is
-        in ``build_cache``).
-        """
-        if cache_key is None or self.build_cache is None:
-            return None
-        start = time.perf_counter()
-        context = dataclasses.replace(context, technique=technique_name)
-        variant = self.build_cache.restore(cache_key[0], context, label)
-        if variant is not None:
-            variant.technique = technique_name
-            variant.build_seconds = time.perf_counter() - start
-        return variant
-
-    def _cache_key(
-        self, technique: Technique, params: Mapping[str, Any]
-    ) -> tuple[str, dict[str, Any]] | None:
-        """Return the build's cache key and what it is made of; None when nothing is cached.
-
-        The reference is not cached: it is the spec's own model.
-        """
-        if self.build_cache is None or technique.name == REFERENCE:
-            return None
-        if self._spec_hash is None:
-            try:
-                self._spec_hash = spec_digest(self.spec)
-            except Unhashable as error:
-                self._spec_hash = ""
-                self.log(f"{self.spec.name}: builds are not cached: {error}")
-        if not self._spec_hash:
-            return None
-        return build_key(
-            self._spec_hash,
-            technique,
-            params,
-            fingerprint=self.hardware.fingerprint,
-            threads=self.settings.threads,
-        )
+        return self.builder.build(technique_name, params)
 
     def _prepare(self, variant: Variant) -> None:
         """Run the variant's ``prepare`` before it is measured; log and note what it redid."""
@@ -206,20 +92,6 @@ class Evaluator:
         if notes:
             self.log(f"{self.spec.name}[{variant.technique}]: {notes[0]}")
             variant.notes += [note for note in notes if note not in variant.notes]
-
-    def _first_call(self, variant: Variant) -> None:
-        """Time the variant's very first call (lazy initialization, JIT) and its peak memory."""
-        gpu = variant.device.startswith("cuda")
-        with PeakMemory(gpu=gpu) as run_memory:
-            start = time.perf_counter()
-            variant.run(self.spec.example_input)
-            if gpu:
-                sys.modules["torch"].cuda.synchronize()
-            variant.first_call_seconds = time.perf_counter() - start
-        variant.memory["run_peak_mb"] = run_memory.host_mb
-        variant.memory["memory_method"] = run_memory.method
-        if run_memory.gpu_mb is not None:
-            variant.memory["gpu_peak_mb"] = run_memory.gpu_mb
 
     def evaluate(
         self,
@@ -395,11 +267,7 @@ class Evaluator:
     def _accuracy(self, variant: Variant) -> dict[str, float]:
         batches = self.spec.accuracy_batches()
         if self._reference_outputs is None:
-            reference = self._variants[REFERENCE]
+            reference = self.builder.build(REFERENCE)
             self._reference_outputs = [to_numpy(reference.run(x)) for x, _ in batches]
         outputs = [to_numpy(variant.run(x)) for x, _ in batches]
         return accuracy_metrics(outputs, self._reference_outputs, [y for _, y in batches])
-
-
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)

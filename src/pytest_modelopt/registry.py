@@ -293,13 +293,19 @@ def _chain(parts: list[Technique]) -> Technique:
     def build(ctx: BuildContext) -> Variant:
 
         model, notes, details = ctx.model, [], {}
+        upstream: str | None = None  # the build-cache key of the step before
+        cached = ctx.build_step is not None
         for index, part in enumerate(parts):
             step = dataclasses.replace(
                 ctx, model=model, params=ctx.params[part.name], workdir=ctx.workdir / part.name
             )
             step.workdir.mkdir(parents=True, exist_ok=True)
             ctx.log(f"{ctx.spec.name}[{name}]: step {index + 1}/{len(parts)}: {part.name}")
-            variant = part.build_variant(step)
+            if cached and ctx.build_step is not None and index < len(parts) - 1:
+                variant, upstream = ctx.build_step(part, step, upstream)
+                cached = upstream is not None
+            else:
+                variant = part.build_variant(step)
             notes += [f"{part.name}: {note}" for note in variant.notes]
             details[part.name] = variant.details
             if index < len(parts) - 1:

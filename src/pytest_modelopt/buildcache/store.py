@@ -50,12 +50,12 @@ class BuildCache:
         """Return where the entry of ``key`` lives (it may not exist)."""
         return self.root / key[:2] / key
 
-    def restore(self, key: str, ctx: BuildContext, label: str) -> Variant | None:
+    def restore(self, key: str, ctx: BuildContext, root: Path, label: str) -> Variant | None:
         """Return the variant kept under ``key``, its files copied back where they were.
 
-        That is under ``ctx.workdir``'s parent, the directory of all the spec's builds. None
-        when there is no entry, or when the entry is unreadable or does not match its manifest:
-        it is then removed, and the log says why.
+        That is at their paths relative to ``ctx.workdir``, all inside ``root`` (the directory of
+        all the spec's builds). None when there is no entry, or when the entry is unreadable or
+        does not match its manifest: it is then removed, and the log says why.
         """
         entry = self.entry(key)
         if not (entry / MANIFEST).exists():
@@ -65,7 +65,7 @@ class BuildCache:
             # deprecations while unpickling quantized tensors), which are not news.
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                return self._restore(entry, key, ctx)
+                return self._restore(entry, key, ctx, root)
         except Exception as error:  # whatever is wrong with it, the build runs again
             self.log(
                 f"{label}: build cache entry {key[:12]} cannot be used "
@@ -74,16 +74,18 @@ class BuildCache:
             self.discard(entry)
             return None
 
-    def _restore(self, entry: Path, key: str, ctx: BuildContext) -> Variant:
+    def _restore(self, entry: Path, key: str, ctx: BuildContext, root: Path) -> Variant:
         manifest = json.loads((entry / MANIFEST).read_text(encoding="utf-8"))
         if manifest.get("format") != CACHE_FORMAT or manifest.get("key") != key:
             raise ValueError(
                 f"manifest of format {manifest.get('format')}, key {manifest.get('key')}"
             )
         for relative, recorded in manifest["files"].items():
-            target = ctx.workdir.parent / relative
+            target = (ctx.workdir / relative).resolve()
+            if not target.is_relative_to(root.resolve()):
+                raise ValueError(f"{relative} lies outside the spec's work directory")
             target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(entry / "files" / relative, target)
+            shutil.copyfile(entry / "files" / str(recorded["stored_as"]), target)
             _check(target, recorded)
         objects: dict[str, Any] = {}
         if manifest["objects"] is not None:
@@ -107,20 +109,22 @@ class BuildCache:
         )
         return variant
 
-    def keep(self, key: str, keyed_on: dict[str, Any], variant: Variant, root: Path) -> str:
+    def keep(
+        self, key: str, keyed_on: dict[str, Any], variant: Variant, workdir: Path, root: Path
+    ) -> str:
         """Keep ``variant`` under ``key``; return what happened, for the log and the record.
 
-        ``root`` is the directory of all the spec's builds (a technique may ship files another
-        one wrote there, such as a shared ONNX export): files are kept at their paths relative to
-        it. A variant without a Restore, or with files outside ``root``, is not kept (the reason
-        is returned). An entry another process kept meanwhile stays as it is.
+        Its files are kept at their paths relative to ``workdir``, where it was built; they may
+        lie elsewhere in ``root``, the directory of all the spec's builds (an ONNX export is
+        shared). A variant without a Restore, or with files outside ``root``, is not kept (the
+        reason is returned). An entry another process kept meanwhile stays as it is.
         """
         if variant.restore is None:
             return "not kept: the technique does not say how to restore its variant"
         self.root.mkdir(parents=True, exist_ok=True)
         partial = Path(tempfile.mkdtemp(dir=self.root, prefix=".partial-"))
         try:
-            why_not = self._assemble(partial, key, keyed_on, variant, root)
+            why_not = self._assemble(partial, key, keyed_on, variant, workdir, root)
             if why_not:
                 return why_not
             final = self.entry(key)
@@ -136,21 +140,26 @@ class BuildCache:
             shutil.rmtree(partial, ignore_errors=True)
 
     def _assemble(
-        self, partial: Path, key: str, keyed_on: dict[str, Any], variant: Variant, root: Path
+        self,
+        partial: Path,
+        key: str,
+        keyed_on: dict[str, Any],
+        variant: Variant,
+        workdir: Path,
+        root: Path,
     ) -> str:
         """Write the entry's files into ``partial``; return why it cannot be kept ("" if it can)."""
         restore = variant.restore
         assert restore is not None
         files: dict[str, dict[str, Any]] = {}
-        for path in variant.files:
-            try:
-                relative = path.resolve().relative_to(root.resolve())
-            except ValueError:
+        (partial / "files").mkdir()
+        for index, path in enumerate(variant.files):
+            if not path.resolve().is_relative_to(root.resolve()):
                 return f"not kept: {path} is outside the spec's work directory"
-            target = partial / "files" / relative
-            target.parent.mkdir(parents=True, exist_ok=True)
+            target = partial / "files" / str(index)  # not by its path, which may hold ".."
             shutil.copyfile(path, target)
-            files[str(relative)] = _record(target)
+            relative = os.path.relpath(path.resolve(), workdir.resolve())
+            files[relative] = {**_record(target), "stored_as": target.name}
         objects = None
         if restore.objects:
             import torch

@@ -14,8 +14,11 @@ from pytest_modelopt.readable import one_line
 
 if TYPE_CHECKING:
     from pytest_modelopt.hardware import Hardware
+    from pytest_modelopt.registry import Technique
     from pytest_modelopt.spec import ModelSpec
     from pytest_modelopt.worker import Loader
+
+    BuildStep = Callable[[Technique, "BuildContext", "str | None"], "tuple[Variant, str | None]"]
 
 
 @dataclass
@@ -27,7 +30,12 @@ class BuildContext:
     ``threads`` is the harness's thread count: runtimes with their own pools use it too.
     ``cache_dir`` is a directory kept between sessions (pytest's cache), for compiler caches.
     ``technique`` is the name the technique is registered under, set by the registry (in a chain,
-    the step's own name): for messages, never to be repeated as a literal.
+    the step's own name): for messages, never to be repeated as a literal. ``build_step``, where
+    set, is how a chain builds each step but its last: ``build_step(technique, step_ctx,
+    upstream)`` returns the step's variant and its build-cache key (None: not cached), given the
+    key of the step before (None for the first, which starts from the spec's model). The
+    Evaluator sets it, so that a chain's steps are restored from the build cache as whole
+    techniques are.
     """
 
     spec: ModelSpec
@@ -39,6 +47,7 @@ class BuildContext:
     cache_dir: Path | None = None
     log: Callable[[str], None] = lambda message: None
     technique: str = ""
+    build_step: BuildStep | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -46,9 +55,9 @@ class Restore:
     """How a later session makes a variant again from its kept files, without building it.
 
     ``function`` is an importable ``"module:name"`` called as ``function(ctx, **kwargs,
-    **objects)`` that returns the Variant. ``ctx`` is a BuildContext whose ``workdir``'s parent
-    (the directory of all the spec's builds, where an export may be shared) holds the variant's
-    files again, at the paths they had. ``kwargs`` must be JSON (file names, flags); ``objects``
+    **objects)`` that returns the Variant. ``ctx`` is a BuildContext whose ``workdir`` holds the
+    variant's files again at the paths they had relative to it (an export shared by the spec's
+    builds lies beside it). ``kwargs`` must be JSON (file names, flags); ``objects``
     are torch objects (a module whose class is code, such as a pruned graph) that the build
     cache saves with ``torch.save``, checks that they load back, and passes back.
     """

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,19 +130,17 @@ def ort_variant(
         profiler=None if on_gpu else Loader(profiler, where),
         restore=Restore(
             "pytest_modelopt.variants.onnx_runtime:restore_ort",
-            {"path": str(path.relative_to(ctx.workdir.parent)), "providers": providers},
-        )
-        if path.is_relative_to(ctx.workdir.parent)
-        else None,
+            {"path": os.path.relpath(path, ctx.workdir), "providers": providers},
+        ),
     )
 
 
 def restore_ort(ctx: BuildContext, *, path: str, providers: list[str] | None) -> Variant:
-    """Open the ONNX model a build left under ``ctx.workdir.parent`` again (its Restore).
+    """Open the ONNX model a build left again (its Restore).
 
-    ``path`` is relative to the directory of all the spec's builds: the plain export is shared.
+    ``path`` is relative to ``ctx.workdir``; the plain export, shared, lies beside it.
     """
-    return ort_variant(ctx.workdir.parent / path, ctx, providers)
+    return ort_variant(ctx.workdir / path, ctx, providers)
 
 
 @register_technique(

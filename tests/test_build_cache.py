@@ -314,3 +314,6 @@ def test_the_plugin_reuses_builds_between_sessions_unless_told_not_to(pytester, 
     second.assert_outcomes(passed=1)
     reused = "convnet[pruned_structured]: reused from the build cache" in second.stdout.str()
     assert reused is not off
+    summary = "build cache: 0 reused (restored in 0.0 s), 1 built and kept"
+    assert (summary in first.stdout.str()) is not off
+    assert ("build cache: 1 reused" in second.stdout.str()) is not off

@@ -102,6 +102,8 @@ class SessionReport:
             terminalreporter.write_line(line, **markup)
         if wait := self._lock_wait_line():
             terminalreporter.write_line(wait, yellow=True)
+        if cache := self._build_cache_line():
+            terminalreporter.write_line(cache)
         for line, markup in self.messages:
             terminalreporter.write_line(line, **markup)
 
@@ -139,6 +141,36 @@ class SessionReport:
         return [
             f"note ({', '.join(sorted(labels))}): {note}" for note, labels in sorted(notes.items())
         ]
+
+    def _build_cache_line(self) -> str | None:
+        """Say what the build cache did with this session's variants, if it was in use.
+
+        The reference is left out: it is the spec's own model, never cached.
+        """
+        from pytest_modelopt.reference import REFERENCE
+
+        variants: dict[str, dict[str, Any]] = {}
+        for record in self.records + [r for s in self.searches for r in s.get("records", [])]:
+            variant = record["variant"]
+            if variant["technique"] != REFERENCE:
+                variants.setdefault(f"{record['spec']}[{variant['technique']}]", variant)
+        states = {label: variant.get("build_cache", "") for label, variant in variants.items()}
+        if not any(states.values()):
+            return None
+        reused = [label for label, state in states.items() if state.startswith("reused")]
+        kept = [label for label, state in states.items() if state.startswith("kept")]
+        rebuilt = sorted(
+            {label.partition("[")[2].rstrip("]") for label, state in states.items()}
+            - {label.partition("[")[2].rstrip("]") for label in reused + kept}
+        )
+        restore_s = sum(variants[label]["build_seconds"] for label in reused)
+        line = (
+            f"build cache: {len(reused)} reused (restored in {restore_s:.1f} s), "
+            f"{len(kept)} built and kept"
+        )
+        if rebuilt:
+            line += f"; built every session: {', '.join(rebuilt)}"
+        return line
 
     def lock_wait_s(self) -> float:
         """Return the seconds this session waited in all for the timing lock."""

@@ -13,6 +13,9 @@ the searches' candidates):
 
 The whole run's wall time is what ``time make suites`` says: the rest of it is loading the specs
 (training the digits models on first use), accuracy, sizes, profiles and pytest itself.
+
+With two files it also lists each test whose verdict, baseline status, accuracy, sizes or
+precision differ between them: a reused variant must not change what a test concludes.
 """
 
 from __future__ import annotations
@@ -53,6 +56,34 @@ def phases(path: Path) -> dict[str, Any]:
     }
 
 
+def outcomes(path: Path) -> dict[str, tuple[Any, ...]]:
+    """Return each test's verdict, baseline status, accuracy, sizes and precision."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return {
+        record["test"]: (
+            record.get("verdict"),
+            (record.get("baseline") or {}).get("status"),
+            record.get("accuracy"),
+            record.get("sizes"),
+            record["variant"].get("precision"),
+        )
+        for record in data["results"]
+    }
+
+
+def print_differences(first: Path, second: Path) -> None:
+    """Print how many tests concluded the same in both runs, and what differs in the others."""
+    names = ("verdict", "baseline", "accuracy", "sizes", "precision")
+    before, after = outcomes(first), outcomes(second)
+    same = [test for test in before if before[test] == after.get(test)]
+    print(f"\n{len(same)} of {len(before)} tests identical in {', '.join(names)}")
+    for test, values in before.items():
+        other = after.get(test, (None,) * len(names))
+        for name, old, new in zip(names, values, other, strict=True):
+            if old != new:
+                print(f"  {test}: {name} {old} -> {new}")
+
+
 def main() -> None:
     """Print each file's phases, and the ratio of the first to the second."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -70,6 +101,7 @@ def main() -> None:
     if len(columns) == 2 and columns[1]["building s"] > 0:
         ratio = columns[0]["building s"] / columns[1]["building s"]
         print(f"\nbuilding: the first run took {ratio:.1f}x the second's time")
+        print_differences(*args.results)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,9 @@ def calibrated_conv_spec(seed: int = 0) -> ModelSpec:
         factory,
         example_input=torch.randn(2, 3, 16, 16, generator=generator),
         calibration_data=[torch.randn(4, 3, 16, 16, generator=generator) for _ in range(2)],
+        train_data=[
+            (torch.randn(8, 3, 16, 16, generator=generator), torch.arange(8) % 10) for _ in range(2)
+        ],
     )
 
 
@@ -89,12 +92,51 @@ def test_a_second_session_reuses_the_build_and_runs_the_same_model(tmp_path, tec
         np.testing.assert_array_equal(to_numpy(in_worker), output(first, spec))
 
 
-def test_a_module_that_does_not_load_back_is_not_kept(tmp_path) -> None:
-    # torch 2.14 pickles an FX graph of quantized modules but cannot unpickle it
+@pytest.mark.parametrize("technique", ["static_int8", "qat_int8"])
+def test_an_fx_graph_of_quantized_modules_is_kept_and_restored(tmp_path, technique) -> None:
+    # torch 2.14's own pickling of quantized modules loads them without nn.Module's state
     cache = tmp_path / "cache"
-    first = evaluator(tmp_path, cache).build("static_int8", {"path": "fx"})
-    assert first.build_cache.startswith("not kept: its module does not load back")
-    assert not list((cache / "builds").glob("*/*"))
+    params = {"path": "fx"} if technique == "static_int8" else None
+    spec = calibrated_conv_spec()
+    first = evaluator(tmp_path, cache, spec).build(technique, params)
+    assert first.build_cache == "kept"
+    second_session = evaluator(tmp_path, cache, calibrated_conv_spec())
+    second = second_session.build(technique, params)
+    assert second.build_cache.startswith("reused")
+    assert second.precision == first.precision
+    np.testing.assert_array_equal(output(second, spec), output(first, spec))
+
+
+class Reloaded(torch.nn.Module):
+    """Pickles, but unpickles into something else: the check that an entry loads back."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(2, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x)
+
+    def __reduce__(self):
+        return (_refuse, ())
+
+
+def _refuse() -> None:
+    raise RuntimeError("this module cannot be rebuilt")
+
+
+@register_technique("_test_reloaded", backend="torch", description="does not load back")
+def _build_reloaded(ctx: BuildContext) -> Variant:
+    module = Reloaded()
+    return saved_variant(ctx, module, module.state_dict(), precision="fp32")
+
+
+def test_a_module_that_does_not_load_back_is_not_kept(tmp_path) -> None:
+    spec = ModelSpec.from_torch("tiny", lambda: torch.nn.Linear(2, 2), torch.randn(1, 2))
+    variant = evaluator(tmp_path, tmp_path / "cache", spec).build("_test_reloaded")
+    assert variant.build_cache.startswith("not kept: its module does not load back")
+    assert "this module cannot be rebuilt" in variant.build_cache
+    assert not list((tmp_path / "cache" / "builds").glob("*/*"))
 
 
 def test_what_a_build_reads_is_in_its_key(tmp_path) -> None:

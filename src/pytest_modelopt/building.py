@@ -66,35 +66,45 @@ class Builder:
         technique = get_technique(technique_name)
         merged = technique.resolve_params(params)
         key = f"{technique_name} {sorted(merged.items())!r}" if params else technique_name
-        if key in self.variants:
-            return self.variants[key]
+        if key not in self.variants:
+            self._check_applicable(technique)
+            # One directory per technique and parameters: a second build with other parameters
+            # must not overwrite the files (size, worker reload) of the first.
+            suffix = f"-{hashlib.sha256(key.encode()).hexdigest()[:8]}" if params else ""
+            workdir = self.workdir / _safe(technique_name + suffix)
+            workdir.mkdir(parents=True, exist_ok=True)
+            self.variants[key] = self._restored_or_built(technique, merged, workdir)
+        return self.variants[key]
+
+    def _check_applicable(self, technique: Technique) -> None:
+        """Raise why ``technique`` cannot build here: a requirement, or the model's framework."""
         missing = technique.unmet(self.hardware)
         if missing is not None:
             raise missing
         framework = self.spec.framework
         if framework not in technique.frameworks:
             raise NotApplicable(
-                f"{technique_name}: applies to {'/'.join(technique.frameworks)} models; "
+                f"{technique.name}: applies to {'/'.join(technique.frameworks)} models; "
                 f"{self.spec.name} is a {framework} model"
             )
-        # One directory per technique and parameters: a second build with other parameters must
-        # not overwrite the files (size, worker reload) of the first.
-        suffix = f"-{hashlib.sha256(key.encode()).hexdigest()[:8]}" if params else ""
-        workdir = self.workdir / _safe(technique_name + suffix)
-        workdir.mkdir(parents=True, exist_ok=True)
+
+    def _restored_or_built(
+        self, technique: Technique, params: dict[str, Any], workdir: Path
+    ) -> Variant:
+        """Restore the variant from the build cache, else build it (and keep it); log which."""
         context = BuildContext(
             spec=self.spec,
             model=copy.deepcopy(self.spec.load()),
             workdir=workdir,
             hardware=self.hardware,
-            params=merged,
+            params=params,
             threads=self.threads,
             cache_dir=self.cache_dir,
             log=self.log,
             build_step=self._build_step if self.cache else None,
         )
-        label = f"{self.spec.name}[{technique_name}]"
-        cache_key = self._cache_key(technique, merged)
+        label = f"{self.spec.name}[{technique.name}]"
+        cache_key = self._cache_key(technique, params)
         # A chain's variant is its last step's, built (and restored) in that step's directory.
         last_step = workdir / technique.components[-1] if technique.components else workdir
         last_step.mkdir(exist_ok=True)
@@ -106,7 +116,7 @@ class Builder:
             self._first_call(variant)
         except Exception as error:  # a variant that builds but cannot run is that build's failure
             raise BuildError(
-                f"{technique_name} built a variant of {self.spec.name} that fails on the example "
+                f"{technique.name} built a variant of {self.spec.name} that fails on the example "
                 f"input: {type(error).__name__}: {error}"
             ) from error
         if cache_key is not None and self.cache is not None and not variant.build_cache:
@@ -116,7 +126,6 @@ class Builder:
         else:
             kept = " (kept in the build cache)" if variant.build_cache.startswith("kept") else ""
             self.log(f"{label}: built in {variant.build_seconds:.1f} s{kept}")
-        self.variants[key] = variant
         return variant
 
     def _built(self, technique: Technique, context: BuildContext, label: str) -> Variant:

@@ -164,11 +164,13 @@ class BuildCache:
         if restore.objects:
             import torch
 
+            from pytest_modelopt.buildcache import pickling
+
             try:
-                torch.save(dict(restore.objects), partial / OBJECTS)
+                torch.save(dict(restore.objects), partial / OBJECTS, pickle_module=pickling)
             except Exception as error:  # a module that cannot be pickled is rebuilt each time
                 return f"not kept: its module cannot be saved ({type(error).__name__}: {error})"
-            try:  # some pickle but do not load back (an FX graph of quantized modules)
+            try:  # some pickle but do not load back (a module that holds a lambda's result)
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     torch.load(partial / OBJECTS, weights_only=False)

@@ -107,15 +107,17 @@ def test_an_fx_graph_of_quantized_modules_is_kept_and_restored(tmp_path, techniq
     np.testing.assert_array_equal(output(second, spec), output(first, spec))
 
 
-class Reloaded(torch.nn.Module):
-    """Pickles, but unpickles into something else: the check that an entry loads back."""
-
+class OneLinear(torch.nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.linear = torch.nn.Linear(2, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.linear(x)
+
+
+class Reloaded(OneLinear):
+    """Pickles, but unpickles into something else: the check that an entry loads back."""
 
     def __reduce__(self):
         return (_refuse, ())
@@ -265,14 +267,10 @@ def test_no_partial_entry_is_left_and_a_racing_writer_keeps_the_first(tmp_path) 
     assert not [p for p in (cache / "builds").iterdir() if p.name.startswith(".")]
 
 
-class Unpicklable(torch.nn.Module):
+class Unpicklable(OneLinear):
     def __init__(self) -> None:
         super().__init__()
-        self.linear = torch.nn.Linear(2, 2)
         self.hook = lambda: None  # a lambda cannot be pickled
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear(x)
 
 
 @register_technique("_test_unpicklable", backend="torch", description="a module with a lambda")

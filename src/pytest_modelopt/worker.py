@@ -55,9 +55,15 @@ class Loader:
 
     def load(self) -> Callable[[Any], Any]:
         """Import ``function`` and call it with ``kwargs``: the variant's ``run(batch)``."""
-        module, _, name = self.function.partition(":")
-        run: Callable[[Any], Any] = getattr(importlib.import_module(module), name)(**self.kwargs)
+        run: Callable[[Any], Any] = imported(self.function)(**self.kwargs)
         return run
+
+
+def imported(function: str) -> Callable[..., Any]:
+    """Return the function that an importable ``"module:name"`` names, importing its module."""
+    module, _, name = function.partition(":")
+    found: Callable[..., Any] = getattr(importlib.import_module(module), name)
+    return found
 
 
 class InProcess:

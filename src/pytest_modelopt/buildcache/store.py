@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import datetime
 import hashlib
-import importlib
 import json
 import os
 import shutil
@@ -34,6 +33,7 @@ from typing import Any
 from pytest_modelopt.buildcache.keys import CACHE_FORMAT
 from pytest_modelopt.readable import one_line
 from pytest_modelopt.variants.base import BuildContext, Variant
+from pytest_modelopt.worker import imported
 
 MANIFEST = "manifest.json"
 OBJECTS = "objects.pt"
@@ -95,8 +95,7 @@ class BuildCache:
             # written by this plugin (the sha256 above is the one it recorded): see the module doc
             objects = torch.load(entry / OBJECTS, weights_only=False)
         restore = manifest["restore"]
-        module, _, name = restore["function"].partition(":")
-        function = getattr(importlib.import_module(module), name)
+        function = imported(restore["function"])
         variant: Variant = function(ctx, **restore["kwargs"], **objects)
         recorded = manifest["variant"]
         variant.runtime = recorded["runtime"]

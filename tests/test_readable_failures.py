@@ -88,7 +88,7 @@ def assert_stops_at_the_users_line(result: pytest.RunResult, text: str) -> None:
     )
     assert "variant_result.py" not in text, text  # no frame of the plugin's own source
     assert "__tracebackhide__" not in text, text
-    assert "modelopt_variant = <VariantResult toy[fake_swapped]>" in text, text
+    assert "modelopt_variant = <VariantContract toy[fake_swapped]>" in text, text
 
 
 def assert_third_party_debug_is_not_captured(text: str) -> None:

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from pytest_modelopt.measure import MeasureSettings
     from pytest_modelopt.registry import get_technique, list_techniques, register_technique
     from pytest_modelopt.spec import ModelSpec
+    from pytest_modelopt.variant_contract import VariantContract
     from pytest_modelopt.variant_result import VariantResult
     from pytest_modelopt.variants.base import BuildContext, Variant
 
@@ -49,6 +50,7 @@ _EXPORTS = {
     "SpecError": "errors",
     "UnknownTechniqueError": "errors",
     "Evaluator": "evaluation",
+    "VariantContract": "variant_contract",
     "VariantResult": "variant_result",
     "Hardware": "hardware",
     "detect_hardware": "hardware",
@@ -80,6 +82,7 @@ __all__ = [
     "SpecError",
     "UnknownTechniqueError",
     "Variant",
+    "VariantContract",
     "VariantResult",
     "Verdict",
     "detect_hardware",

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from pytest_modelopt.baselines import Tolerances
     from pytest_modelopt.search import SearchResult
     from pytest_modelopt.session.baselines import SessionBaselines
-    from pytest_modelopt.variant_result import VariantResult
+    from pytest_modelopt.variant_contract import VariantContract
 
 
 def violation(check: Callable[[], object]) -> str | None:
@@ -56,7 +56,7 @@ def search_problem(
 
 
 def budgets_problem(
-    nodeid: str, technique: str, budgets: Mapping[str, Any], result: VariantResult
+    nodeid: str, technique: str, budgets: Mapping[str, Any], result: VariantContract
 ) -> str | None:
     """Judge the marker's budgets for this test's technique, as ``expect`` judges them."""
     if not budgets:
@@ -72,7 +72,7 @@ def budgets_problem(
 
 
 def baseline_problem(
-    nodeid: str, result: VariantResult, baselines: SessionBaselines, tolerances: Tolerances
+    nodeid: str, result: VariantContract, baselines: SessionBaselines, tolerances: Tolerances
 ) -> str | None:
     """Compare the variant with its stored baseline; say what regressed, if anything did."""
     return violation(lambda: baselines.compare_with_baseline(nodeid, result, tolerances))

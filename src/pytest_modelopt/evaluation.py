@@ -1,12 +1,13 @@
 """The plain Python API: build a variant of a spec, measure it against the reference, judge it.
 
     evaluator = Evaluator(spec)
-    result = evaluator.evaluate("torchscript")
-    result.expect(speedup=">=1.2", size_ratio="<=1.05")
+    contract = evaluator.evaluate("torchscript")
+    contract.expect(speedup=">=1.2", size_ratio="<=1.05")
 
-The pytest fixtures are thin wrappers over this module; it works without pytest. What an
-evaluation returns is a :class:`~pytest_modelopt.variant_result.VariantResult`; the metrics it
-holds are computed in :mod:`pytest_modelopt.metrics`.
+The pytest fixtures are thin wrappers over this module; it works without pytest. An evaluation
+measures an immutable :class:`~pytest_modelopt.variant_result.VariantResult` (its metrics are
+computed in :mod:`pytest_modelopt.metrics`) and returns it under a
+:class:`~pytest_modelopt.variant_contract.VariantContract`, which judges budgets.
 """
 
 from __future__ import annotations
@@ -32,11 +33,12 @@ from pytest_modelopt.reference import REFERENCE, reference_for
 from pytest_modelopt.registry import get_technique
 from pytest_modelopt.search.driver import search
 from pytest_modelopt.spec import ModelSpec
+from pytest_modelopt.variant_contract import VariantContract
 from pytest_modelopt.variant_result import VariantResult
 from pytest_modelopt.variants.base import Variant
 from pytest_modelopt.worker import Worker
 
-__all__ = ["REFERENCE", "Evaluator", "VariantResult"]
+__all__ = ["REFERENCE", "Evaluator", "VariantContract", "VariantResult"]
 
 
 class Evaluator:
@@ -100,12 +102,44 @@ class Evaluator:
         *,
         max_time: float | None = None,
         meter: str | None = None,
-    ) -> VariantResult:
-        """Build, measure against the reference, size and score one variant.
+    ) -> VariantContract:
+        """Build, measure against the reference, size and score one variant, under a contract.
 
         ``max_time`` replaces the settings' time cap for this variant, ``meter`` the settings'
         meter (``wall`` or ``instructions``).
         """
+        result, remeasure = self.measure(technique_name, params, max_time=max_time, meter=meter)
+        return self.contract(result, remeasure)
+
+    def contract(
+        self, result: VariantResult, remeasure: Callable[[], Comparison] | None
+    ) -> VariantContract:
+        """Put a result under a contract with this evaluator's policy, log and retries.
+
+        ``remeasure`` is how an inconclusive check measures again (``measure``'s second half,
+        which a session wraps in its timing lock). With the settings' ``profile_operators`` a
+        wall-clock result is profiled now.
+        """
+        contract = VariantContract(
+            result,
+            remeasure=remeasure,
+            inconclusive=self.inconclusive,
+            retries=self.retries,
+            log=self.log,
+        )
+        if result.settings.profile_operators and result.meter == "wall":
+            contract.profile_operators()
+        return contract
+
+    def measure(
+        self,
+        technique_name: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        max_time: float | None = None,
+        meter: str | None = None,
+    ) -> tuple[VariantResult, Callable[[], Comparison]]:
+        """Build and measure one variant: its result, and how to measure the same sides again."""
         settings = self.settings
         if max_time is not None:
             settings = dataclasses.replace(settings, max_time=float(max_time))
@@ -147,7 +181,7 @@ class Evaluator:
             f"{self.spec.name}[{technique_name}]: {ratio} {comparison.speedup:.4g}x in "
             f"{comparison.rounds} rounds ({comparison.stopped_by})"
         )
-        result = VariantResult(
+        measured = VariantResult(
             spec=self.spec,
             variant=variant,
             reference=reference,
@@ -157,14 +191,8 @@ class Evaluator:
             efficiency=self._efficiency(variant, comparison) if meter == "wall" else {},
             gpu_state=gpu_state(0) if variant.device.startswith("cuda") else None,
             settings=settings,
-            inconclusive=self.inconclusive,
-            retries=self.retries,
-            remeasure=interleaver.run,
-            log=self.log,
         )
-        if settings.profile_operators and meter == "wall":
-            result.profile_operators()
-        return result
+        return measured, interleaver.run
 
     # The search as a method: ``evaluator.best(budgets, techniques=..., max_time=...)``.
     best = search

@@ -38,10 +38,10 @@ if TYPE_CHECKING:
     from pytest_modelopt.hardware import Hardware
     from pytest_modelopt.search import SearchResult
     from pytest_modelopt.spec import ModelSpec
-    from pytest_modelopt.variant_result import VariantResult
+    from pytest_modelopt.variant_contract import VariantContract
 
 SESSION_KEY = pytest.StashKey[ModeloptSession]()
-RESULT_KEY = pytest.StashKey["VariantResult"]()
+RESULT_KEY = pytest.StashKey["VariantContract"]()
 TOLERANCES_KEY = pytest.StashKey["Tolerances"]()
 BUDGETS_KEY = pytest.StashKey[tuple[str, dict[str, Any]]]()  # technique, its marker budgets
 SEARCH_KEY = pytest.StashKey["SearchResult"]()
@@ -312,7 +312,7 @@ def modelopt_best(request: pytest.FixtureRequest, _modelopt_workdir: Any) -> Ite
 @pytest.fixture
 def modelopt_variant(
     request: pytest.FixtureRequest, modelopt_technique: str, _modelopt_workdir: Any
-) -> Iterator[VariantResult]:
+) -> Iterator[VariantContract]:
     """Yield the variant built by this test's technique, measured against the fp32 reference.
 
     The model comes from the fixture named by the marker's ``spec`` keyword (default

@@ -12,7 +12,7 @@ from pytest_modelopt.backends import tracked_distributions
 from pytest_modelopt.readable import one_line
 
 if TYPE_CHECKING:
-    from pytest_modelopt.variant_result import VariantResult
+    from pytest_modelopt.variant_contract import VariantContract
 
 # Distributions whose versions change what is measured.
 _MARKUP = {
@@ -36,7 +36,7 @@ def environment() -> dict[str, Any]:
     return {"python": platform.python_version(), "platform": platform.platform(), **versions}
 
 
-def benchmark_entry(nodeid: str, result: VariantResult) -> dict[str, Any]:
+def benchmark_entry(nodeid: str, result: VariantContract) -> dict[str, Any]:
     """Return one variant in pytest-benchmark's ``benchmarks`` schema.
 
     So its tools (for example ``pytest-benchmark compare``) read our results: statistics are
@@ -88,7 +88,7 @@ def results_table(records: Iterable[Mapping[str, Any]]) -> list[tuple[str, dict[
     """Return the terminal results table, one line per variant, each with its colours.
 
     A line shows test, technique, latency, speedup with interval, sizes, accuracy, contract
-    verdict and baseline comparison. Records are ``VariantResult.to_dict()`` with the test id
+    verdict and baseline comparison. Records are ``VariantContract.to_dict()`` with the test id
     (the results JSON's ``results``), so workers' results print like local ones.
     """
     header = (

@@ -1,6 +1,6 @@
 """One verdict path: judge, measure once more while undecided, and apply the inconclusive policy.
 
-A contract (``VariantResult.expect``: budgets) and the baseline gate (a stored entry) decide the
+A contract (``VariantContract.expect``: budgets) and the baseline gate (a stored entry) decide the
 same way: judge every check; while one is INCONCLUSIVE and retries remain, measure again and
 judge again; then the test fails on a FAIL, and on an INCONCLUSIVE under the ``fail`` policy.
 Each caller words its own failure (a budget table, or a baseline table with what grew).

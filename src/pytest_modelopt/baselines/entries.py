@@ -223,7 +223,7 @@ class BaselineEntry:
 def entry_from_record(
     record: Mapping[str, Any], *, recorded: str, settings: Mapping[str, Any], environment: Any
 ) -> BaselineEntry:
-    """Make a baseline entry of one result record (``VariantResult.to_dict()`` with its test id)."""
+    """Make a baseline entry of one result record (``VariantContract.to_dict()`` and test id)."""
     latency = record["latency"]
     common: dict[str, Any] = {
         "spec": record["spec"],

@@ -4,7 +4,7 @@
     print(choice.table())          # ranked, Pareto front, ties, the recommendation, exclusions
 
 ``records`` are the per-variant dicts of a results JSON (``--modelopt-json``) or
-``VariantResult.to_dict()``, all of one model on one machine. The rules, in order:
+``VariantContract.to_dict()``, all of one model on one machine. The rules, in order:
 
 1. **Constraints.** Each budget (the budget syntax of ``expect``: ``"accuracy_drop<=1%"``,
    ``"size_ratio<=0.5"``) is judged on each candidate as ``expect`` judges it. A candidate is

@@ -1,6 +1,6 @@
 """The candidates of a choice: one per measured variant, and the fp32 reference always among them.
 
-A candidate is made from a results record (``--modelopt-json``, ``VariantResult.to_dict()``);
+A candidate is made from a results record (``--modelopt-json``, ``VariantContract.to_dict()``);
 where the run did not measure ``eager`` on its own, the reference is synthesized from what the
 variants' records say of it.
 """

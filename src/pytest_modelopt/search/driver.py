@@ -22,7 +22,7 @@ from pytest_modelopt.search.result import SearchResult
 
 if TYPE_CHECKING:
     from pytest_modelopt.evaluation import Evaluator
-    from pytest_modelopt.variant_result import VariantResult
+    from pytest_modelopt.variant_contract import VariantContract
 
 
 # The order singles are tried in when the time budget may not cover them all: fast to build and
@@ -104,7 +104,7 @@ def search(
     for name, why in found.skipped:
         log(f"search {spec}: skipping {name}: {why}")
 
-    def measure_one(name: str) -> VariantResult | None:
+    def measure_one(name: str) -> VariantContract | None:
         try:
             return evaluator.evaluate(name, _params_of(params, name))
         except (RequirementMissing, TrainingDataMissing) as missing:
@@ -117,13 +117,13 @@ def search(
             log(f"search {spec}: {name} failed: {str(error).splitlines()[0]}")
         return None
 
-    def keep(name: str, result: VariantResult) -> None:
-        record = {"test": f"{spec}::search[{name}]", **result.to_dict(raw=False)}
+    def keep(name: str, contract: VariantContract) -> None:
+        record = {"test": f"{spec}::search[{name}]", **contract.to_dict(raw=False)}
         if name in found.results:
             found.records[list(found.results).index(name)] = record
         else:
             found.records.append(record)
-        found.results[name] = result
+        found.results[name] = contract.result
 
     def measure(batch: list[str], stage: str, timed: bool = True) -> None:
         for index, name in enumerate(batch):
@@ -140,9 +140,9 @@ def search(
                 f"measuring ({elapsed:.0f} s elapsed, {max_time - elapsed:.0f} s left, "
                 f"{len(batch) - index - 1} more after it)"
             )
-            result = measure_one(name)
-            if result is not None:
-                keep(name, result)
+            contract = measure_one(name)
+            if contract is not None:
+                keep(name, contract)
 
     if first:
         measure(list(first), "recorded choice", timed=False)
@@ -191,8 +191,8 @@ def _noisy_contenders(found: SearchResult, budgets: list[Budget], objective: str
 def _remeasure(
     name: str,
     found: SearchResult,
-    measure_one: Callable[[str], VariantResult | None],
-    keep: Callable[[str, VariantResult], None],
+    measure_one: Callable[[str], VariantContract | None],
+    keep: Callable[[str, VariantContract], None],
     budgets: list[Budget],
     objective: str,
     log: Callable[[str], None],
@@ -211,10 +211,10 @@ def _remeasure(
             f"({measured.undecidable or 'its interval is unbounded'}); measuring again afresh "
             f"({attempt} of {REMEASURES})"
         )
-        result = measure_one(name)
-        if result is None:
+        contract = measure_one(name)
+        if contract is None:
             return
-        keep(name, result)
+        keep(name, contract)
         measured = _figure(found, name, budgets, objective)
         if _trusted(measured):
             break

@@ -28,7 +28,7 @@ from pytest_modelopt.session.scope import RunScope
 
 if TYPE_CHECKING:
     from pytest_modelopt.search import SearchResult
-    from pytest_modelopt.variant_result import VariantResult
+    from pytest_modelopt.variant_contract import VariantContract
 
 WORKER_OUTPUT_KEY = "modelopt"
 
@@ -59,7 +59,7 @@ class ModeloptSession:
         """Return this machine's hardware, detected on first use."""
         return self.context.hardware
 
-    def record(self, nodeid: str, result: VariantResult) -> None:
+    def record(self, nodeid: str, result: VariantContract) -> None:
         """Record a measured variant, with its timed sections and its baseline comparison."""
         baseline = self.baselines.comparison_of(nodeid, result.meter)
         self.report.record(self._header(nodeid, baseline), result)

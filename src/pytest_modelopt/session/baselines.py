@@ -20,7 +20,7 @@ from pytest_modelopt.session.scope import RunScope
 if TYPE_CHECKING:
     from pytest_modelopt.baselines import BaselineEntry, BaselineStore, SaveReport, Tolerances
     from pytest_modelopt.search import SearchResult
-    from pytest_modelopt.variant_result import VariantResult
+    from pytest_modelopt.variant_contract import VariantContract
 
 
 class SessionBaselines:
@@ -68,7 +68,7 @@ class SessionBaselines:
         self.store_for(meter or self.settings.measure).load(module_of(nodeid))
 
     def compare_with_baseline(
-        self, nodeid: str, result: VariantResult, tolerances: Tolerances
+        self, nodeid: str, result: VariantContract, tolerances: Tolerances
     ) -> None:
         """Judge the result against its stored entry; raise ContractViolation on a regression."""
         from pytest_modelopt.baselines import (
@@ -96,7 +96,7 @@ class SessionBaselines:
         same, differences = store.same_hardware(module_of(nodeid))
         decision = decide(
             lambda: compare(stored, self.entry(result), tolerances, same_hardware=same),
-            measure_again=result.measure_again if result.remeasure else None,
+            measure_again=result.measure_again if result.can_measure_again else None,
             retries=result.retries,
             policy=self.settings.inconclusive,
             log=self.context.log,
@@ -203,7 +203,7 @@ class SessionBaselines:
             return self.comparisons[nodeid]
         return {"status": "recorded" if self.settings.save_baseline else "not compared"}
 
-    def entry(self, result: VariantResult) -> BaselineEntry:
+    def entry(self, result: VariantContract) -> BaselineEntry:
         """Return the baseline entry of a measured variant, stamped with now and the settings."""
         from pytest_modelopt.baselines import entry_from_record
         from pytest_modelopt.report import environment

@@ -21,7 +21,7 @@ from pytest_modelopt.session.context import SessionContext, utc_now
 if TYPE_CHECKING:
     from pytest_modelopt.baselines import BaselineStore
     from pytest_modelopt.search import SearchResult
-    from pytest_modelopt.variant_result import VariantResult
+    from pytest_modelopt.variant_contract import VariantContract
 
 RESULTS_SCHEMA = 1
 
@@ -42,7 +42,7 @@ class SessionReport:
         self.searches: list[dict[str, Any]] = []  # the results JSON's "searches" (modelopt_best)
         self.messages: list[tuple[str, dict[str, bool]]] = []  # last lines of the summary
 
-    def record(self, header: dict[str, Any], result: VariantResult) -> None:
+    def record(self, header: dict[str, Any], result: VariantContract) -> None:
         """Record a measured variant for the summary and the results JSON, after its ``header``.
 
         A wall-clock result also becomes an entry in pytest-benchmark's format.

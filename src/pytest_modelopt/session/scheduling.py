@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from pytest_modelopt.measure import Comparison
     from pytest_modelopt.search import SearchResult
     from pytest_modelopt.spec import ModelSpec
-    from pytest_modelopt.variant_result import VariantResult
+    from pytest_modelopt.variant_contract import VariantContract
 
 # One lock per user: another user's lock file would not be writable.
 TIMING_LOCK = (
@@ -135,11 +135,12 @@ class MeasurementScheduler:
         *,
         max_time: float | None = None,
         meter: str | None = None,
-    ) -> VariantResult:
-        """Build and measure one variant with the timing lock held.
+    ) -> VariantContract:
+        """Build and measure one variant with the timing lock held; put it under its contract.
 
         Building too: a build in another worker would disturb this one's timing as much as
-        another measurement.
+        another measurement. The contract's later measurements (an inconclusive check's) hold
+        the lock as well.
         """
         evaluator = self.evaluator(spec, workdir)
         slowdown = dict(self.context.settings.inject_slowdown).get(technique)
@@ -149,9 +150,8 @@ class MeasurementScheduler:
 
                 variant = evaluator.build(technique, params)
                 inject_slowdown(variant, slowdown, batch=spec.example_input)
-            result = evaluator.evaluate(technique, params, max_time=max_time, meter=meter)
-        result.remeasure = self._locked(nodeid, result.remeasure)
-        return result
+            result, remeasure = evaluator.measure(technique, params, max_time=max_time, meter=meter)
+            return evaluator.contract(result, self._locked(nodeid, remeasure))
 
     def search(
         self,
@@ -186,12 +186,8 @@ class MeasurementScheduler:
                 inject_slowdown(variant, fraction, batch=spec.example_input)
             return evaluator.best(budgets, **options)
 
-    def _locked(
-        self, nodeid: str, remeasure: Callable[[], Comparison] | None
-    ) -> Callable[[], Comparison] | None:
-        """Wrap a later second measurement (the baseline check's) so it holds the lock too."""
-        if remeasure is None:
-            return None
+    def _locked(self, nodeid: str, remeasure: Callable[[], Comparison]) -> Callable[[], Comparison]:
+        """Wrap a later second measurement (an inconclusive check's) so it holds the lock too."""
 
         def locked() -> Comparison:
             with self.timed_section(nodeid):

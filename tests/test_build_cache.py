@@ -66,6 +66,7 @@ def output(variant: Variant, spec: ModelSpec) -> np.ndarray:
         "onnxruntime",
         "onnxruntime_static_int8",
         "openvino_fp32",
+        "export",
         "pruned_structured",
         "dynamic_int8",
     ],

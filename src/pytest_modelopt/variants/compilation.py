@@ -14,7 +14,7 @@ from pytest_modelopt.errors import BuildError, NoEffectError
 from pytest_modelopt.measure.conditions import fixed_threads
 from pytest_modelopt.parameters import param
 from pytest_modelopt.registry import register_technique
-from pytest_modelopt.variants.base import BuildContext, Variant, WarningsToNotes
+from pytest_modelopt.variants.base import BuildContext, Restore, Variant, WarningsToNotes
 
 
 def example_args(example: Any) -> tuple[Any, ...]:
@@ -62,16 +62,35 @@ def build_export(ctx: BuildContext) -> Variant:
     """Capture the model with torch.export, save it as .pt2 and run the program loaded back."""
     import torch
 
-    from pytest_modelopt.torchtools import call_model
-
     with WarningsToNotes() as recorded:
         program = export_program(ctx.model, ctx.spec.example_input, ctx.technique, ctx.spec.name)
         path = ctx.workdir / "model.pt2"
         torch.export.save(program, str(path))
-        module = torch.export.load(str(path)).module()  # run what was shipped
+        variant = exported_variant(path)  # run what was shipped
     operators = sum(1 for node in program.graph.nodes if node.op == "call_function")
     if operators == 0:
         raise NoEffectError(f"export captured no operator of {ctx.spec.name}")
+    variant.details = {
+        "path": "torch.export.export",
+        "graph_operators": operators,
+        "loaded": True,
+    }
+    variant.notes = recorded.notes
+    return variant
+
+
+def restore_export(ctx: BuildContext, *, filename: str) -> Variant:
+    """Load the program a build saved in ``ctx.workdir`` again (the build cache's Restore)."""
+    return exported_variant(ctx.workdir / filename)
+
+
+def exported_variant(path: Path) -> Variant:
+    """Make the variant that runs the torch.export program saved at ``path``, loaded back."""
+    import torch
+
+    from pytest_modelopt.torchtools import call_model
+
+    module = torch.export.load(str(path)).module()
 
     def run(batch: object) -> object:
         with torch.no_grad():
@@ -82,8 +101,9 @@ def build_export(ctx: BuildContext) -> Variant:
         (path,),
         runtime=f"torch.export {torch.__version__}",
         precision="fp32",
-        details={"path": "torch.export.export", "graph_operators": operators, "loaded": True},
-        notes=recorded.notes,
+        restore=Restore(
+            "pytest_modelopt.variants.compilation:restore_export", {"filename": path.name}
+        ),
     )
 
 

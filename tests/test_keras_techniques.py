@@ -175,3 +175,23 @@ def test_tensorflow_and_torch_share_a_process(after: str) -> None:
     # generous: a cold import of TensorFlow and torch took over 120 s on a loaded 2-core machine
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=600)
     assert done.returncode == 0, done.stderr.decode()[-2000:]
+
+
+@pytest.mark.parametrize("technique", ["tflite", "tflite_int8"])
+def test_a_kept_tflite_build_is_reopened_in_a_later_session(
+    keras_spec: ModelSpec, tmp_path, technique: str
+) -> None:
+    import json
+
+    def session(name: str) -> Evaluator:
+        return Evaluator(keras_spec, settings=QUICK, workdir=tmp_path / name, cache_dir=tmp_path)
+
+    first = session("first").build(technique)
+    assert first.build_cache == "kept"
+    second = session("second").build(technique)
+    assert second.build_cache.startswith("reused: built in")
+    assert (second.runtime, second.precision) == (first.runtime, first.precision)
+    assert second.details == json.loads(json.dumps(first.details))
+    assert second.size_bytes() == first.size_bytes()
+    batch = keras_spec.example_input
+    np.testing.assert_array_equal(second.run(batch), first.run(batch))

@@ -13,13 +13,14 @@ import contextlib
 import io
 from collections import Counter
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 from pytest_modelopt.errors import BuildError
 from pytest_modelopt.reference import register_reference
 from pytest_modelopt.registry import register_technique
 from pytest_modelopt.spec import load_tensorflow
-from pytest_modelopt.variants.base import BuildContext, Variant, WarningsToNotes
+from pytest_modelopt.variants.base import BuildContext, Restore, Variant, WarningsToNotes
 
 TFLITE_BACKENDS = ("tensorflow", "litert")
 
@@ -74,9 +75,6 @@ def tflite_variant(
     configure: Callable[[Any, Any], None] = lambda converter, tf: None,
 ) -> Variant:
     """Convert ``ctx.model`` with ``configure``-d converter, run it with LiteRT."""
-    import numpy as np
-    from ai_edge_litert.interpreter import Interpreter
-
     tf = load_tensorflow()
     converter = tf.lite.TFLiteConverter.from_keras_model(ctx.model)
     configure(converter, tf)
@@ -93,6 +91,24 @@ def tflite_variant(
             ) from error
     path = ctx.workdir / "model.tflite"
     path.write_bytes(flatbuffer)
+    variant = interpreted_variant(ctx, path, precision)
+    converter_name = f"tf.lite.TFLiteConverter.from_keras_model (tensorflow {tf.__version__})"
+    variant.details = {"converter": converter_name, **variant.details}
+    variant.notes = [n for n in recorded.notes if "tf.lite.Interpreter" not in n][:3]
+    return variant
+
+
+def restore_tflite(ctx: BuildContext, *, filename: str, precision: str) -> Variant:
+    """Open the flatbuffer a build saved in ``ctx.workdir`` again (the build cache's Restore)."""
+    return interpreted_variant(ctx, ctx.workdir / filename, precision)
+
+
+def interpreted_variant(ctx: BuildContext, path: Path, precision: str) -> Variant:
+    """Make the variant that runs the TFLite flatbuffer at ``path`` in LiteRT's interpreter."""
+    import ai_edge_litert
+    import numpy as np
+    from ai_edge_litert.interpreter import Interpreter
+
     interpreter = Interpreter(model_path=str(path), num_threads=ctx.threads or -1)
     interpreter.allocate_tensors()
     (source,) = interpreter.get_input_details()
@@ -120,22 +136,22 @@ def tflite_variant(
 
     tensors = interpreter.get_tensor_details()
     tensor_types = Counter(np.dtype(t["dtype"]).name for t in tensors)
-    import ai_edge_litert
-
     return Variant(
         run,
         (path,),
         runtime=f"litert {getattr(ai_edge_litert, '__version__', '')}".strip(),
         precision=precision,
         details={
-            "converter": f"tf.lite.TFLiteConverter.from_keras_model (tensorflow {tf.__version__})",
             "num_threads": ctx.threads,
             "input_type": np.dtype(in_type).name,
             "output_type": np.dtype(out_type).name,
             "tensor_types": dict(sorted(tensor_types.items())),
             "int8_scales": _scale_granularity(tensors),
         },
-        notes=[n for n in recorded.notes if "tf.lite.Interpreter" not in n][:3],
+        restore=Restore(
+            "pytest_modelopt.variants.tflite:restore_tflite",
+            {"filename": path.name, "precision": precision},
+        ),
     )
 
 

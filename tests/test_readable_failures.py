@@ -127,7 +127,7 @@ def test_the_plugin_frames_show_on_request(project: pytest.Pytester, flag: str) 
     result = project.runpytest(flag)
     result.assert_outcomes(failed=1)
     text = "\n".join(failure_section(result.outlines))
-    assert "variant_result.py" in text, text
+    assert "variant_contract.py" in text, text
     assert "raise ContractViolation(" in text, text
 
 

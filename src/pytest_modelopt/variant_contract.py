@@ -131,6 +131,16 @@ class VariantContract:
         """Return every metric a budget can name, from the latest measurement."""
         return self._result.metrics
 
+    @property
+    def threads(self) -> dict[str, Any]:
+        """Return every thread setting the timing ran with: torch's, and the runtime's own."""
+        return self._result.threads
+
+    @property
+    def gpu_state(self) -> Mapping[str, Any] | None:
+        """Return the GPU's clocks and temperature when it was measured (None on a CPU)."""
+        return self._result.gpu_state
+
     # -- what the test asked ------------------------------------------------------------------
 
     @property

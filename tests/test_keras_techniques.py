@@ -195,3 +195,29 @@ def test_a_kept_tflite_build_is_reopened_in_a_later_session(
     assert second.size_bytes() == first.size_bytes()
     batch = keras_spec.example_input
     np.testing.assert_array_equal(second.run(batch), first.run(batch))
+
+
+def test_the_build_key_of_a_keras_model_ignores_the_names_keras_generated() -> None:
+    import keras
+
+    from pytest_modelopt.buildcache.keys import spec_digest
+
+    def spec(width: int) -> ModelSpec:
+        def factory() -> object:
+            keras.utils.set_random_seed(0)
+            return keras.Sequential(
+                [keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(width)]
+            )
+
+        return ModelSpec.from_keras(
+            "unnamed", factory, example_input=rule(np.random.default_rng(0), 2)[0]
+        )
+
+    first, second = spec(4), spec(4)
+    first.load()
+    keras.layers.Dense(1)  # as a session that made other layers first: the next names differ
+    assert [layer.name for layer in first.load().layers] != [
+        layer.name for layer in second.load().layers
+    ]
+    assert spec_digest(first) == spec_digest(second)
+    assert spec_digest(spec(5)) != spec_digest(first)

@@ -50,7 +50,7 @@ def spec_digest(spec: Any) -> str:
     if framework == "torch":
         _feed_torch_model(digest, model)
     elif framework == "keras":
-        _feed(digest, model.to_json())
+        _feed(digest, keras_architecture(model))
         _feed(digest, list(model.get_weights()))
     else:
         raise Unhashable(f"{spec.name} is a plain Python model: its state cannot be hashed")
@@ -60,6 +60,40 @@ def spec_digest(spec: Any) -> str:
     _feed(digest, _source_of(spec.student) if spec.student is not None else None)
     _feed(digest, spec.batch_size)
     return digest.hexdigest()
+
+
+def keras_architecture(model: Any) -> str:
+    """Return a Keras model's config as JSON, each layer named by its position in it.
+
+    Keras names an unnamed layer from a counter of the whole process (``conv2d_5`` when five
+    were made before it), so the same model gets other names in a session that made, or
+    trained, other models first; the names change neither the outputs nor the speed. A layer
+    is a config entry with a ``build_config`` (built layers and models) or an ``InputLayer``;
+    every string equal to one of their names (the references between them) is renamed too.
+    """
+    config = json.loads(model.to_json())
+    names: dict[str, str] = {}
+
+    def collect(value: Any) -> None:
+        if isinstance(value, dict):
+            inner = value.get("config")
+            is_layer = "build_config" in value or value.get("class_name") == "InputLayer"
+            if is_layer and isinstance(inner, dict) and isinstance(inner.get("name"), str):
+                names.setdefault(inner["name"], f"layer{len(names)}")
+            value = list(value.values())
+        if isinstance(value, list):
+            for item in value:
+                collect(item)
+
+    def renamed(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {key: renamed(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [renamed(item) for item in value]
+        return names.get(value, value) if isinstance(value, str) else value
+
+    collect(config)
+    return json.dumps(renamed(config), sort_keys=True)
 
 
 def build_key(

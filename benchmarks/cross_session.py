@@ -20,6 +20,7 @@ relative difference between any two probes.
 
     python benchmarks/verdict_quality.py --sections x --processes 20 --jobs 2
     python benchmarks/cross_session.py probe --meter instructions --out probe.json  # one probe
+    python benchmarks/cross_session.py rules  # the wall limit from the stored value or low end
 """
 
 from __future__ import annotations
@@ -132,6 +133,42 @@ def wall_gate(baseline: dict[str, Any], new: dict[str, Any], tolerance: float) -
     return bool(new["interval"][1] < baseline["speedup"] * (1 - tolerance))
 
 
+def low_end_gate(baseline: dict[str, Any], new: dict[str, Any], tolerance: float) -> bool:
+    """The rule not taken: the limit from the baseline interval's low end, not its value."""
+    return bool(new["interval"][1] < baseline["interval"][0] * (1 - tolerance))
+
+
+def cut(record: dict[str, Any], fraction: float) -> dict[str, Any]:
+    """``record`` with its speedup and interval lowered by ``fraction``: a synthetic regression
+    that keeps the measured noise."""
+    factor = 1 - fraction
+    return {
+        **record,
+        "speedup": record["speedup"] * factor,
+        "interval": [bound * factor for bound in record["interval"]],
+    }
+
+
+def compare_rules(
+    probes: list[dict[str, Any]], cuts: tuple[float, ...] = (0.0, 0.2, 0.3)
+) -> list[str]:
+    """How often each wall rule fails pairs of clean probes with j's speedup cut by each fraction:
+    false alarms at 0, the share of regressions caught above it."""
+    lines = []
+    for technique in TECHNIQUES:
+        clean = [p["results"][technique] for p in probes]
+        pairs = list(itertools.permutations(clean, 2))
+        for tolerance, fraction in itertools.product(WALL_TOLERANCES, cuts):
+            value = _rate(wall_gate(b, cut(n, fraction), tolerance) for b, n in pairs)
+            low = _rate(low_end_gate(b, cut(n, fraction), tolerance) for b, n in pairs)
+            lines.append(
+                f"(x) rules eager/{technique:<13} tolerance {tolerance:.0%}, speedup cut "
+                f"{fraction:.0%}: fails {value:.1%} of {len(pairs)} pairs with the limit from "
+                f"the stored value, {low:.1%} from its interval's low end"
+            )
+    return lines
+
+
 def analyse(probes: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per (technique, level): spread, false alarms or detections over probe pairs."""
     meter = probes[0]["meter"]
@@ -228,7 +265,19 @@ def main() -> None:
     one.add_argument("--out", required=True)
     one.add_argument("--cap", type=float, default=3.0)
     one.add_argument("--threads", type=int, default=2)
+    rules = sub.add_parser(
+        "rules", help="the wall gate's limit from the stored value or its low end, on saved probes"
+    )
+    rules.add_argument("--probes-dir", default="cross-session-probes")
     args = parser.parse_args()
+    if args.command == "rules":
+        paths = sorted(Path(args.probes_dir).glob("wall-*.json"))
+        if len(paths) < 2:
+            parser.error(
+                f"{args.probes_dir}: needs two or more wall-*.json probes, found {len(paths)}"
+            )
+        print("\n".join(compare_rules([json.loads(path.read_text()) for path in paths])))
+        return
     data = probe(args.meter, args.cap, args.threads)
     Path(args.out).write_text(json.dumps(data, indent=1))
 

@@ -18,6 +18,7 @@ from pytest_modelopt.baselines import (
     Tolerances,
     baseline_filename,
     compare,
+    format_baseline_checks,
     load_baseline_file,
 )
 from pytest_modelopt.budget import Verdict
@@ -656,3 +657,67 @@ def test_a_stored_speedup_too_noisy_to_judge_sets_no_limit() -> None:
     flagged["speedup"]["undecidable"] = "too noisy to judge: IQR/median 75% > 25%"
     assert "speedup" not in verdicts(flagged, entry(speedup=(4.0, 3.9, 4.1)), tol)
     assert verdicts(entry(), entry(speedup=(4.0, 3.9, 4.1)), tol)["speedup"] is Verdict.FAIL
+
+
+def test_a_stored_figure_that_reaches_beyond_its_tolerance_still_gates_and_says_so() -> None:
+    """A committed entry read 5.04x [3.99x, 7.6x]; four later sessions read 3.94-4.04x, with
+    intervals under 2%, and two of them failed its 4.03x limit."""
+    tol = Tolerances(speedup=0.2, latency=0.1)
+    wide = BaselineEntry.from_json(entry(speedup=(5.04, 3.99, 7.6), p50=(1.0, 0.85, 1.05)))
+    new = BaselineEntry.from_json(entry(speedup=(3.95, 3.93, 3.98)))
+    checks = {c.metric: c for c in compare(wide, new, tol, same_hardware=True)}
+    assert checks["speedup"].verdict is Verdict.FAIL, "the limit stays the stored value's"
+    assert checks["speedup"].caveat.startswith(
+        "the stored 5.04x [3.99x, 7.6x] reaches 51% from its value, beyond the 20% tolerance: "
+    )
+    assert "record it again on a quiet machine" in checks["speedup"].caveat
+    assert "reaches 15% from its value, beyond the 10% tolerance" in checks["latency_p50_ms"].caveat
+    assert checks["size_bytes"].caveat == ""
+    assert checks["speedup"].to_dict()["caveat"] == checks["speedup"].caveat
+    table = format_baseline_checks(checks.values(), "toy[t]: regression")
+    assert "\n  speedup: imprecise baseline: the stored 5.04x [3.99x, 7.6x] reaches" in table
+
+    tight = BaselineEntry.from_json(entry(p50=(1.0, 0.95, 1.05)))  # reach 10% and 5%
+    within = compare(tight, new, tol, same_hardware=True)
+    assert all(c.caveat == "" for c in within)
+    assert "imprecise" not in format_baseline_checks(within, "toy[t]")
+
+
+def test_the_summary_names_the_tests_whose_stored_figure_is_imprecise(
+    baseline_project: pytest.Pytester,
+) -> None:
+    project = baseline_project  # speedup tolerance 50%
+    project.makepyfile(test_toy=FAST_TEST)
+    project.runpytest("--modelopt-save-baseline").assert_outcomes(passed=1)
+    (saved,) = baseline_files(project)
+
+    def store_interval(low: float, high: float) -> None:
+        document = json.loads(saved.read_text())
+        speedup = document["entries"]["test_toy.py::test_toy[fake_fast]"]["speedup"]
+        speedup["interval"] = [speedup["value"] * low, speedup["value"] * high]
+        saved.write_text(json.dumps(document))
+
+    def caveats() -> list[str]:
+        (record,) = json.loads((project.path / "run.json").read_text())["results"]
+        return [c["caveat"] for c in record["baseline"]["checks"] if c["caveat"]]
+
+    store_interval(0.7, 1.2)  # reaches 30%: within the tolerance
+    result = project.runpytest("--modelopt-json=run.json")
+    result.assert_outcomes(passed=1)
+    result.stdout.no_fnmatch_line("imprecise baselines for*")
+    assert caveats() == []
+
+    store_interval(0.4, 1.2)  # reaches 60%
+    result = project.runpytest("--modelopt-json=run.json")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "compared with the baseline for *: 1 passed",
+            "imprecise baselines for *: 1 entries were recorded with an interval that reaches "
+            "beyond their tolerance (test_toy.py::test_toy[[]fake_fast[]]), so their gate can cry "
+            "wolf or miss a regression; record them again on a quiet machine with "
+            "--modelopt-save-baseline*",
+        ]
+    )
+    (caveat,) = caveats()
+    assert "reaches 60% from its value, beyond the 50% tolerance" in caveat

@@ -76,6 +76,12 @@ def one_line(text: Any, limit: int | None = NOTE_LIMIT) -> str:
     return first
 
 
+def first_few(items: Sequence[str], shown: int = 5) -> str:
+    """Return the first ``shown`` items joined with commas, and how many more there are."""
+    more = len(items) - shown
+    return ", ".join(items[:shown]) + (f" and {more} more" if more > 0 else "")
+
+
 def table_lines(rows: Sequence[Sequence[Any]]) -> list[str]:
     """Lay out ``rows`` in aligned columns, a rule under the first (the header).
 

@@ -16,6 +16,10 @@ Regression rules (each a :class:`~pytest_modelopt.budget.Budget` judged by the e
   tolerance is 1%. The instructions ratio is stored, not gated: its denominator, the reference's
   count, moves with what else the worker imported, and on tiny models its interval over the
   rounds is as wide as the gate.
+
+A stored speedup or p50 whose interval reaches further from its value than the tolerance is
+imprecise: its own uncertainty could fail a run that did not regress, or pass one that did. Its
+check still gates, and carries a ``caveat`` that says so and how to record it again.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ class BaselineCheck:
 
     check: Check
     baseline: Measured
+    caveat: str = ""  # why the stored figure cannot be trusted to the tolerance, if it cannot
 
     @property
     def verdict(self) -> Verdict:
@@ -60,7 +65,27 @@ class BaselineCheck:
             "limit": str(self.check.budget),
             "verdict": self.verdict.value,
             "reason": self.check.reason,
+            "caveat": self.caveat,
         }
+
+
+def imprecision(stored: Measured, tolerance: float, metric: str) -> str:
+    """Say why a stored figure cannot gate at ``tolerance``: its interval reaches further.
+
+    Empty when the interval lies within the tolerance of the value (or there is none).
+    """
+    if stored.interval is None or not stored.value:
+        return ""
+    low, high = stored.interval
+    reach = max(stored.value - low, high - stored.value) / abs(stored.value)
+    if reach <= tolerance:
+        return ""
+    shown = METRICS[metric].format_measured(stored)
+    return (
+        f"the stored {shown} reaches {reach:.0%} from its value, beyond the {tolerance:.0%} "
+        "tolerance: recorded under noise, it can fail a run that did not regress or pass one "
+        "that did; record it again on a quiet machine (--modelopt-save-baseline)"
+    )
 
 
 def compare(
@@ -73,9 +98,17 @@ def compare(
     """Check a new entry against a stored one for regressions (see the module docstring)."""
     checks = []
 
-    def add(metric: str, op: str, threshold: float, old: Measured, measured: Measured) -> None:
+    def add(
+        metric: str,
+        op: str,
+        threshold: float,
+        old: Measured,
+        measured: Measured,
+        tolerance: float | None = None,
+    ) -> None:
         budget = Budget(METRICS[metric], op, threshold)
-        checks.append(BaselineCheck(judge(budget, measured), old))
+        caveat = "" if tolerance is None else imprecision(old, tolerance, metric)
+        checks.append(BaselineCheck(judge(budget, measured), old, caveat))
 
     if stored.speedup is not None and new.speedup is not None and stored.speedup.can_gate:
         old_speedup = stored.speedup.measured(keep_reason=False)
@@ -85,6 +118,7 @@ def compare(
             old_speedup.value * (1 - tolerances.speedup),
             old_speedup,
             new.speedup.measured(keep_reason=True),
+            tolerances.speedup,
         )
     if stored.instructions_per_call is not None and new.instructions_per_call is not None:
         old_count = Measured(stored.instructions_per_call.value)
@@ -108,6 +142,7 @@ def compare(
             old_p50.value * (1 + tolerances.latency),
             old_p50,
             new.latency_p50_ms.measured(keep_reason=True),
+            tolerances.latency,
         )
     add(
         "size_bytes",
@@ -146,4 +181,6 @@ def format_baseline_checks(checks: Iterable[BaselineCheck], title: str) -> str:
         )
         if item.check.reason:
             reasons.append(f"  {metric.name}: {item.verdict.value.lower()}: {item.check.reason}")
+        if item.caveat:
+            reasons.append(f"  {metric.name}: imprecise baseline: {item.caveat}")
     return "\n".join([title, *table_lines(rows), *reasons])

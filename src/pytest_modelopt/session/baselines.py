@@ -14,6 +14,7 @@ from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 from pytest_modelopt.errors import ContractViolation, InvalidFileError
+from pytest_modelopt.readable import first_few
 from pytest_modelopt.session.context import SessionContext, utc_now
 from pytest_modelopt.session.scope import RunScope
 
@@ -319,13 +320,10 @@ class SessionBaselines:
             return []
         if not entries:
             return []
-        shown = ", ".join(entries[:5]) + (
-            f" and {len(entries) - 5} more" if len(entries) > 5 else ""
-        )
         return [
             (
                 f"unused baselines for {self.store.fingerprint}: {len(entries)} entries of "
-                f"tests that were not collected ({shown}; files with none left: "
+                f"tests that were not collected ({first_few(entries)}; files with none left: "
                 f"{', '.join(p.name for p in files) or 'none'}); delete them with "
                 "--modelopt-prune-baselines on a full run",
                 {"yellow": True},

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from pytest_modelopt.hardware import Hardware
-from pytest_modelopt.readable import one_line
+from pytest_modelopt.readable import first_few, one_line
 from pytest_modelopt.session.baselines import SessionBaselines
 from pytest_modelopt.session.context import SessionContext, utc_now
 
@@ -248,13 +248,33 @@ def baseline_lines(
     lines: list[tuple[str, dict[str, bool]]] = []
     meters = dict.fromkeys(record.get("meter", "wall") for record in records)
     for meter in meters:
-        statuses = [
-            record["baseline"]["status"]
-            for record in records
-            if record.get("meter", "wall") == meter
-        ]
-        lines += _store_lines(baselines.store_for(meter), statuses)
+        mine = [record for record in records if record.get("meter", "wall") == meter]
+        store = baselines.store_for(meter)
+        lines += _store_lines(store, [record["baseline"]["status"] for record in mine])
+        lines += _imprecise_lines(store, mine)
     return lines
+
+
+def _imprecise_lines(
+    store: BaselineStore, records: list[dict[str, Any]]
+) -> list[tuple[str, dict[str, bool]]]:
+    """Name the tests compared with a stored figure too uncertain for its tolerance."""
+    tests = [
+        record["test"]
+        for record in records
+        if any(check.get("caveat") for check in record["baseline"].get("checks", []))
+    ]
+    if not tests:
+        return []
+    return [
+        (
+            f"imprecise baselines for {store.fingerprint}: {len(tests)} entries were recorded "
+            f"with an interval that reaches beyond their tolerance ({first_few(tests)}), so "
+            "their gate can cry wolf or miss a regression; record them again on a quiet machine "
+            "with --modelopt-save-baseline (the results JSON's baseline checks say which metric)",
+            {"yellow": True},
+        )
+    ]
 
 
 def _store_lines(store: BaselineStore, statuses: list[str]) -> list[tuple[str, dict[str, bool]]]:
